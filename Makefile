@@ -1,0 +1,39 @@
+# ldm — run `make help` for the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CONSTRAINTS := requirements/constraints.txt
+# GPU users: make install TORCH_INDEX=https://download.pytorch.org/whl/cu128 (see README)
+TORCH_INDEX ?=
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test test-all clean clean-logs
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(if $(TORCH_INDEX),$(PY) -m pip install -q -c $(CONSTRAINTS) torch --index-url $(TORCH_INDEX),)
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install ldm with pinned versions (CPU torch by default)
+
+train: $(STAMP) ## train on the bundled digits with the default config (extra Hydra overrides: ARGS="...")
+	$(PY) train.py $(ARGS)
+
+test: $(STAMP) ## run the fast test suite (includes a short end-to-end run)
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+test-all: $(STAMP) ## run every test, slow end-to-end ones included
+	$(PY) -m pytest -q $(ARGS)
+
+clean-logs: ## delete logs/ (all runs!)
+	rm -rf logs
+
+clean: ## delete .venv and caches (keeps logs/)
+	rm -rf $(VENV) .pytest_cache .cache build *.egg-info

@@ -1,0 +1,1 @@
+"""One LightningModule per row of the headline table, all implementing `Autoencoder`."""

@@ -1,0 +1,71 @@
+"""KL-regularised autoencoder with a diagonal Gaussian posterior (Kingma & Welling, 2014; Rombach et al., 2022)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ldm.autoencoders.base import Autoencoder
+from ldm.metrics.reconstruction import psnr
+from ldm.losses import PixelLoss, gaussian_kl
+from ldm.nets.backbone import BackboneSpec
+from ldm.nets.decoder import Decoder
+from ldm.nets.encoder import Encoder
+from ldm.utils.config import build
+
+
+class VAE(Autoencoder):
+    """loss = recon(x, D(z)) + kl_weight * KL(q(z|x) || N(0, I)), z ~ q(z|x); both summed per image.
+
+    With per-image sums `kl_weight` means what it means in the literature (1e-6 in latent diffusion).
+    """
+
+    def __init__(self, backbone: dict, image_size: int, in_channels: int, kl_weight: float = 1e-6,
+                 recon_loss: Optional[dict] = None, optimizer: Optional[dict] = None, num_vis: int = 32) -> None:
+        super().__init__(image_size=image_size, in_channels=in_channels, optimizer=optimizer, num_vis=num_vis)
+        self.save_hyperparameters()
+        self.spec = BackboneSpec(**backbone)
+        self._latent_shape = self.spec.latent_shape(image_size)
+        self.encoder = Encoder(in_channels, 2 * self.spec.latent_channels, self.spec)
+        self.decoder = Decoder(self.spec.latent_channels, in_channels, self.spec)
+        self.kl_weight = kl_weight
+        self.recon_loss = build(recon_loss) if recon_loss else PixelLoss(p=1)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return self._latent_shape
+
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, logvar) of q(z|x); logvar clamped as in latent diffusion for stability."""
+        mean, logvar = self.encoder(x).chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0)
+
+    def encode_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, logvar = self.posterior(x)
+        return mean, (0.5 * logvar).exp()
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def losses(self, x: torch.Tensor, sample: bool = True) -> dict[str, torch.Tensor]:
+        mean, logvar = self.posterior(x)
+        z = mean + (0.5 * logvar).exp() * torch.randn_like(mean) if sample else mean
+        x_hat = self.decode(z)
+        rec = self.recon_loss(x_hat, x)
+        kl = gaussian_kl(mean, logvar).mean()
+        return {"loss": rec + self.kl_weight * kl, "rec": rec, "kl": kl, "x_hat": x_hat}
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, _ = batch
+        terms = self.losses(x)
+        self.check_finite(terms["loss"])
+        self.log_dict({"train/loss": terms["loss"], "train/rec": terms["rec"], "train/kl": terms["kl"],
+                       "train/psnr": psnr(terms["x_hat"].detach(), x).mean()}, prog_bar=False, batch_size=len(x))
+        self.log("loss", terms["loss"], prog_bar=True, logger=False, batch_size=len(x))
+        return terms["loss"]
+
+    def validation_loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        terms = self.losses(x, sample=False)
+        terms.pop("x_hat")
+        return terms

@@ -1,0 +1,133 @@
+"""In-memory image DataModule shared by every dataset: deterministic splits, step-indexed training batches."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ldm.data.sampling import StepBatchSampler
+from ldm.errors import ConfigError
+
+
+class TensorImages(Dataset):
+    """(image, label) pairs from two tensors; `__getitems__` slices a whole batch at once."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.images[i], self.labels[i]
+
+    def __getitems__(self, indices: list[int]):
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.images[idx], self.labels[idx]
+
+
+def _collate_batch(batch):
+    return batch  # already stacked by TensorImages.__getitems__
+
+
+def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, torch.Tensor]:
+    """Deterministic train/val/test split of range(n) from `seed`."""
+    for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= frac < 1:
+            raise ConfigError(f"data.{name}={frac} must be in [0, 1)")
+    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
+    if n - n_val - n_test < 1:
+        raise ConfigError(f"data.val_fraction + data.test_fraction leave no training images out of {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return {"test": perm[:n_test].sort().values, "val": perm[n_test:n_test + n_val].sort().values,
+            "train": perm[n_test + n_val:].sort().values}
+
+
+class InMemoryImageDataModule(L.LightningDataModule):
+    """Holds all images of a small dataset in memory; subclasses implement `load()`."""
+
+    def __init__(self, image_size: int, channels: int, batch_size: int = 64, val_fraction: float = 0.1,
+                 test_fraction: float = 0.1, split_seed: int = 0, eval_batch_size: Optional[int] = None,
+                 num_workers: int = 0) -> None:
+        super().__init__()
+        if image_size < 1:
+            raise ConfigError(f"data.image_size={image_size} must be a positive integer")
+        if channels not in (1, 3):
+            raise ConfigError(f"data.channels={channels} must be 1 (grayscale) or 3 (RGB)")
+        self.image_size, self.channels = image_size, channels
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or max(batch_size, 256)
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.num_workers = num_workers
+        self.splits: dict[str, TensorImages] = {}
+        self.num_classes = 0
+
+    def load(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return all images (N, C, H, W) float in [-1, 1] and labels (N,) long, -1 where unknown."""
+        raise NotImplementedError
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.splits:
+            return
+        images, labels = self.load()
+        assert images.shape[1:] == (self.channels, self.image_size, self.image_size), images.shape
+        assert images.min() >= -1 and images.max() <= 1
+        idx = split_indices(len(images), self.val_fraction, self.test_fraction, self.split_seed)
+        self.splits = {k: TensorImages(images[v].contiguous(), labels[v].contiguous()) for k, v in idx.items()}
+        self.num_classes = int(labels.max().item()) + 1 if (labels >= 0).any() else 0
+
+    def split(self, name: str) -> TensorImages:
+        self.setup()
+        return self.splits[name]
+
+    def train_dataloader(self) -> DataLoader:
+        train = self.split("train")
+        trainer = self.trainer
+        # Resume-safe: start after the batches the restored loop has already completed.
+        start = trainer.fit_loop.epoch_loop.batch_progress.total.completed if trainer is not None else 0
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        try:
+            sampler = StepBatchSampler(len(train), self.batch_size, seed=self.split_seed, start=start,
+                                       rank=rank, world_size=world)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        return DataLoader(train, batch_sampler=sampler, collate_fn=_collate_batch, num_workers=self.num_workers)
+
+    def _eval_loader(self, name: str) -> DataLoader:
+        ds = self.split(name)
+        if len(ds) == 0:
+            return DataLoader(ds, batch_size=1)
+        bs = min(self.eval_batch_size, len(ds))
+        batches = [list(range(i, min(i + bs, len(ds)))) for i in range(0, len(ds), bs)]
+        return DataLoader(ds, batch_sampler=batches, collate_fn=_collate_batch, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def __str__(self) -> str:
+        return self.__repr__()
+
+    def __repr__(self) -> str:
+        sizes = {k: len(v) for k, v in self.splits.items()} or "not set up"
+        return (f"{type(self).__name__}({self.channels}x{self.image_size}x{self.image_size}, "
+                f"classes={self.num_classes}, splits={sizes})")
+
+
+def resize_center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize (N, C, H, W) so the short side is `size` (antialiased bilinear), then centre-crop to size x size."""
+    h, w = images.shape[-2:]
+    if (h, w) != (size, size):
+        s = size / min(h, w)
+        nh, nw = max(size, math.ceil(h * s - 1e-6)), max(size, math.ceil(w * s - 1e-6))
+        antialias = nh < h or nw < w
+        images = torch.nn.functional.interpolate(images, size=(nh, nw), mode="bilinear", align_corners=False,
+                                                 antialias=antialias)
+        top, left = (nh - size) // 2, (nw - size) // 2
+        images = images[..., top:top + size, left:left + size]
+    return images.clamp(-1, 1)

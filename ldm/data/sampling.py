@@ -1,0 +1,48 @@
+"""Step-indexed batch sampling, so a run resumed mid-epoch sees exactly the batches it would have."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch.utils.data import Sampler
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Endless shuffled batches; batch k is a pure function of (seed, k).
+
+    Epoch e is a permutation drawn from `seed + e`; a global batch is cut from it without replacement
+    (the remainder of each epoch is dropped). With `world_size` ranks, rank r takes global batches
+    k*world_size + r, so the union over ranks is the single-process stream. `start` skips batches
+    already trained on, which is what makes mid-epoch resume exact.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int = 0, start: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_samples < batch_size:
+            raise ValueError(
+                f"batch_size={batch_size} is larger than the training set ({num_samples} images): "
+                f"lower data.batch_size")
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.start, self.rank, self.world_size = start, rank, world_size
+        self.batches_per_epoch = num_samples // batch_size
+        self._epoch, self._perm = -1, None
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(self.num_samples, generator=g)
+        return self._perm
+
+    def batch(self, step: int) -> list[int]:
+        """Indices of this rank's batch at training step `step`."""
+        epoch, i = divmod(step * self.world_size + self.rank, self.batches_per_epoch)
+        return self._permutation(epoch)[i * self.batch_size:(i + 1) * self.batch_size].tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step = self.start
+        while True:
+            yield self.batch(step)
+            step += 1

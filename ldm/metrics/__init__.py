@@ -1,0 +1,1 @@
+"""Metrics on callables and tensors (never on model classes)."""

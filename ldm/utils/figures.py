@@ -1,0 +1,30 @@
+"""Write an image grid to the run directory and to every image-capable logger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ldm.utils.images import auto_scale, make_grid, save_png
+
+
+def log_grid(trainer, key: str, images: torch.Tensor, nrow: int | None = None) -> Path | None:
+    """Save `<run_dir>/<key>.png` (latest) and `<run_dir>/images/<key>/step<N>.png`; send to wandb/tensorboard.
+
+    Only global rank 0 writes. Returns the latest PNG's path.
+    """
+    if trainer is None or not trainer.is_global_zero:
+        return None
+    grid = make_grid(images, nrow=nrow, scale=auto_scale(images.shape[-1]))
+    run_dir = Path(trainer.default_root_dir)
+    step = trainer.global_step
+    save_png(grid, run_dir / "images" / key / f"step{step:07d}.png")
+    latest = save_png(grid, run_dir / f"{key}.png")
+    for logger in trainer.loggers:
+        experiment = getattr(logger, "experiment", None)
+        if hasattr(logger, "log_image"):  # WandbLogger
+            logger.log_image(key=key, images=[grid], step=step)
+        elif hasattr(experiment, "add_image"):  # TensorBoard SummaryWriter
+            experiment.add_image(key, grid, step, dataformats="HWC")
+    return latest

@@ -1,0 +1,19 @@
+"""Train one ablation cell: `python train.py [group=option ...] [key=value ...]` (see conf/train.yaml)."""
+
+import os
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("LDM_ROOT", os.path.dirname(os.path.abspath(__file__)))
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig):
+    from ldm import pipeline  # after Hydra parsed the CLI: `--help` and `--cfg` stay fast
+
+    return pipeline.main(cfg)
+
+
+if __name__ == "__main__":
+    main()
