@@ -15,7 +15,8 @@ from omegaconf import DictConfig, open_dict
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 os.environ.setdefault("LDM_ROOT", str(ROOT))
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+if "OMP_NUM_THREADS" not in os.environ:  # respect an explicit thread cap (parallel test runs)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 def compose_cfg(overrides: list[str] = (), config_name: str = "train", output_dir: Path | None = None) -> DictConfig:
