@@ -1,4 +1,4 @@
-"""One run = one cell of an ablation: stage 1 (autoencoder) -> evaluation -> metrics.json (DESIGN.md contract)."""
+"""One run = one cell of an ablation (DESIGN.md): stage 1 -> latent cache -> stage 2 -> metrics.json."""
 
 from __future__ import annotations
 
@@ -8,22 +8,32 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ldm.callbacks import StepBudget, StepSeed
-from ldm.errors import ConfigError, Diverged, UserError
+from ldm.data.latents import LatentDataModule
+from ldm.errors import ConfigError, Diverged, NoEncoderError, UserError
 from ldm.metrics.reconstruction import reconstruct_all, reconstruction_metrics
-from ldm.utils.config import build, instantiate_dict, instantiate_module
-from ldm.utils.io import write_json
+from ldm.utils.config import build, instantiate_dict, plain
+from ldm.utils.images import save_grid
+from ldm.utils.io import atomic_write, write_json
 
 log = logging.getLogger(__name__)
+STAGES = ("all", "stage1", "stage2")
 
 
 def count_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def eval_device(cfg: DictConfig) -> torch.device:
+    """Where encoding, sampling and evaluation run: the GPU when the trainer may use one."""
+    wants_gpu = str(cfg.trainer.get("accelerator", "auto")) in ("auto", "gpu", "cuda")
+    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
 def make_trainer(cfg: DictConfig, stage: str, max_steps: int, val_every: int) -> L.Trainer:
@@ -42,24 +52,52 @@ def make_trainer(cfg: DictConfig, stage: str, max_steps: int, val_every: int) ->
                  val_check_interval=min(val_every, max_steps), check_val_every_n_epoch=None)
 
 
-def fit_autoencoder(cfg: DictConfig, datamodule: L.LightningDataModule) -> tuple[Any, dict, L.Trainer]:
-    """Stage 1: train the configured autoencoder for `stage1.max_steps` batches (resuming from `ckpt_path`)."""
-    budget = cfg.stage1
-    ae = instantiate_module(cfg.autoencoder)
+def _check_file(path: Optional[str], key: str, example: str) -> Optional[str]:
+    if path and not Path(path).is_file():
+        raise ConfigError(f"{key}={path} is not a file: pass a checkpoint such as {example}")
+    return path
+
+
+# ---- stage 1 ----------------------------------------------------------------------------------------------
+def autoencoder(cfg: DictConfig, datamodule: Any, train: bool = True) -> tuple[Any, dict, bool]:
+    """Stage 1: load `autoencoder.ckpt_path`, or train the configured autoencoder (resuming from `ckpt_path`).
+
+    Returns (autoencoder, stage1/* metrics, is_global_zero). Autoencoders without parameters (identity)
+    have nothing to train and are used as they are.
+    """
+    ae_cfg = plain(cfg.autoencoder)
+    reuse = _check_file(ae_cfg.pop("ckpt_path", None), "autoencoder.ckpt_path", "<run>/checkpoints/stage1/last.ckpt")
+    if reuse:
+        cls = hydra.utils.get_class(ae_cfg["_target_"])
+        ae = cls.load_from_checkpoint(reuse, map_location="cpu")
+        steps = torch.load(reuse, map_location="cpu", weights_only=False).get("global_step")
+        info = {"stage1/reused": True, "stage1/steps": steps, "stage1/wall_s": 0.0, "stage1/checkpoint": reuse}
+        log.info("stage 1: loaded %s from %s", cls.__name__, reuse)
+        return ae, {**info, **_ae_info(ae)}, True
+    ae = hydra.utils.instantiate(ae_cfg, _recursive_=False, _convert_="all")
     ae.stage_name = "stage1"
+    if count_params(ae) == 0:
+        log.info("stage 1: %s has no parameters, nothing to train", type(ae).__name__)
+        return ae, {"stage1/reused": False, "stage1/steps": 0, "stage1/wall_s": 0.0, **_ae_info(ae)}, True
+    if not train:
+        raise ConfigError("stage=stage2 needs a trained autoencoder: set autoencoder.ckpt_path=<run>/checkpoints/"
+                          "stage1/last.ckpt")
+    budget = cfg.stage1
     trainer = make_trainer(cfg, "stage1", budget.max_steps, budget.val_every)
-    ckpt = cfg.get("ckpt_path")
-    if ckpt and not Path(ckpt).is_file():
-        raise ConfigError(f"ckpt_path={ckpt} is not a file: pass a checkpoint such as <run>/checkpoints/stage1/last.ckpt")
+    ckpt = _check_file(cfg.get("ckpt_path"), "ckpt_path", "<run>/checkpoints/stage1/last.ckpt")
     t0 = time.perf_counter()
     trainer.fit(ae, datamodule=datamodule, ckpt_path=ckpt)
     wall = time.perf_counter() - t0
     val = trainer.callback_metrics.get("val/loss")
-    info = {"stage1/steps": trainer.fit_loop.epoch_loop.batch_progress.total.completed, "stage1/wall_s": wall,
-            "stage1/params": count_params(ae), "stage1/reused": False,
-            "stage1/val_loss": float(val) if val is not None else None,
-            "stage1/latent_shape": "x".join(map(str, ae.latent_shape))}
-    return ae, info, trainer
+    info = {"stage1/reused": False, "stage1/wall_s": wall,
+            "stage1/steps": trainer.fit_loop.epoch_loop.batch_progress.total.completed,
+            "stage1/val_loss": float(val) if val is not None else None, **_ae_info(ae)}
+    return ae, info, trainer.is_global_zero
+
+
+def _ae_info(ae: Any) -> dict:
+    return {"stage1/params": count_params(ae), "stage1/latent_shape": "x".join(map(str, ae.latent_shape)),
+            "stage1/kind": type(ae).__name__}
 
 
 def evaluate_reconstruction(ae: Any, datamodule: Any, device: torch.device) -> dict:
@@ -69,20 +107,102 @@ def evaluate_reconstruction(ae: Any, datamodule: Any, device: torch.device) -> d
         return {}
     ae.to(device).eval()
     x = test.images
-    x_hat = reconstruct_all(ae.reconstruct, x, device=device)
+    try:
+        x_hat = reconstruct_all(ae.reconstruct, x, device=device)
+    except NoEncoderError as e:  # a plain GAN: no recon/* (and stage 2 will stop with the same message)
+        log.info("recon/* skipped: %s", e)
+        return {}
     return {f"recon/{k}": v for k, v in reconstruction_metrics(x_hat, x).items()}
 
 
-def train(cfg: DictConfig) -> Optional[dict]:
-    """Run every configured stage; returns the metrics (None on non-zero DDP ranks)."""
+# ---- latent cache -----------------------------------------------------------------------------------------
+@torch.no_grad()
+def encode_splits(ae: Any, datamodule: Any, device: torch.device, batch_size: int = 256) -> dict:
+    """Encode every split once: posterior mean and std (None for deterministic encoders), labels, on CPU."""
+    ae.to(device).eval()
+    cache = {}
+    for name in ("train", "val", "test"):
+        images, labels = datamodule.split(name).tensors
+        means, stds = [], []
+        for i in range(0, len(images), batch_size):
+            mean, std = ae.encode_distribution(images[i:i + batch_size].to(device))
+            means.append(mean.float().cpu())
+            if std is not None:
+                stds.append(std.float().cpu())
+        cache[name] = {"mean": torch.cat(means) if means else torch.empty(0, *ae.latent_shape),
+                       "std": torch.cat(stds) if stds else None, "labels": labels.clone()}
+    return cache
+
+
+def save_cache(cache: dict, path: Path) -> Path:
+    return atomic_write(path, lambda tmp: torch.save(cache, tmp))
+
+
+# ---- stage 2 ----------------------------------------------------------------------------------------------
+def diffusion(cfg: DictConfig, ae: Any, cache: dict, num_classes: int) -> tuple[Any, dict, bool]:
+    """Stage 2: latent diffusion on the cached training latents (resuming from `stage2.ckpt_path`)."""
+    budget = cfg.stage2
+    ld = hydra.utils.instantiate(plain(cfg.diffusion), _recursive_=False, _convert_="all",
+                                 latent_shape=list(ae.latent_shape), num_classes=num_classes,
+                                 sampler=plain(cfg.sampler))
+    ld.fit_scaling(cache["train"]["mean"], cache["train"]["std"])
+    ld.set_decoder(ae.decode)
+    latents = LatentDataModule({k: cache[k] for k in ("train", "val")}, batch_size=budget.batch_size,
+                               shuffle_seed=cfg.seed)
+    trainer = make_trainer(cfg, "stage2", budget.max_steps, budget.val_every)
+    ckpt = _check_file(budget.get("ckpt_path"), "stage2.ckpt_path", "<run>/checkpoints/stage2/last.ckpt")
+    t0 = time.perf_counter()
+    trainer.fit(ld, datamodule=latents, ckpt_path=ckpt)
+    wall = time.perf_counter() - t0
+    val = trainer.callback_metrics.get("val/loss")
+    info = {"stage2/steps": trainer.fit_loop.epoch_loop.batch_progress.total.completed, "stage2/wall_s": wall,
+            "stage2/params": count_params(ld.net), "stage2/val_loss": float(val) if val is not None else None,
+            "stage2/scale_factor": ld.scale_factor, "stage2/scaling": ld.hparams.scaling,
+            "stage2/latent": ld.hparams.latent}
+    return ld, info, trainer.is_global_zero
+
+
+def evaluate_generation(ld: Any, device: torch.device, num_samples: int, run_dir: Path, seed: int = 0) -> dict:
+    """Sample with the EMA weights and the configured sampler; NFE and seconds per sample; samples.png."""
+    ld.to(device).eval()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    images, nfe = ld.generate(num_samples, seed=seed)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    sec = (time.perf_counter() - t0) / max(1, num_samples)
+    save_grid(images[:64], run_dir / "samples.png", nrow=8)
+    return {"gen/nfe": nfe, "gen/sec_per_sample": sec, "eval/num_samples": num_samples}
+
+
+# ---- the run ----------------------------------------------------------------------------------------------
+def train(cfg: DictConfig, metrics: Optional[dict] = None) -> Optional[dict]:
+    """Run the configured stages, filling `metrics` as each finishes; returns it (None on non-zero DDP ranks)."""
+    metrics = {} if metrics is None else metrics
+    stage = cfg.get("stage", "all")
+    if stage not in STAGES:
+        raise ConfigError(f"stage={stage}: choose one of {', '.join(STAGES)}")
     L.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.paths.output_dir)
     datamodule = build(cfg.data)
     datamodule.setup()
     log.info("data: %s", datamodule)
-    ae, metrics, trainer = fit_autoencoder(cfg, datamodule)
-    if not trainer.is_global_zero:
+    device = eval_device(cfg)
+    ae, info, rank0 = autoencoder(cfg, datamodule, train=stage != "stage2")
+    metrics.update(info)
+    if rank0:
+        metrics.update(evaluate_reconstruction(ae, datamodule, device))
+    if stage == "stage1":
+        return metrics if rank0 else None
+    cache = encode_splits(ae, datamodule, device)
+    if rank0:
+        save_cache(cache, run_dir / "latents.pt")
+    ld, info, rank0 = diffusion(cfg, ae, cache, datamodule.num_classes)
+    if not rank0:
         return None
-    metrics.update(evaluate_reconstruction(ae, datamodule, trainer.strategy.root_device))
+    metrics.update(info)
+    metrics.update(evaluate_generation(ld, device, cfg.eval.num_samples, run_dir, seed=cfg.seed))
     return metrics
 
 
@@ -93,10 +213,14 @@ def summarize(run_dir: Path, metrics: dict) -> str:
     pngs = sorted(p.name for p in run_dir.glob("*.png"))
     if pngs:
         lines.append("  figures: " + ", ".join(pngs))
+    if (run_dir / "latents.pt").exists():
+        lines.append(f"  latent cache: {run_dir / 'latents.pt'}")
     lines.append(f"  metrics: {run_dir / 'metrics.json'}")
-    keys = [k for k in ("status", "stage1/steps", "stage1/wall_s", "recon/psnr", "recon/ssim") if k in metrics]
-    lines.append("  " + "  ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}"
-                                  for k in keys))
+    keys = ["status", "stage1/steps", "stage1/wall_s", "recon/psnr", "stage2/steps", "stage2/wall_s",
+            "stage2/scale_factor", "gen/nfe", "gen/sec_per_sample"]
+    shown = [f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}"
+             for k in keys if k in metrics]
+    lines.append("  " + "  ".join(shown))
     return "\n".join(lines)
 
 
@@ -114,21 +238,20 @@ def main(cfg: DictConfig) -> Optional[float]:
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.json"
-    metrics: dict = {}
+    metrics: dict = {}  # filled stage by stage, so a failure still records what finished
     try:
-        result = train(cfg)
-        if result is None:
+        if train(cfg, metrics) is None:
             return None
-        metrics = {"status": "ok", **result}
+        metrics = {"status": "ok", **metrics}
     except UserError as e:
-        write_json(metrics_path, {"status": "failed", "error": one_line(e)})
+        write_json(metrics_path, {**metrics, "status": "failed", "error": one_line(e)})
         print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
     except Diverged as e:
-        metrics = {"status": "diverged", "error": one_line(e)}
+        metrics = {**metrics, "status": "diverged", "error": one_line(e)}
         log.error("run diverged: %s", one_line(e))
     except Exception as e:
-        write_json(metrics_path, {"status": "failed", "error": one_line(e)})
+        write_json(metrics_path, {**metrics, "status": "failed", "error": one_line(e)})
         raise
     write_json(metrics_path, metrics)
     log.info("\n%s", summarize(run_dir, metrics))

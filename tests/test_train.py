@@ -33,9 +33,64 @@ def test_debug_fast_writes_run_directory(make_cfg):
     ckpts = out / "checkpoints" / "stage1"
     assert (ckpts / "last.ckpt").is_file() and list(ckpts.glob("best-*.ckpt"))
     assert load_state(ckpts / "last.ckpt")["global_step"] == cfg.stage1.max_steps
-    for png in ("stage1_recon.png", "stage1_prior.png"):
-        assert (out / png).stat().st_size > 100
+    for png in ("stage1_recon.png", "stage1_prior.png", "stage2_samples.png", "stage2_denoising.png", "samples.png"):
+        assert (out / png).stat().st_size > 100, png
     assert not list(out.rglob("*.tmp"))  # atomic writes leave no temp files behind
+    # stage 2 and the generation timing
+    assert metrics["stage2/steps"] == cfg.stage2.max_steps and metrics["stage2/params"] > 0
+    assert metrics["stage2/scale_factor"] > 0 and metrics["stage2/val_loss"] > 0
+    assert metrics["gen/nfe"] == cfg.sampler.steps and metrics["gen/sec_per_sample"] > 0
+    assert load_state(out / "checkpoints/stage2/last.ckpt")["global_step"] == cfg.stage2.max_steps
+    cache = torch.load(out / "latents.pt", weights_only=True)
+    sizes = {"train": 1437, "val": 180, "test": 180}
+    for split, n in sizes.items():
+        assert cache[split]["mean"].shape == (n, 2, 4, 4) and cache[split]["std"].shape == (n, 2, 4, 4)
+        assert cache[split]["labels"].shape == (n,) and (cache[split]["std"] > 0).all()
+
+
+def test_stage1_only_and_reuse_skips_training(make_cfg):
+    first = make_cfg(FAST + ["logger=none", "stage=stage1"], name="first")
+    m1 = pipeline.train(first)
+    assert "stage2/steps" not in m1 and not (Path(first.paths.output_dir) / "latents.pt").exists()
+    ckpt = Path(first.paths.output_dir) / "checkpoints/stage1/last.ckpt"
+    second = make_cfg(FAST + ["logger=none", f"autoencoder.ckpt_path={ckpt}"], name="second")
+    m2 = pipeline.train(second)
+    assert m2["stage1/reused"] is True and m2["stage1/steps"] == first.stage1.max_steps
+    assert not (Path(second.paths.output_dir) / "checkpoints/stage1").exists()  # nothing trained
+    assert m2["recon/mse"] == pytest.approx(m1["recon/mse"], rel=1e-6)  # the very same weights
+    assert m2["stage2/steps"] == second.stage2.max_steps
+
+
+def test_stage2_alone_needs_an_autoencoder(make_cfg, capsys):
+    cfg = make_cfg(FAST + ["stage=stage2"])
+    with pytest.raises(SystemExit):
+        pipeline.main(cfg)
+    assert "autoencoder.ckpt_path" in capsys.readouterr().err
+
+
+def test_identity_is_pixel_space_diffusion(make_cfg):
+    cfg = make_cfg(FAST + ["logger=none", "autoencoder=identity"])
+    m = pipeline.train(cfg)
+    assert m["stage1/steps"] == 0 and m["stage1/params"] == 0 and m["recon/mse"] == 0
+    assert m["stage1/latent_shape"] == "1x16x16" and m["stage2/steps"] == cfg.stage2.max_steps
+    cache = torch.load(Path(cfg.paths.output_dir) / "latents.pt", weights_only=True)
+    assert cache["train"]["std"] is None and cache["train"]["mean"].shape == (1437, 1, 16, 16)
+
+
+def test_stage2_resume_equals_uninterrupted(make_cfg):
+    common = FAST + ["logger=none", "autoencoder=identity", "stage2.val_every=3"]
+    straight = make_cfg(common + ["stage2.max_steps=6"], name="straight")
+    pipeline.train(straight)
+    half = make_cfg(common + ["stage2.max_steps=3"], name="half")
+    pipeline.train(half)
+    ckpt = Path(half.paths.output_dir) / "checkpoints/stage2/last.ckpt"
+    resumed = make_cfg(common + ["stage2.max_steps=6", f"stage2.ckpt_path={ckpt}"], name="resumed")
+    assert pipeline.train(resumed)["stage2/steps"] == 6
+    a = load_state(Path(straight.paths.output_dir) / "checkpoints/stage2/last.ckpt")["state_dict"]
+    b = load_state(Path(resumed.paths.output_dir) / "checkpoints/stage2/last.ckpt")["state_dict"]
+    assert a.keys() == b.keys() and any(k.startswith("ema.") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
 
 
 def test_resume_equals_uninterrupted(make_cfg):

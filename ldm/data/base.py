@@ -13,21 +13,38 @@ from ldm.data.sampling import StepBatchSampler
 from ldm.errors import ConfigError
 
 
-class TensorImages(Dataset):
-    """(image, label) pairs from two tensors; `__getitems__` slices a whole batch at once."""
+class TensorTuple(Dataset):
+    """Rows of equally long tensors; `__getitems__` slices a whole batch at once (no per-item collate)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        self.images, self.labels = images, labels
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        if len({len(t) for t in tensors}) != 1:
+            raise ValueError("all tensors need the same length")
+        self.tensors = tensors
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.tensors[0])
 
     def __getitem__(self, i: int):
-        return self.images[i], self.labels[i]
+        return tuple(t[i] for t in self.tensors)
 
     def __getitems__(self, indices: list[int]):
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return self.images[idx], self.labels[idx]
+        return tuple(t[idx] for t in self.tensors)
+
+
+class TensorImages(TensorTuple):
+    """(image, label) pairs."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        super().__init__(images, labels)
+
+    @property
+    def images(self) -> torch.Tensor:
+        return self.tensors[0]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.tensors[1]
 
 
 def _collate_batch(batch):
@@ -47,39 +64,19 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
             "train": perm[n_test + n_val:].sort().values}
 
 
-class InMemoryImageDataModule(L.LightningDataModule):
-    """Holds all images of a small dataset in memory; subclasses implement `load()`."""
+class StepDataModule(L.LightningDataModule):
+    """Splits held in memory as `TensorTuple`s; endless, resumable training batches; sequential eval batches."""
 
-    def __init__(self, image_size: int, channels: int, batch_size: int = 64, val_fraction: float = 0.1,
-                 test_fraction: float = 0.1, split_seed: int = 0, eval_batch_size: Optional[int] = None,
-                 num_workers: int = 0) -> None:
+    def __init__(self, batch_size: int = 64, split_seed: int = 0, eval_batch_size: Optional[int] = None,
+                 num_workers: int = 0, shuffle_seed: Optional[int] = None) -> None:
         super().__init__()
-        if image_size < 1:
-            raise ConfigError(f"data.image_size={image_size} must be a positive integer")
-        if channels not in (1, 3):
-            raise ConfigError(f"data.channels={channels} must be 1 (grayscale) or 3 (RGB)")
-        self.image_size, self.channels = image_size, channels
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or max(batch_size, 256)
-        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
-        self.num_workers = num_workers
-        self.splits: dict[str, TensorImages] = {}
-        self.num_classes = 0
+        self.split_seed, self.num_workers = split_seed, num_workers
+        # training order follows the run's seed (seed sweeps vary it); the split stays fixed by split_seed
+        self.shuffle_seed = split_seed if shuffle_seed is None else shuffle_seed
+        self.splits: dict[str, TensorTuple] = {}
 
-    def load(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return all images (N, C, H, W) float in [-1, 1] and labels (N,) long, -1 where unknown."""
-        raise NotImplementedError
-
-    def setup(self, stage: Optional[str] = None) -> None:
-        if self.splits:
-            return
-        images, labels = self.load()
-        assert images.shape[1:] == (self.channels, self.image_size, self.image_size), images.shape
-        assert images.min() >= -1 and images.max() <= 1
-        idx = split_indices(len(images), self.val_fraction, self.test_fraction, self.split_seed)
-        self.splits = {k: TensorImages(images[v].contiguous(), labels[v].contiguous()) for k, v in idx.items()}
-        self.num_classes = int(labels.max().item()) + 1 if (labels >= 0).any() else 0
-
-    def split(self, name: str) -> TensorImages:
+    def split(self, name: str) -> TensorTuple:
         self.setup()
         return self.splits[name]
 
@@ -90,7 +87,7 @@ class InMemoryImageDataModule(L.LightningDataModule):
         start = trainer.fit_loop.epoch_loop.batch_progress.total.completed if trainer is not None else 0
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         try:
-            sampler = StepBatchSampler(len(train), self.batch_size, seed=self.split_seed, start=start,
+            sampler = StepBatchSampler(len(train), self.batch_size, seed=self.shuffle_seed, start=start,
                                        rank=rank, world_size=world)
         except ValueError as e:
             raise ConfigError(str(e)) from None
@@ -109,6 +106,37 @@ class InMemoryImageDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
+
+
+class InMemoryImageDataModule(StepDataModule):
+    """Holds all images of a small dataset in memory; subclasses implement `load()`."""
+
+    def __init__(self, image_size: int, channels: int, batch_size: int = 64, val_fraction: float = 0.1,
+                 test_fraction: float = 0.1, split_seed: int = 0, eval_batch_size: Optional[int] = None,
+                 num_workers: int = 0, shuffle_seed: Optional[int] = None) -> None:
+        super().__init__(batch_size=batch_size, split_seed=split_seed, eval_batch_size=eval_batch_size,
+                         num_workers=num_workers, shuffle_seed=shuffle_seed)
+        if image_size < 1:
+            raise ConfigError(f"data.image_size={image_size} must be a positive integer")
+        if channels not in (1, 3):
+            raise ConfigError(f"data.channels={channels} must be 1 (grayscale) or 3 (RGB)")
+        self.image_size, self.channels = image_size, channels
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.num_classes = 0
+
+    def load(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return all images (N, C, H, W) float in [-1, 1] and labels (N,) long, -1 where unknown."""
+        raise NotImplementedError
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.splits:
+            return
+        images, labels = self.load()
+        assert images.shape[1:] == (self.channels, self.image_size, self.image_size), images.shape
+        assert images.min() >= -1 and images.max() <= 1
+        idx = split_indices(len(images), self.val_fraction, self.test_fraction, self.split_seed)
+        self.splits = {k: TensorImages(images[v].contiguous(), labels[v].contiguous()) for k, v in idx.items()}
+        self.num_classes = int(labels.max().item()) + 1 if (labels >= 0).any() else 0
 
     def __str__(self) -> str:
         return self.__repr__()

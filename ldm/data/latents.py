@@ -1,0 +1,28 @@
+"""Cached latents as a DataModule for stage 2: (mean, std, label) rows per split."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ldm.data.base import StepDataModule, TensorTuple
+
+
+class LatentDataModule(StepDataModule):
+    """Posterior means and stds (zeros for deterministic encoders) with labels, all in memory.
+
+    `splits` maps split name -> dict(mean=(N, C, h, w), std=(N, C, h, w) or None, labels=(N,)).
+    Keeping std lets stage 2 train on posterior samples instead of means (a config switch).
+    """
+
+    def __init__(self, splits: dict[str, dict], batch_size: int = 64, shuffle_seed: int = 0,
+                 eval_batch_size: Optional[int] = None) -> None:
+        super().__init__(batch_size=batch_size, split_seed=shuffle_seed, eval_batch_size=eval_batch_size)
+        for name, s in splits.items():
+            std = s.get("std")
+            std = torch.zeros(len(s["mean"]), 1, 1, 1) if std is None else std
+            self.splits[name] = TensorTuple(s["mean"], std, s["labels"])
+
+    def setup(self, stage: Optional[str] = None) -> None:  # built in __init__
+        pass

@@ -1,0 +1,203 @@
+"""LatentDiffusion: a UNet diffusion model trained on cached latents of a frozen autoencoder (Rombach et al., 2022)."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import lightning as L
+import torch
+
+from ldm.diffusion.ema import EMA
+from ldm.diffusion.process import GaussianDiffusion
+from ldm.diffusion.samplers import CountingDenoiser, guided
+from ldm.errors import ConfigError, Diverged
+from ldm.utils.config import build, build_optimizer
+from ldm.utils.figures import log_grid
+
+LATENTS = ("mean", "sample")
+SCALINGS = ("global", "channel")
+
+
+class LatentDiffusion(L.LightningModule):
+    """Trains `net` to denoise scaled latents; samples with the EMA weights and decodes with a given callable.
+
+    Latent scaling is computed from the training latents (`fit_scaling`), never hard-coded, and kept in
+    buffers so it travels with the checkpoint: `global` divides by one std (latent diffusion's
+    scale_factor; `center` also subtracts the mean), `channel` standardises each channel.
+    """
+
+    def __init__(self, latent_shape: Sequence[int], net: dict, process: dict, optimizer: dict,
+                 lr_warmup_steps: int = 100, ema_decay: float = 0.999, ema_warmup: bool = True,
+                 grad_clip: Optional[float] = 1.0, latent: str = "mean", scaling: str = "global",
+                 center: bool = False, class_conditional: bool = False, num_classes: int = 0,
+                 cond_drop_prob: float = 0.1, guidance_scale: float = 1.0, sampler: Optional[dict] = None,
+                 num_vis: int = 36, vis_seed: int = 0) -> None:
+        super().__init__()
+        if latent not in LATENTS:
+            raise ConfigError(f"diffusion.latent={latent!r}: choose one of {', '.join(LATENTS)}")
+        if scaling not in SCALINGS:
+            raise ConfigError(f"diffusion.scaling={scaling!r}: choose one of {', '.join(SCALINGS)}")
+        if class_conditional and num_classes < 1:
+            raise ConfigError("diffusion.class_conditional=true needs a labelled dataset (num_classes >= 1)")
+        self.save_hyperparameters()
+        self.latent_shape = tuple(latent_shape)
+        c, h, _ = self.latent_shape
+        self.num_classes = num_classes if class_conditional else 0
+        self.net = build(net, in_channels=c, num_classes=self.num_classes)
+        self.net.check_input(h)
+        self.process = GaussianDiffusion(build(process["schedule"]), process.get("parameterization", "eps"),
+                                         process.get("min_snr_gamma"))
+        self.ema = EMA(self.net, ema_decay, ema_warmup)
+        self.register_buffer("latent_scale", torch.ones(c, 1, 1))
+        self.register_buffer("latent_shift", torch.zeros(c, 1, 1))
+        self.register_buffer("scaling_fitted", torch.tensor(False))
+        self.sampler = build(sampler) if sampler else None
+        self._decode: Optional[Callable] = None
+        self.stage_name = "stage2"
+
+    # ---- latent scaling -------------------------------------------------------------------------------
+    def draw_latents(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """The latent stage 2 learns: the posterior mean, or a posterior sample (config `latent`)."""
+        return mean + std * torch.randn_like(mean) if self.hparams.latent == "sample" else mean
+
+    @torch.no_grad()
+    def fit_scaling(self, mean: torch.Tensor, std: Optional[torch.Tensor] = None) -> None:
+        """Scale (and shift) from all training latents so that scaled latents have unit std."""
+        if len(mean) < 2:
+            raise ConfigError("need at least 2 training latents to compute the latent scale")
+        std = torch.zeros_like(mean[:, :1, :1, :1]) if std is None else std
+        z = self.draw_latents(mean.double(), std.double())
+        c = z.shape[1]
+        per_channel = z.transpose(0, 1).reshape(c, -1)
+        if self.hparams.scaling == "channel":
+            shift, scale = per_channel.mean(1), 1 / per_channel.std(1).clamp_min(1e-8)
+        else:
+            shift = (z.mean() if self.hparams.center else z.new_zeros(())).expand(c)
+            scale = (1 / (z - shift[0]).std().clamp_min(1e-8)).expand(c)
+        self.latent_shift.copy_(shift.reshape(c, 1, 1).float())
+        self.latent_scale.copy_(scale.reshape(c, 1, 1).float())
+        self.scaling_fitted.fill_(True)
+
+    def scale(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self.latent_shift) * self.latent_scale
+
+    def unscale(self, z: torch.Tensor) -> torch.Tensor:
+        return z / self.latent_scale + self.latent_shift
+
+    @property
+    def scale_factor(self) -> float:
+        """One number for tables: the mean per-channel scale."""
+        return float(self.latent_scale.mean())
+
+    # ---- decoding (the frozen autoencoder stays outside: not a submodule, not in the checkpoint) -------
+    def set_decoder(self, decode: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self._decode = decode
+
+    def decode(self, z_scaled: torch.Tensor) -> torch.Tensor:
+        if self._decode is None:
+            raise RuntimeError("LatentDiffusion has no decoder: call set_decoder(autoencoder.decode) first")
+        return self._decode(self.unscale(z_scaled))
+
+    # ---- training -------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        if not bool(self.scaling_fitted):
+            raise RuntimeError("call fit_scaling(train latents) before training stage 2")
+
+    def _labels(self, y: torch.Tensor, drop: bool) -> dict:
+        if not self.num_classes:
+            return {}
+        if drop and self.hparams.cond_drop_prob > 0:  # null class some of the time: enables CFG
+            y = torch.where(torch.rand(len(y), device=y.device) < self.hparams.cond_drop_prob,
+                            torch.full_like(y, self.num_classes), y)
+        return {"y": y}
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        mean, std, y = batch
+        z = self.scale(self.draw_latents(mean, std))
+        loss = self.process.loss(self.net, z, **self._labels(y, drop=True))
+        if not torch.isfinite(loss):
+            raise Diverged(f"stage 2 loss became {loss.item()} at step {self.global_step}")
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(z))
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.ema.update(self.net)
+        self.log("train/ema_decay", self.ema.current_decay(), batch_size=1)
+
+    def configure_optimizers(self):
+        opt = build_optimizer(self.hparams.optimizer, self.net.parameters())
+        warmup = max(1, self.hparams.lr_warmup_steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        clip = self.hparams.grad_clip if gradient_clip_val is None else gradient_clip_val
+        if clip:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        mean, std, y = batch
+        z = self.scale(mean)  # the deterministic latent: val loss comparable across steps and runs
+        g = torch.Generator().manual_seed(10_000 + batch_idx)  # same t and noise at every validation
+        t = self.process.sample_t(len(z), z.device, generator=g)
+        noise = torch.randn(z.shape, generator=g).to(z)
+        labels = self._labels(y, drop=False)
+        raw = self.process.loss(self.net, z, t=t, noise=noise, **labels)
+        ema = self.process.loss(self.ema.net, z, t=t, noise=noise, **labels)
+        self.log("val/loss_raw", raw, batch_size=len(z), sync_dist=True)
+        self.log("val/loss", ema, prog_bar=True, batch_size=len(z), sync_dist=True)
+        if batch_idx == 0:
+            self._vis_latents = z[:6]
+
+    # ---- sampling -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_latents(self, n: int, seed: int = 0, y: Optional[torch.Tensor] = None, sampler: Optional[Callable] = None,
+                       use_ema: bool = True) -> tuple[torch.Tensor, int]:
+        """n scaled latents from the configured sampler; returns them with the sampler's NFE."""
+        sampler = sampler or self.sampler
+        if sampler is None:
+            raise ConfigError("no sampler configured: pass sampler=... (conf/sampler/)")
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn((n, *self.latent_shape), generator=g).to(self.device)
+        net = self.ema.net if use_ema else self.net
+        if y is None and self.num_classes:
+            y = torch.arange(n, device=self.device) % self.num_classes
+        denoiser = CountingDenoiser(guided(net, y if self.num_classes else None, self.hparams.guidance_scale,
+                                           self.num_classes))
+        z = sampler(denoiser, self.process, x, generator=g)
+        return z, denoiser.nfe
+
+    @torch.no_grad()
+    def generate(self, n: int, seed: int = 0, batch_size: int = 500, **kw) -> tuple[torch.Tensor, int]:
+        """n decoded images (CPU, clamped to [-1, 1]) and the NFE per sample."""
+        out, nfe = [], 0
+        for i in range(0, n, batch_size):
+            z, nfe = self.sample_latents(min(batch_size, n - i), seed=seed + i, **kw)
+            out.append(self.decode(z).clamp(-1, 1).cpu())
+        return torch.cat(out), nfe
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or self._decode is None:
+            return
+        self.log_figures()
+
+    @torch.no_grad()
+    def log_figures(self) -> None:
+        """Sample grid (EMA weights, fixed seed) and denoising rows: x_t decoded, then EMA x0-prediction."""
+        images, _ = self.generate(self.hparams.num_vis, seed=self.hparams.vis_seed)
+        log_grid(self.trainer, "stage2_samples", images, nrow=6)
+        z0 = getattr(self, "_vis_latents", None)
+        if z0 is None:
+            return
+        T = self.process.num_timesteps
+        ts = [0, T // 10, T // 4, T // 2, 3 * T // 4, T - 1]
+        g = torch.Generator().manual_seed(0)
+        noise = torch.randn(z0.shape, generator=g).to(z0)
+        rows = []
+        for z, eps in zip(z0[:3], noise[:3]):
+            t = torch.tensor(ts, device=z0.device)
+            zt = self.process.q_sample(z.expand(len(ts), *z.shape), t, eps.expand(len(ts), *z.shape))
+            x0_hat, _ = self.process.to_x0_eps(self.ema.net(zt, t, **self._labels(torch.full((len(ts),), self.num_classes,
+                                                                  device=z0.device), drop=False)), zt, t)
+            rows += [self.decode(zt).clamp(-1, 1), self.decode(x0_hat).clamp(-1, 1)]
+        log_grid(self.trainer, "stage2_denoising", torch.cat(rows), nrow=len(ts))

@@ -1,0 +1,121 @@
+"""Samplers: pure functions with one signature, `sampler(denoiser, process, x, *, steps, generator, ...)`.
+
+`denoiser(x_t, t)` returns the network output in `process`'s parameterisation; `x` is the start
+noise x_T, whose device and dtype every tensor follows. Each returns the final x_0 sample.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+from ldm.diffusion.process import GaussianDiffusion
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def timesteps(num_timesteps: int, steps: int) -> list[int]:
+    """`steps` integer timesteps from T-1 down to 0, evenly spaced, strictly decreasing."""
+    if not 1 <= steps <= num_timesteps:
+        raise ValueError(f"steps={steps} must be in [1, {num_timesteps}]")
+    ts = torch.linspace(num_timesteps - 1, 0, steps).round().long().tolist()
+    return sorted(set(ts), reverse=True)
+
+
+def _abar(process: GaussianDiffusion, t: int, like: torch.Tensor) -> torch.Tensor:
+    """alpha-bar at integer step t as a scalar tensor; t = -1 means the clean data (alpha-bar = 1)."""
+    if t < 0:
+        return torch.ones((), device=like.device, dtype=like.dtype)
+    return process.alpha_bar(torch.tensor([t]), like).reshape(())
+
+
+def _predict(denoiser: Denoiser, process: GaussianDiffusion, x: torch.Tensor, t: int):
+    tt = torch.full((len(x),), t, device=x.device, dtype=torch.long)
+    return process.to_x0_eps(denoiser(x, tt), x, tt)
+
+
+@torch.no_grad()
+def sample_ddim(denoiser: Denoiser, process: GaussianDiffusion, x: torch.Tensor, *, steps: int = 50,
+                eta: float = 0.0, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """DDIM (Song et al., 2021): eta=0 deterministic, eta=1 matches DDPM's ancestral variance."""
+    ts = timesteps(process.num_timesteps, steps)
+    for i, t in enumerate(ts):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        x0, eps = _predict(denoiser, process, x, t)
+        a, a_prev = _abar(process, t, x), _abar(process, t_prev, x)
+        sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp_min(0).sqrt()
+        x = a_prev.sqrt() * x0 + (1 - a_prev - sigma ** 2).clamp_min(0).sqrt() * eps
+        if t_prev >= 0 and eta > 0:
+            x = x + sigma * torch.randn(x.shape, generator=generator, device="cpu").to(x)
+    return x
+
+
+@torch.no_grad()
+def sample_ddpm(denoiser: Denoiser, process: GaussianDiffusion, x: torch.Tensor, *, steps: Optional[int] = None,
+                generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Ancestral sampling from the posterior q(x_prev | x_t, x0_hat) (Ho et al., 2020); steps < T respaces it."""
+    ts = timesteps(process.num_timesteps, steps or process.num_timesteps)
+    for i, t in enumerate(ts):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        x0, _ = _predict(denoiser, process, x, t)
+        a, a_prev = _abar(process, t, x), _abar(process, t_prev, x)
+        beta = 1 - a / a_prev
+        mean = (a_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - a_prev) * x) / (1 - a)
+        if t_prev < 0:
+            x = mean
+        else:
+            var = beta * (1 - a_prev) / (1 - a)
+            x = mean + var.sqrt() * torch.randn(x.shape, generator=generator, device="cpu").to(x)
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(denoiser: Denoiser, process: GaussianDiffusion, x: torch.Tensor, *, steps: int = 20,
+                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """DPM-Solver++(2M), multistep second order in log-SNR on x0 predictions (Lu et al., 2022)."""
+    ts = timesteps(process.num_timesteps, steps)
+    x0_prev, h_prev = None, None
+    for i, t in enumerate(ts):
+        x0, _ = _predict(denoiser, process, x, t)
+        if i + 1 == len(ts):
+            return x0  # the final step lands on sigma = 0, where x = x0
+        a, a_next = _abar(process, t, x), _abar(process, ts[i + 1], x)
+        lam, lam_next = 0.5 * (a / (1 - a)).log(), 0.5 * (a_next / (1 - a_next)).log()
+        h = lam_next - lam
+        d = x0
+        # second order except on the first step and the last (lower_order_final, as diffusers does:
+        # the final log-SNR step is the longest and extrapolating across it overshoots)
+        if x0_prev is not None and i + 2 < len(ts):
+            r = h_prev / h
+            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
+        x = ((1 - a_next) / (1 - a)).sqrt() * x - a_next.sqrt() * torch.expm1(-h) * d
+        x0_prev, h_prev = x0, h
+    return x
+
+
+class CountingDenoiser:
+    """Wraps a denoiser and counts its network evaluations (NFE)."""
+
+    def __init__(self, denoiser: Denoiser) -> None:
+        self.denoiser, self.nfe = denoiser, 0
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1
+        return self.denoiser(x, t)
+
+
+def guided(model: Callable, y: Optional[torch.Tensor], scale: float, null_label: int) -> Denoiser:
+    """Classifier-free guidance (Ho & Salimans, 2022): out_u + scale (out_c - out_u); scale 1 = conditional only."""
+    if y is None:
+        return lambda x, t: model(x, t)
+    if scale == 1.0:
+        return lambda x, t: model(x, t, y=y)
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        null = torch.full_like(y, null_label)
+        out = model(torch.cat([x, x]), torch.cat([t, t]), y=torch.cat([y, null]))
+        cond, uncond = out.chunk(2)
+        return uncond + scale * (cond - uncond)
+
+    return denoise
