@@ -1,4 +1,4 @@
-"""One run = one cell of an ablation (DESIGN.md): stage 1 -> latent cache -> stage 2 -> metrics.json."""
+"""One run = one cell of an ablation (DESIGN.md): stage 1 -> latent cache -> stage 2 -> evaluation -> metrics.json."""
 
 from __future__ import annotations
 
@@ -17,9 +17,8 @@ from omegaconf import DictConfig
 from ldm.callbacks import StepBudget, StepSeed
 from ldm.data.latents import LatentDataModule
 from ldm.errors import ConfigError, Diverged, NoEncoderError, UserError
-from ldm.metrics.reconstruction import reconstruct_all, reconstruction_metrics
+from ldm.evaluation import evaluate
 from ldm.utils.config import build, instantiate_dict, plain
-from ldm.utils.images import save_grid
 from ldm.utils.io import atomic_write, write_json
 
 log = logging.getLogger(__name__)
@@ -100,21 +99,6 @@ def _ae_info(ae: Any) -> dict:
             "stage1/kind": type(ae).__name__}
 
 
-def evaluate_reconstruction(ae: Any, datamodule: Any, device: torch.device) -> dict:
-    """recon/* on the test split with the deterministic encoder (posterior mean)."""
-    test = datamodule.split("test")
-    if len(test) == 0:
-        return {}
-    ae.to(device).eval()
-    x = test.images
-    try:
-        x_hat = reconstruct_all(ae.reconstruct, x, device=device)
-    except NoEncoderError as e:  # a plain GAN: no recon/* (and stage 2 will stop with the same message)
-        log.info("recon/* skipped: %s", e)
-        return {}
-    return {f"recon/{k}": v for k, v in reconstruction_metrics(x_hat, x).items()}
-
-
 # ---- latent cache -----------------------------------------------------------------------------------------
 @torch.no_grad()
 def encode_splits(ae: Any, datamodule: Any, device: torch.device, batch_size: int = 256) -> dict:
@@ -162,20 +146,6 @@ def diffusion(cfg: DictConfig, ae: Any, cache: dict, num_classes: int) -> tuple[
     return ld, info, trainer.is_global_zero
 
 
-def evaluate_generation(ld: Any, device: torch.device, num_samples: int, run_dir: Path, seed: int = 0) -> dict:
-    """Sample with the EMA weights and the configured sampler; NFE and seconds per sample; samples.png."""
-    ld.to(device).eval()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    images, nfe = ld.generate(num_samples, seed=seed)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    sec = (time.perf_counter() - t0) / max(1, num_samples)
-    save_grid(images[:64], run_dir / "samples.png", nrow=8)
-    return {"gen/nfe": nfe, "gen/sec_per_sample": sec, "eval/num_samples": num_samples}
-
-
 # ---- the run ----------------------------------------------------------------------------------------------
 def train(cfg: DictConfig, metrics: Optional[dict] = None) -> Optional[dict]:
     """Run the configured stages, filling `metrics` as each finishes; returns it (None on non-zero DDP ranks)."""
@@ -191,18 +161,18 @@ def train(cfg: DictConfig, metrics: Optional[dict] = None) -> Optional[dict]:
     device = eval_device(cfg)
     ae, info, rank0 = autoencoder(cfg, datamodule, train=stage != "stage2")
     metrics.update(info)
-    if rank0:
-        metrics.update(evaluate_reconstruction(ae, datamodule, device))
-    if stage == "stage1":
-        return metrics if rank0 else None
-    cache = encode_splits(ae, datamodule, device)
-    if rank0:
-        save_cache(cache, run_dir / "latents.pt")
-    ld, info, rank0 = diffusion(cfg, ae, cache, datamodule.num_classes)
+    ld = None
+    if stage != "stage1":
+        cache = encode_splits(ae, datamodule, device)
+        if rank0:
+            save_cache(cache, run_dir / "latents.pt")
+        ld, info, rank0 = diffusion(cfg, ae, cache, datamodule.num_classes)
+        metrics.update(info)
     if not rank0:
         return None
-    metrics.update(info)
-    metrics.update(evaluate_generation(ld, device, cfg.eval.num_samples, run_dir, seed=cfg.seed))
+    t0 = time.perf_counter()
+    metrics.update(evaluate(ae, ld, datamodule, cfg.metrics, cfg.data, cfg.paths.cache_dir, run_dir, device))
+    metrics["eval/wall_s"] = time.perf_counter() - t0
     return metrics
 
 
@@ -216,8 +186,8 @@ def summarize(run_dir: Path, metrics: dict) -> str:
     if (run_dir / "latents.pt").exists():
         lines.append(f"  latent cache: {run_dir / 'latents.pt'}")
     lines.append(f"  metrics: {run_dir / 'metrics.json'}")
-    keys = ["status", "stage1/steps", "stage1/wall_s", "recon/psnr", "stage2/steps", "stage2/wall_s",
-            "stage2/scale_factor", "gen/nfe", "gen/sec_per_sample"]
+    keys = ["status", "stage1/steps", "stage1/wall_s", "recon/psnr", "recon/rfid", "stage2/steps", "stage2/wall_s",
+            "gen/fid", "eval/fid_floor", "gen/classes_covered", "gen/nfe", "gen/sec_per_sample", "eval/evaluator_acc"]
     shown = [f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}"
              for k in keys if k in metrics]
     lines.append("  " + "  ".join(shown))

@@ -1,0 +1,147 @@
+"""Evaluate a trained run: reconstruction, latent structure, generation (DESIGN.md "Metrics") + figures.
+
+Takes the models as callables/objects with the autoencoder interface; shared by train.py (end of run)
+and evaluate.py (a finished run from its checkpoints).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from ldm.errors import ConfigError
+from ldm.metrics.evaluator import load_or_train
+from ldm.metrics.features import FeatureMetrics
+from ldm.metrics.figures import class_histogram_plot, latent_histograms
+from ldm.metrics.generation import class_coverage, class_histogram
+from ldm.metrics.latent import cycle_error, interpolate, latent_summary, path_metrics
+from ldm.metrics.reconstruction import reconstruct_all, reconstruction_metrics
+from ldm.utils.config import plain
+from ldm.utils.images import save_grid
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def _batched(fn, x: torch.Tensor, device: torch.device, batch_size: int = 500) -> torch.Tensor:
+    return torch.cat([fn(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def recon_grid(x: torch.Tensor, x_hat: torch.Tensor, path: Path, cols: int = 8, rows: int = 4) -> None:
+    """Rows alternate real and reconstructed images."""
+    parts = []
+    for r in range(rows):
+        sl = slice(r * cols, (r + 1) * cols)
+        if len(x[sl]) < cols:
+            break
+        parts += [x[sl], x_hat[sl]]
+    if parts:
+        save_grid(torch.cat(parts), path, nrow=cols)
+
+
+def feature_metrics(cfg: dict, datamodule: Any, data_cfg: dict, cache_dir: str, device: torch.device):
+    """(FeatureMetrics against the whole train split, evaluator or None) for `metrics.features`."""
+    kind = cfg.get("features", "evaluator")
+    reference = datamodule.split("train").images
+    kid = dict(kid_subsets=cfg.get("kid_subsets", 100), kid_subset_size=cfg.get("kid_subset_size", 1000),
+               prdc_k=cfg.get("prdc_k", 5))
+    if kind == "evaluator":
+        evaluator = load_or_train(datamodule, data_cfg, cfg.get("evaluator", {}), cache_dir)
+        evaluator.net.to(device)
+        return FeatureMetrics(evaluator.features, evaluator.feature_dim, reference, **kid), evaluator
+    if kind == "inception":
+        from ldm.metrics.inception import inception_features
+
+        features, dim = inception_features(device)
+        return FeatureMetrics(features, dim, reference, **kid), None
+    raise ConfigError(f"metrics.features={kind!r}: choose evaluator (labelled data) or inception")
+
+
+@torch.no_grad()
+def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: dict, cache_dir: str,
+             out_dir: Path, device: torch.device) -> dict:
+    """All metrics of DESIGN.md that apply to these models; writes recon/samples/interpolation/hist figures."""
+    cfg = plain(cfg) or {}
+    data_cfg = plain(data_cfg)
+    out_dir = Path(out_dir)
+    seed = int(cfg.get("seed", 0))
+    ae.to(device).eval()
+    test = datamodule.split("test")
+    m: dict = {}
+    fm, evaluator = (None, None)
+    if cfg.get("features"):
+        fm, evaluator = feature_metrics(cfg, datamodule, data_cfg, cache_dir, device)
+        if evaluator is not None:
+            m["eval/evaluator_acc"] = evaluator.accuracy
+        m["eval/reference_n"] = len(datamodule.split("train"))
+        m["eval/fid_floor"] = fm.fid(test.images)
+        m["eval/kid_floor"] = fm.kid(test.images)[0]
+        m["eval/fid_floor_n"] = len(test)
+    n = int(cfg.get("num_samples") or len(test))
+    m["eval/num_samples"] = n
+
+    # ---- reconstruction ------------------------------------------------------------------------------
+    z_test = None
+    if ae.can_encode and len(test):
+        x_hat = reconstruct_all(ae.reconstruct, test.images, device=device)
+        m.update({f"recon/{k}": v for k, v in reconstruction_metrics(x_hat, test.images).items()})
+        if fm is not None:
+            m["recon/rfid"] = fm.fid(x_hat)
+        recon_grid(test.images, x_hat, out_dir / "recon.png")
+        z_test = _batched(ae.encode, test.images, device)
+    else:
+        log.info("evaluation: %s cannot encode, skipping reconstruction and encoder-based latent metrics",
+                 type(ae).__name__)
+
+    # ---- latent structure ----------------------------------------------------------------------------
+    if z_test is not None:
+        scaled = ld.scale(z_test.to(ld.latent_scale.device)).cpu() if ld is not None else z_test / z_test.std()
+        m.update({f"latent/{k}": v for k, v in latent_summary(z_test, scaled).items()})
+        latent_histograms(scaled, out_dir / "latent_hist.png",
+                          title=f"{type(ae).__name__}: scaled test latents vs N(0, 1)")
+        m["latent/cycle_error"] = cycle_error(ae.encode, ae.decode, z_test.to(device))
+        pairs = min(int(cfg.get("interp_pairs", 16)), len(z_test) // 2)
+        if pairs >= 1:
+            g = torch.Generator().manual_seed(seed)
+            perm = torch.randperm(len(z_test), generator=g)[:2 * pairs]
+            frames = interpolate(ae.decode, z_test[perm[:pairs]].to(device), z_test[perm[pairs:]].to(device),
+                                 steps=int(cfg.get("interp_steps", 16))).clamp(-1, 1).cpu()
+            save_grid(frames[:8].flatten(0, 1), out_dir / "interpolation.png", nrow=frames.shape[1])
+            if fm is not None:
+                m.update({f"latent/{k}": v for k, v in path_metrics(fm.features, frames).items()})
+    if fm is not None:
+        g = torch.Generator().manual_seed(seed + 1)
+        z_prior = torch.randn((n, *ae.latent_shape), generator=g)
+        m["latent/prior_fid"] = fm.fid(_batched(ae.decode, z_prior, device).clamp(-1, 1))
+
+    # ---- generation ----------------------------------------------------------------------------------
+    if ld is not None:
+        ld.to(device).eval()
+        _sync(device)
+        t0 = time.perf_counter()
+        images, nfe = ld.generate(n, seed=seed, batch_size=int(cfg.get("batch_size", 500)))
+        _sync(device)
+        m["gen/sec_per_sample"] = (time.perf_counter() - t0) / max(1, n)
+        m["gen/nfe"] = nfe
+        save_grid(images[:64], out_dir / "samples.png", nrow=8)
+        if fm is not None:
+            m.update({f"gen/{k}": v for k, v in fm.all(images).items()})
+        if evaluator is not None:
+            feats = fm.features(images)
+            probs = evaluator.probs_from_features(feats)
+            cov = class_coverage(probs)
+            m.update({f"gen/{k}": cov[k] for k in ("classes_covered", "class_kl", "confidence")})
+            real_hist = class_histogram(evaluator.probs_from_features(fm.features(test.images)))
+            class_histogram_plot(class_histogram(probs), out_dir / "class_hist.png", real=real_hist,
+                                 title=f"{cov['classes_covered']}/{cov['num_classes']} classes covered, "
+                                       f"KL to uniform {cov['class_kl']:.3f}")
+    return m

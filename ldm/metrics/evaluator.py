@@ -1,0 +1,124 @@
+"""The evaluator: a classifier trained once per dataset on its labelled train split, cached on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from filelock import FileLock
+from torch.nn import functional as F
+
+from ldm.errors import DataError
+from ldm.nets.classifier import ConvClassifier
+from ldm.utils.io import atomic_write
+
+log = logging.getLogger(__name__)
+# data settings that do not change the images or the split, so they do not change the evaluator
+IGNORED_DATA_KEYS = ("batch_size", "eval_batch_size", "num_workers", "shuffle_seed")
+
+
+def cache_key(data_cfg: dict, evaluator_cfg: dict) -> str:
+    """Hash of everything that changes the evaluator: the data identity and the training recipe."""
+    data = {k: v for k, v in data_cfg.items() if k not in IGNORED_DATA_KEYS}
+    blob = json.dumps({"data": data, "evaluator": evaluator_cfg}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Random shifts of up to 1/8 of the image size (padding by edge replication)."""
+    pad = max(1, x.shape[-1] // 8)
+    xp = F.pad(x, (pad,) * 4, mode="replicate")
+    dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=g).tolist()
+    return xp[..., dy:dy + x.shape[-2], dx:dx + x.shape[-1]]
+
+
+@torch.no_grad()
+def accuracy(net: ConvClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> float:
+    net.eval()
+    correct = sum((net(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum().item()
+                  for i in range(0, len(images), batch_size))
+    return correct / max(1, len(images))
+
+
+@torch.enable_grad()  # also when called under no_grad (evaluation)
+def train_classifier(train: tuple[torch.Tensor, torch.Tensor], num_classes: int, steps: int = 1500,
+                     batch_size: int = 128, lr: float = 2e-3, width: int = 32, feature_dim: int = 64,
+                     seed: int = 0) -> ConvClassifier:
+    """Adam with cosine decay on shifted copies of the labelled train images."""
+    images, labels = train
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = ConvClassifier(images.shape[1], num_classes, width, feature_dim)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    net.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(images), (min(batch_size, len(images)),), generator=g)
+        loss = F.cross_entropy(net(_augment(images[idx], g)), labels[idx], label_smoothing=0.05)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    return net.eval()
+
+
+@dataclass
+class Evaluator:
+    """Features (penultimate, pre-activation) and class probabilities of a trained classifier."""
+
+    net: ConvClassifier
+    accuracy: float
+    num_classes: int
+    path: Optional[Path] = None
+    trained: bool = False
+
+    @property
+    def feature_dim(self) -> int:
+        return self.net.feature_dim
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        self.net.eval()
+        dev = next(self.net.parameters()).device
+        return torch.cat([self.net.features(images[i:i + batch_size].to(dev)).double().cpu()
+                          for i in range(0, len(images), batch_size)])
+
+    @torch.no_grad()
+    def probs_from_features(self, feats: torch.Tensor) -> torch.Tensor:
+        dev = next(self.net.parameters()).device
+        return self.net.logits_from_features(feats.float().to(dev)).softmax(1).double().cpu()
+
+
+def load_or_train(datamodule, data_cfg: dict, evaluator_cfg: dict, cache_dir: str | Path) -> Evaluator:
+    """The cached evaluator for this data config, training (and caching) it if absent or stale.
+
+    Concurrent jobs share the cache: a file lock makes one train while the others wait, then load.
+    """
+    train, test = datamodule.split("train"), datamodule.split("test")
+    if datamodule.num_classes < 2 or (train.labels < 0).any():
+        raise DataError("the evaluator needs a labelled dataset (class folders); use metrics.features=inception "
+                        "for unlabelled data")
+    key = cache_key(data_cfg, evaluator_cfg)
+    path = Path(cache_dir) / "evaluator" / f"{key}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if path.exists():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            net = ConvClassifier(**state["net_args"])
+            net.load_state_dict(state["state_dict"])
+            log.info("evaluator: loaded %s (test accuracy %.4f)", path, state["accuracy"])
+            return Evaluator(net.eval(), state["accuracy"], state["net_args"]["num_classes"], path, trained=False)
+        cfg = dict(evaluator_cfg)
+        net = train_classifier((train.images, train.labels), datamodule.num_classes, **cfg)
+        acc = accuracy(net, test.images, test.labels)
+        net_args = {"in_channels": train.images.shape[1], "num_classes": datamodule.num_classes,
+                    "width": cfg.get("width", 32), "feature_dim": cfg.get("feature_dim", 64)}
+        state = {"state_dict": net.state_dict(), "net_args": net_args, "accuracy": acc, "config": cfg, "key": key}
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+        log.info("evaluator: trained, test accuracy %.4f, cached at %s", acc, path)
+        return Evaluator(net, acc, datamodule.num_classes, path, trained=True)

@@ -1,0 +1,73 @@
+"""Evaluation figures: latent histograms against N(0, 1) and the generated class histogram (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ldm.utils.io import atomic_write
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    plt = _pyplot()
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
+    plt.close(fig)
+    return out
+
+
+def latent_histograms(scaled: torch.Tensor, path: Path, title: str = "") -> Path:
+    """One panel per latent channel: histogram of scaled latents with the N(0, 1) density on top."""
+    plt = _pyplot()
+    c = scaled.shape[1]
+    cols = min(4, c)
+    rows = math.ceil(c / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    grid = torch.linspace(-4, 4, 200)
+    pdf = torch.exp(-grid ** 2 / 2) / math.sqrt(2 * math.pi)
+    for i, ax in enumerate(axes.flat):
+        if i >= c:
+            ax.axis("off")
+            continue
+        v = scaled[:, i].flatten().double()
+        ax.hist(v.clamp(-6, 6).numpy(), bins=60, range=(-6, 6), density=True, alpha=0.7, label="latents")
+        ax.plot(grid.numpy(), pdf.numpy(), "k-", lw=1.2, label="N(0, 1)")
+        ax.set_title(f"channel {i}: mean {v.mean():.2f}, std {v.std():.2f}", fontsize=9)
+        ax.set_xlim(-6, 6)
+    axes.flat[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def class_histogram_plot(generated: torch.Tensor, path: Path, real: Optional[torch.Tensor] = None,
+                         title: str = "") -> Path:
+    """Bars: fraction of generated samples per predicted class (and of real test images), uniform line."""
+    plt = _pyplot()
+    k = len(generated)
+    fig, ax = plt.subplots(figsize=(max(4, 0.5 * k + 2), 3))
+    x = torch.arange(k).numpy()
+    width = 0.4 if real is not None else 0.8
+    ax.bar(x - (width / 2 if real is not None else 0), generated.numpy(), width, label="generated")
+    if real is not None:
+        ax.bar(x + width / 2, real.numpy(), width, label="real test", alpha=0.7)
+    ax.axhline(1 / k, color="k", ls="--", lw=1, label="uniform")
+    ax.axhline(0.5 / k, color="r", ls=":", lw=1, label="covered threshold")
+    ax.set_xticks(x)
+    ax.set_xlabel("class (evaluator prediction)")
+    ax.set_ylabel("fraction")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)
