@@ -15,3 +15,7 @@ class ConfigError(UserError):
 
 class Diverged(RuntimeError):
     """Training produced a non-finite loss; the run is recorded with status `diverged`."""
+
+
+class NoEncoderError(UserError):
+    """The autoencoder row has no encoder (a plain GAN), so it cannot map images to latents."""
