@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import lightning as L
 import torch
 
+from ldm.callbacks import batches_done
 from ldm.errors import Diverged
 from ldm.metrics.reconstruction import psnr
 from ldm.utils.config import build_optimizer
@@ -17,9 +18,13 @@ from ldm.utils.figures import log_grid
 class Autoencoder(L.LightningModule):
     """`latent_shape`, `encode`, `encode_distribution`, `decode`: all latent diffusion asks of stage 1.
 
-    Subclasses implement the four interface members and their own `training_step`; this base adds
-    the optimizer from config, validation (loss, PSNR) and the reconstruction / prior-sample grids.
+    Subclasses implement the four interface members and either `losses` (one optimizer, automatic
+    optimisation) or their own manual `training_step` (GANs, via `optimize`); this base adds the
+    optimizer from config, validation (loss, PSNR) and the reconstruction / prior-sample grids.
     """
+
+    # False for rows without an encoder (a plain GAN): no PSNR and no reconstruction grid.
+    can_encode: bool = True
 
     def __init__(self, image_size: int, in_channels: int, optimizer: Optional[dict] = None,
                  num_vis: int = 32) -> None:
@@ -50,30 +55,79 @@ class Autoencoder(L.LightningModule):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
+    def prior_noise(self, n: int, seed: Optional[int] = None) -> torch.Tensor:
+        """z ~ N(0, I) of the latent shape on this module's device; a seed gives the same z on every device."""
+        if seed is None:
+            return torch.randn((n, *self.latent_shape), device=self.device)
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn((n, *self.latent_shape), generator=g).to(self.device)
+
     @torch.no_grad()
     def sample_prior(self, n: int, seed: int = 0) -> torch.Tensor:
         """Decode z ~ N(0, I) of the latent shape directly (shows where the latent space has holes)."""
-        g = torch.Generator().manual_seed(seed)
-        z = torch.randn((n, *self.latent_shape), generator=g).to(self.device)
-        return self.decode(z)
+        return self.decode(self.prior_noise(n, seed))
+
+    @property
+    def batch_step(self) -> int:
+        """Training batches done (0 without a trainer): the clock for schedules such as `disc_start`.
+
+        Not `global_step`, which in manual optimisation counts every optimizer step (two per GAN batch).
+        """
+        return batches_done(self._trainer) if self._trainer is not None else 0
 
     def configure_optimizers(self) -> Any:
         return build_optimizer(self.optimizer_cfg, self.parameters())
 
     def check_finite(self, loss: torch.Tensor, name: str = "loss") -> None:
         if not torch.isfinite(loss):
-            raise Diverged(f"stage 1 {name} became {loss.item()} at step {self.global_step}")
+            raise Diverged(f"stage 1 {name} became {loss.item()} at step {self.batch_step}")
+
+    def losses(self, x: torch.Tensor, sample: bool = True) -> dict[str, torch.Tensor]:
+        """Scalar loss terms, with the total under `loss` (and optionally the reconstruction `x_hat`)."""
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """One automatic-optimisation step on `losses`; modules with a discriminator override this."""
+        x, _ = batch
+        terms = self.losses(x)
+        self.check_finite(terms["loss"])
+        x_hat = terms.pop("x_hat", None)
+        if x_hat is not None:
+            terms["psnr"] = psnr(x_hat.detach(), x).mean()
+        self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=len(x))
+        self.log("loss", terms["loss"], prog_bar=True, logger=False, batch_size=len(x))
+        return terms["loss"]
+
+    def optimize(self, opt: Any, loss_fn: Callable[[], dict[str, torch.Tensor]], name: str,
+                 grad_clip: Optional[float] = None) -> dict[str, torch.Tensor]:
+        """One manual-optimisation step of `opt` on `loss_fn()["loss"]` (Lightning's documented recipe).
+
+        Toggling freezes every other optimizer's parameters, so e.g. the generator step leaves no
+        gradients in the discriminator. Returns the loss terms, detached, for logging.
+        """
+        self.toggle_optimizer(opt)
+        terms = loss_fn()
+        self.check_finite(terms["loss"], name)
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(terms["loss"])
+        self.clip_gradients(opt, gradient_clip_val=grad_clip, gradient_clip_algorithm="norm")
+        opt.step()
+        self.untoggle_optimizer(opt)
+        return {k: v.detach() for k, v in terms.items()}
 
     def validation_loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Loss terms on a validation batch; keys end up as `val/<key>`; `loss` is what best.ckpt tracks."""
-        raise NotImplementedError
+        terms = self.losses(x, sample=False)
+        terms.pop("x_hat", None)
+        return terms
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, _ = batch
         if batch_idx == 0:
             self._vis_batch = x[: self.num_vis]
         terms = self.validation_loss(x)
-        terms["psnr"] = psnr(self.reconstruct(x), x).mean()
+        if self.can_encode:
+            terms["psnr"] = psnr(self.reconstruct(x), x).mean()
         loss = terms.pop("loss")
         self.log_dict({f"val/{k}": v for k, v in terms.items()}, batch_size=len(x), sync_dist=True)
         self.log("val/loss", loss, prog_bar=True, batch_size=len(x), sync_dist=True)
@@ -85,12 +139,12 @@ class Autoencoder(L.LightningModule):
 
     @torch.no_grad()
     def log_figures(self, x: torch.Tensor) -> None:
-        """Reconstruction grid (rows alternate real / reconstructed) and a prior-sample grid."""
-        n = len(x)
-        cols = min(8, n)
-        rows = []
-        for i in range(0, n, cols):
-            real = x[i:i + cols]
-            rows += [real, self.reconstruct(real).clamp(-1, 1)]
-        log_grid(self.trainer, "stage1_recon", torch.cat(rows), nrow=cols)
+        """Reconstruction grid (rows alternate real / reconstructed; rows that can encode) and a prior-sample grid."""
+        if self.can_encode:
+            cols = min(8, len(x))
+            rows = []
+            for i in range(0, len(x), cols):
+                real = x[i:i + cols]
+                rows += [real, self.reconstruct(real).clamp(-1, 1)]
+            log_grid(self.trainer, "stage1_recon", torch.cat(rows), nrow=cols)
         log_grid(self.trainer, "stage1_prior", self.sample_prior(self.num_vis, seed=0).clamp(-1, 1), nrow=8)

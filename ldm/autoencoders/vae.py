@@ -7,7 +7,6 @@ from typing import Optional
 import torch
 
 from ldm.autoencoders.base import Autoencoder
-from ldm.metrics.reconstruction import psnr
 from ldm.losses import PixelLoss, gaussian_kl
 from ldm.nets.backbone import BackboneSpec
 from ldm.nets.decoder import Decoder
@@ -55,17 +54,3 @@ class VAE(Autoencoder):
         rec = self.recon_loss(x_hat, x)
         kl = gaussian_kl(mean, logvar).mean()
         return {"loss": rec + self.kl_weight * kl, "rec": rec, "kl": kl, "x_hat": x_hat}
-
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, _ = batch
-        terms = self.losses(x)
-        self.check_finite(terms["loss"])
-        self.log_dict({"train/loss": terms["loss"], "train/rec": terms["rec"], "train/kl": terms["kl"],
-                       "train/psnr": psnr(terms["x_hat"].detach(), x).mean()}, prog_bar=False, batch_size=len(x))
-        self.log("loss", terms["loss"], prog_bar=True, logger=False, batch_size=len(x))
-        return terms["loss"]
-
-    def validation_loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        terms = self.losses(x, sample=False)
-        terms.pop("x_hat")
-        return terms
