@@ -1,0 +1,78 @@
+"""GAN inversion: stage 1a trains the GAN, stage 1b only the encoder, whose latent error then drops."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from ldm.autoencoders.gan_inversion import GANInversion
+from tests.autoencoders.helpers import ADAM, BACKBONE, SMALL_D, adam_steps, changed, digits, fit, snapshot
+
+
+def make(**kw) -> GANInversion:
+    return GANInversion(**{"backbone": BACKBONE, "image_size": 16, "in_channels": 1, "discriminator": SMALL_D,
+                           "optimizer": ADAM, **kw})
+
+
+def latent_error(m: GANInversion, z: torch.Tensor) -> float:
+    """Mean over z of ||E(G(z)) - z||^2 (summed over the latent): what stage 1b minimises."""
+    with torch.no_grad():
+        return (m.encoder(m.generator(z)) - z).pow(2).flatten(1).sum(1).mean().item()
+
+
+class AtSwitch(L.Callback):
+    """Record the latent error and the GAN's weights when stage 1b begins."""
+
+    def __init__(self, z: torch.Tensor) -> None:
+        self.z, self.error, self.gan = z, None, None
+
+    def on_train_batch_start(self, trainer, m, batch, batch_idx) -> None:
+        if m.batch_step == m.gan_steps:
+            self.error, self.gan = latent_error(m, self.z), snapshot(m.generator) | snapshot(m.discriminator)
+
+
+def test_encoder_inverts_the_frozen_generator():
+    """10 GAN batches, then 40 encoder batches of 16 digits: the latent error falls >= 1.1x.
+
+    Measured 1.27x (seeds 0, 1, 2: 1.27x, 1.23x, 1.19x; 90 batches: 1.39x). Modest because a barely
+    trained tiny G is only partly invertible, not because E stalls.
+    """
+    torch.manual_seed(0)
+    m = make(max_steps=50, gan_fraction=0.2)
+    assert m.gan_steps == 10
+    z = torch.randn(64, *m.latent_shape, generator=torch.Generator().manual_seed(123))
+    probe = AtSwitch(z)
+    trainer = fit(m, digits(64), steps=50, batch_size=16, callbacks=(probe,))
+    assert probe.error is not None
+    assert latent_error(m, z) < probe.error / 1.1, (probe.error, latent_error(m, z))
+    # stage 1b moved only the encoder: the GAN is exactly as it was at the switch
+    assert all(torch.equal(v, probe.gan[k]) for k, v in (snapshot(m.generator) | snapshot(m.discriminator)).items())
+    opt_g, opt_d, opt_e = trainer.optimizers
+    assert (adam_steps(opt_g), adam_steps(opt_d), adam_steps(opt_e)) == (10, 10, 40)
+
+
+def test_encoder_loss_terms():
+    torch.manual_seed(0)
+    m = make(latent_weight=2.0, pixel_weight=0.5)
+    x, z = digits(4), torch.randn(4, *m.latent_shape)
+    terms = m.encoder_loss(x, z)
+    with torch.no_grad():
+        latent = (m.encoder(m.generator(z)) - z).pow(2).flatten(1).sum(1).mean()
+        rec = (m.generator(m.encoder(x)) - x).abs().flatten(1).sum(1).mean()
+    assert torch.allclose(terms["latent"], latent) and torch.allclose(terms["rec"], rec)
+    assert torch.allclose(terms["loss"], 2.0 * latent + 0.5 * rec)
+
+
+def test_refinement_lowers_pixel_error_and_leaves_g_alone():
+    torch.manual_seed(0)
+    plain_ = make().eval()
+    refined = make(refine_steps=20).eval()
+    refined.load_state_dict(plain_.state_dict())
+    before = snapshot(refined.generator)
+    x = digits(8)
+    with torch.no_grad():  # as evaluation code calls it
+        z0, z1 = plain_.encode(x), refined.encode(x)
+        e0, e1 = plain_.pixel_loss(plain_.decode(z0), x), refined.pixel_loss(refined.decode(z1), x)
+    assert e1 < e0 and not z1.requires_grad
+    assert not changed(before, refined.generator)
+    assert all(p.grad is None for p in refined.generator.parameters())
