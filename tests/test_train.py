@@ -15,6 +15,7 @@ from ldm.errors import Diverged
 from tests.conftest import ROOT
 
 FAST = ["debug=fast", "logger=csv"]
+QUICK = FAST + ["logger=none", "metrics.features=null"]  # no evaluator: for tests about training itself
 
 
 def load_state(path: Path) -> dict:
@@ -41,6 +42,16 @@ def test_debug_fast_writes_run_directory(make_cfg):
     assert metrics["stage2/scale_factor"] > 0 and metrics["stage2/val_loss"] > 0
     assert metrics["gen/nfe"] == cfg.sampler.steps and metrics["gen/sec_per_sample"] > 0
     assert load_state(out / "checkpoints/stage2/last.ckpt")["global_step"] == cfg.stage2.max_steps
+    contract = ["stage1/steps", "stage1/wall_s", "stage1/params", "stage1/reused", "stage1/val_loss",
+                "stage2/steps", "stage2/wall_s", "stage2/params", "stage2/val_loss", "stage2/scale_factor",
+                "recon/mse", "recon/psnr", "recon/ssim", "recon/rfid", "latent/kl_to_prior", "latent/std",
+                "latent/interp_ppl", "latent/interp_uniformity", "latent/cycle_error", "latent/prior_fid",
+                "gen/fid", "gen/kid", "gen/kid_std", "gen/precision", "gen/recall", "gen/density", "gen/coverage",
+                "gen/classes_covered", "gen/class_kl", "gen/confidence", "gen/nfe", "gen/sec_per_sample",
+                "eval/evaluator_acc", "eval/num_samples", "eval/fid_floor"]
+    assert not [k for k in contract if metrics.get(k) is None]
+    for name in ("recon.png", "interpolation.png", "latent_hist.png", "class_hist.png"):
+        assert (out / name).stat().st_size > 500, name
     cache = torch.load(out / "latents.pt", weights_only=True)
     sizes = {"train": 1437, "val": 180, "test": 180}
     for split, n in sizes.items():
@@ -49,11 +60,11 @@ def test_debug_fast_writes_run_directory(make_cfg):
 
 
 def test_stage1_only_and_reuse_skips_training(make_cfg):
-    first = make_cfg(FAST + ["logger=none", "stage=stage1"], name="first")
+    first = make_cfg(QUICK + ["stage=stage1"], name="first")
     m1 = pipeline.train(first)
     assert "stage2/steps" not in m1 and not (Path(first.paths.output_dir) / "latents.pt").exists()
     ckpt = Path(first.paths.output_dir) / "checkpoints/stage1/last.ckpt"
-    second = make_cfg(FAST + ["logger=none", f"autoencoder.ckpt_path={ckpt}"], name="second")
+    second = make_cfg(QUICK + [f"autoencoder.ckpt_path={ckpt}"], name="second")
     m2 = pipeline.train(second)
     assert m2["stage1/reused"] is True and m2["stage1/steps"] == first.stage1.max_steps
     assert not (Path(second.paths.output_dir) / "checkpoints/stage1").exists()  # nothing trained
@@ -69,7 +80,7 @@ def test_stage2_alone_needs_an_autoencoder(make_cfg, capsys):
 
 
 def test_identity_is_pixel_space_diffusion(make_cfg):
-    cfg = make_cfg(FAST + ["logger=none", "autoencoder=identity"])
+    cfg = make_cfg(QUICK + ["autoencoder=identity"])
     m = pipeline.train(cfg)
     assert m["stage1/steps"] == 0 and m["stage1/params"] == 0 and m["recon/mse"] == 0
     assert m["stage1/latent_shape"] == "1x16x16" and m["stage2/steps"] == cfg.stage2.max_steps
@@ -78,7 +89,7 @@ def test_identity_is_pixel_space_diffusion(make_cfg):
 
 
 def test_stage2_resume_equals_uninterrupted(make_cfg):
-    common = FAST + ["logger=none", "autoencoder=identity", "stage2.val_every=3"]
+    common = QUICK + ["autoencoder=identity", "stage2.val_every=3"]
     straight = make_cfg(common + ["stage2.max_steps=6"], name="straight")
     pipeline.train(straight)
     half = make_cfg(common + ["stage2.max_steps=3"], name="half")
@@ -95,7 +106,7 @@ def test_stage2_resume_equals_uninterrupted(make_cfg):
 
 def test_resume_equals_uninterrupted(make_cfg):
     """4 steps + resume to 8 == 8 steps straight (weights bit-identical, step continues from 4)."""
-    common = FAST + ["stage1.val_every=4", "logger=none"]
+    common = QUICK + ["stage1.val_every=4", "stage=stage1"]
     straight = make_cfg(common + ["stage1.max_steps=8"], name="straight")
     pipeline.train(straight)
     half = make_cfg(common + ["stage1.max_steps=4"], name="half")
@@ -116,8 +127,8 @@ def test_resume_equals_uninterrupted(make_cfg):
 
 
 def test_same_seed_same_result_other_seed_differs(make_cfg):
-    runs = [pipeline.train(make_cfg(FAST + ["logger=none", f"seed={s}"])) for s in (0, 0, 1)]
-    assert runs[0]["recon/mse"] == runs[1]["recon/mse"]
+    runs = [pipeline.train(make_cfg(QUICK + [f"seed={s}"])) for s in (0, 0, 1)]
+    assert runs[0]["recon/mse"] == runs[1]["recon/mse"] and runs[0]["stage2/val_loss"] == runs[1]["stage2/val_loss"]
     assert runs[0]["recon/mse"] != runs[2]["recon/mse"]
 
 
@@ -140,7 +151,7 @@ def test_divergence_is_recorded(make_cfg, monkeypatch):
         raise Diverged("stage 1 loss became nan at step 0")
 
     monkeypatch.setattr(VAE, "losses", nan_losses)
-    cfg = make_cfg(FAST + ["logger=none"])
+    cfg = make_cfg(QUICK)
     assert pipeline.main(cfg) is None
     metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert metrics == {"status": "diverged", "error": "stage 1 loss became nan at step 0"}

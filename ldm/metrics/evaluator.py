@@ -46,8 +46,8 @@ def accuracy(net: ConvClassifier, images: torch.Tensor, labels: torch.Tensor, ba
 
 
 @torch.enable_grad()  # also when called under no_grad (evaluation)
-def train_classifier(train: tuple[torch.Tensor, torch.Tensor], num_classes: int, steps: int = 1500,
-                     batch_size: int = 128, lr: float = 2e-3, width: int = 32, feature_dim: int = 64,
+def train_classifier(train: tuple[torch.Tensor, torch.Tensor], num_classes: int, steps: int = 600,
+                     batch_size: int = 64, lr: float = 2e-3, width: int = 16, feature_dim: int = 64,
                      seed: int = 0) -> ConvClassifier:
     """Adam with cosine decay on shifted copies of the labelled train images."""
     images, labels = train
@@ -117,7 +117,7 @@ def load_or_train(datamodule, data_cfg: dict, evaluator_cfg: dict, cache_dir: st
         net = train_classifier((train.images, train.labels), datamodule.num_classes, **cfg)
         acc = accuracy(net, test.images, test.labels)
         net_args = {"in_channels": train.images.shape[1], "num_classes": datamodule.num_classes,
-                    "width": cfg.get("width", 32), "feature_dim": cfg.get("feature_dim", 64)}
+                    "width": cfg.get("width", 16), "feature_dim": cfg.get("feature_dim", 64)}
         state = {"state_dict": net.state_dict(), "net_args": net_args, "accuracy": acc, "config": cfg, "key": key}
         atomic_write(path, lambda tmp: torch.save(state, tmp))
         log.info("evaluator: trained, test accuracy %.4f, cached at %s", acc, path)

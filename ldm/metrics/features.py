@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -26,8 +29,9 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, float]:
     """Precision, recall, density, coverage (Naeem et al., 2020) via the `prdc` package."""
     from prdc import compute_prdc
 
-    out = compute_prdc(real_features=np.asarray(real, np.float64), fake_features=np.asarray(fake, np.float64),
-                       nearest_k=k)
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints its sample counts
+        out = compute_prdc(real_features=np.asarray(real, np.float64), fake_features=np.asarray(fake, np.float64),
+                           nearest_k=k)
     return {key: float(v) for key, v in out.items()}
 
 
@@ -55,15 +59,18 @@ class FeatureMetrics:
         """(mean, std) over random subsets of min(kid_subset_size, n) images."""
         size = min(self.kid_subset_size, len(images), len(self.reference))
         if size not in self._kid:
-            kid = KernelInceptionDistance(feature=self.module, subsets=self.kid_subsets, subset_size=size,
-                                          reset_real_features=False, normalize=False)
+            with warnings.catch_warnings():  # "will save all extracted features": intended, the sets are small
+                warnings.simplefilter("ignore")
+                kid = KernelInceptionDistance(feature=self.module, subsets=self.kid_subsets, subset_size=size,
+                                              reset_real_features=False, normalize=False)
             kid.update(self.reference, real=True)
             self._kid[size] = kid
         kid = self._kid[size]
         kid.reset()
         kid.update(images, real=False)
-        torch.manual_seed(0)  # subset draws: same numbers every evaluation
-        mean, std = kid.compute()
+        with torch.random.fork_rng():  # same subsets every evaluation, global RNG untouched
+            torch.manual_seed(0)
+            mean, std = kid.compute()
         return float(mean), float(std)
 
     def prdc(self, images: torch.Tensor) -> dict[str, float]:

@@ -1,0 +1,19 @@
+"""Evaluate a finished run: `python evaluate.py run_dir=logs/train/runs/<run>` (see conf/evaluate.yaml)."""
+
+import os
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("LDM_ROOT", os.path.dirname(os.path.abspath(__file__)))
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig):
+    from ldm import report  # after Hydra parsed the CLI: `--help` and `--cfg` stay fast
+
+    return report.main(cfg)
+
+
+if __name__ == "__main__":
+    main()

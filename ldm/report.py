@@ -1,0 +1,87 @@
+"""evaluate.py's logic: load a finished run from its checkpoints (weights_only) and evaluate it."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ldm.errors import ConfigError, UserError
+from ldm.evaluation import evaluate
+from ldm.utils.config import build, plain
+from ldm.utils.io import write_json
+
+log = logging.getLogger(__name__)
+
+
+def pick_checkpoint(run_dir: Path, stage: str, which: str) -> Optional[Path]:
+    """checkpoints/<stage>/last.ckpt or the best-*.ckpt; None when the stage has no checkpoint."""
+    folder = run_dir / "checkpoints" / stage
+    if which == "last":
+        path = folder / "last.ckpt"
+        return path if path.is_file() else None
+    if which == "best":
+        best = sorted(folder.glob("best-*.ckpt"))
+        return best[-1] if best else None
+    raise ConfigError(f"checkpoint={which}: choose last or best")
+
+
+def load_run(run_dir: Path, which: str = "last") -> tuple[DictConfig, Any, Optional[Any], dict]:
+    """(training config, autoencoder, latent diffusion or None, info) of a finished run; weights_only loads."""
+    cfg_path = run_dir / ".hydra" / "config.yaml"
+    if not cfg_path.is_file():
+        raise ConfigError(f"run_dir={run_dir} has no .hydra/config.yaml: point run_dir at a train.py run directory")
+    cfg = OmegaConf.load(cfg_path)
+    ae_cfg = plain(cfg.autoencoder)
+    reused = ae_cfg.pop("ckpt_path", None)
+    cls = hydra.utils.get_class(ae_cfg["_target_"])
+    ae_ckpt = pick_checkpoint(run_dir, "stage1", which) or (Path(reused) if reused else None)
+    info = {"eval/stage1_checkpoint": str(ae_ckpt) if ae_ckpt else None}
+    if ae_ckpt is not None:
+        ae = cls.load_from_checkpoint(ae_ckpt, map_location="cpu", weights_only=True)
+    else:
+        ae = hydra.utils.instantiate(ae_cfg, _recursive_=False, _convert_="all")
+        if sum(p.numel() for p in ae.parameters()):
+            raise ConfigError(f"run_dir={run_dir} has no stage-1 checkpoint (checkpoints/stage1/{which}.ckpt)")
+    ld = None
+    ld_ckpt = pick_checkpoint(run_dir, "stage2", which)
+    info["eval/stage2_checkpoint"] = str(ld_ckpt) if ld_ckpt else None
+    if ld_ckpt is not None:
+        from ldm.diffusion.module import LatentDiffusion
+
+        ld = LatentDiffusion.load_from_checkpoint(ld_ckpt, map_location="cpu", weights_only=True)
+        ld.set_decoder(ae.decode)
+    return cfg, ae, ld, info
+
+
+def main(cfg: DictConfig) -> Optional[float]:
+    run_dir = Path(cfg.run_dir)
+    out_dir = Path(cfg.out_dir)
+    try:
+        if not run_dir.is_dir():
+            raise ConfigError(f"run_dir={run_dir} is not a directory: pass a train.py run directory")
+        train_cfg, ae, ld, info = load_run(run_dir, cfg.checkpoint)
+        datamodule = build(train_cfg.data)
+        datamodule.setup()
+        dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        metrics = plain(cfg.metrics)
+        t0 = time.perf_counter()
+        result = evaluate(ae, ld, datamodule, metrics, train_cfg.data, cfg.paths.cache_dir, out_dir, torch.device(dev))
+        result.update(info)
+        result["eval/wall_s"] = time.perf_counter() - t0
+    except UserError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.exit(2)
+    write_json(out_dir / "eval.json", {"status": "ok", **result})
+    log.info("wrote %s", out_dir / "eval.json")
+    for k in ("eval/evaluator_acc", "eval/fid_floor", "recon/psnr", "recon/rfid", "latent/prior_fid", "gen/fid",
+              "gen/kid", "gen/classes_covered"):
+        if k in result:
+            log.info("  %-22s %s", k, f"{result[k]:.4g}" if isinstance(result[k], float) else result[k])
+    return result.get("gen/fid")

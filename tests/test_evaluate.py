@@ -1,0 +1,55 @@
+"""evaluate.py on a finished run: eval.json + the five figures from weights_only checkpoint loads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ldm import pipeline, report
+from tests.conftest import compose_cfg
+
+FIGURES = ("samples.png", "recon.png", "interpolation.png", "latent_hist.png", "class_hist.png")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = compose_cfg(["debug=fast", "logger=none"], output_dir=out / "train")
+    (out / "train" / ".hydra").mkdir(parents=True)
+    from omegaconf import OmegaConf
+
+    job = OmegaConf.to_container(cfg, resolve=False)
+    job.pop("hydra")
+    (out / "train" / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(job))
+    assert pipeline.main(cfg) is not None
+    return Path(cfg.paths.output_dir), cfg
+
+
+def test_evaluate_writes_eval_json_and_figures(finished_run, tmp_path):
+    run_dir, train_cfg = finished_run
+    out = tmp_path / "eval"
+    cfg = compose_cfg([f"run_dir={run_dir}", f"out_dir={out}", "metrics.evaluator.steps=40",
+                       f"paths.cache_dir={train_cfg.paths.cache_dir}", "metrics.interp_pairs=4",
+                       "metrics.interp_steps=4", "metrics.kid_subsets=10"],
+                      config_name="evaluate", output_dir=tmp_path / "logs")
+    fid = report.main(cfg)
+    result = json.loads((out / "eval.json").read_text())
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    assert result["status"] == "ok" and fid == result["gen/fid"]
+    for name in FIGURES:
+        assert (out / name).stat().st_size > 500, name
+    # the same models, the same evaluation settings: the same numbers as at the end of training
+    for key in ("recon/psnr", "recon/rfid", "gen/fid", "latent/prior_fid", "eval/fid_floor", "gen/classes_covered",
+                "latent/interp_ppl", "latent/cycle_error"):
+        assert result[key] == pytest.approx(trained[key], rel=1e-6), key
+    assert result["eval/stage2_checkpoint"].endswith("checkpoints/stage2/last.ckpt")
+
+
+def test_evaluate_bad_run_dir(tmp_path, capsys):
+    cfg = compose_cfg([f"run_dir={tmp_path}/nope"], config_name="evaluate", output_dir=tmp_path / "logs")
+    with pytest.raises(SystemExit) as e:
+        report.main(cfg)
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: run_dir={tmp_path}/nope is not a directory: pass a train.py run directory"
