@@ -60,7 +60,25 @@ def load_run(run_dir: Path, which: str = "last") -> tuple[DictConfig, Any, Optio
     return cfg, ae, ld, info
 
 
+def table(cfg: DictConfig) -> None:
+    from ldm import tables
+
+    result = tables.build(cfg.table.dir, plain(cfg.table.columns), cfg.table.title)
+    out = Path(cfg.table.dir)
+    print((out / "table.md").read_text())
+    log.info("wrote %s, table.csv, table.tex (%d rows, %d failed/missing jobs)", out / "table.md",
+             len(result["rows"]), len(result["bad"]))
+
+
 def main(cfg: DictConfig) -> Optional[float]:
+    try:
+        if cfg.get("table") and cfg.table.get("dir"):
+            return table(cfg)
+        if not cfg.run_dir:
+            raise ConfigError("pass run_dir=<train.py run directory> (or table.dir=<multirun directory>)")
+    except UserError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.exit(2)
     run_dir = Path(cfg.run_dir)
     out_dir = Path(cfg.out_dir)
     try:

@@ -15,7 +15,8 @@ from ldm.errors import Diverged
 from tests.conftest import ROOT
 
 FAST = ["debug=fast", "logger=csv"]
-QUICK = FAST + ["logger=none", "metrics.features=null"]  # no evaluator: for tests about training itself
+# for tests about training itself: no evaluator, no stage cache (each run really trains)
+QUICK = FAST + ["logger=none", "metrics.features=null", "cache.stage1=false", "cache.stage2=false"]
 
 
 def load_state(path: Path) -> dict:

@@ -1,0 +1,167 @@
+"""Sweep directory -> ablation table (mean ± std (n) over seeds) as table.md, table.csv and table.tex."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from pathlib import Path
+from typing import Optional, Sequence
+
+import yaml
+
+from ldm.utils.io import atomic_write, read_json
+
+DEFAULT_COLUMNS = ["recon/psnr", "recon/rfid", "latent/kl_to_prior", "latent/interp_uniformity", "latent/cycle_error",
+                   "latent/prior_fid", "gen/fid", "gen/kid", "gen/precision", "gen/recall", "gen/coverage",
+                   "gen/classes_covered", "stage1/wall_s", "stage2/wall_s"]
+HIGHER_IS_BETTER = ("psnr", "ssim", "precision", "recall", "coverage", "density", "classes_covered", "accuracy",
+                    "confidence", "evaluator_acc")
+LOWER_IS_BETTER = ("mse", "fid", "kid", "kl", "ppl", "uniformity", "cycle_error", "wall_s", "sec_per_sample",
+                   "val_loss")
+IGNORED_OVERRIDES = ("seed",)
+BUDGET_KEYS = [("stage1.max_steps", "stage-1 steps"), ("data.batch_size", "stage-1 batch"),
+               ("stage2.max_steps", "stage-2 steps"), ("stage2.batch_size", "stage-2 batch"),
+               ("metrics.num_samples", "samples (null = test split)")]
+
+
+def direction(column: str) -> int:
+    """+1 if higher is better, -1 if lower, 0 if neither is clear."""
+    name = column.split("/")[-1]
+    if any(name.endswith(h) or name == h for h in HIGHER_IS_BETTER):
+        return 1
+    if any(k in name for k in LOWER_IS_BETTER):
+        return -1
+    return 0
+
+
+def _overrides(job: Path) -> dict[str, str]:
+    path = job / ".hydra" / "overrides.yaml"
+    items = yaml.safe_load(path.read_text()) or [] if path.is_file() else []
+    out = {}
+    for item in items:
+        k, _, v = item.lstrip("+~").partition("=")
+        out[k] = v
+    return out
+
+
+def _get(cfg: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(cfg, dict) or part not in cfg:
+            return None
+        cfg = cfg[part]
+    return cfg
+
+
+def collect(sweep_dir: Path) -> tuple[list[dict], list[str]]:
+    """One record per job directory (a folder with .hydra/overrides.yaml): overrides, status, metrics."""
+    jobs = sorted((p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()),
+                  key=lambda p: (len(p.name), p.name))
+    records, swept = [], set()
+    all_overrides = [_overrides(j) for j in jobs]
+    keys = {k for o in all_overrides for k in o}
+    # swept keys: those whose value differs between jobs (constant ones, e.g. experiment=..., describe all rows)
+    swept = sorted(k for k in keys if k not in IGNORED_OVERRIDES and len({o.get(k) for o in all_overrides}) > 1)
+    for job, o in zip(jobs, all_overrides):
+        metrics_path = job / "metrics.json"
+        metrics = read_json(metrics_path) if metrics_path.is_file() else {}
+        status = metrics.get("status", "missing")
+        records.append({"job": job.name, "group": tuple((k, o.get(k, "")) for k in swept), "seed": o.get("seed"),
+                        "status": status, "error": metrics.get("error", ""), "metrics": metrics})
+    return records, swept
+
+
+def _fmt(values: list[float]) -> tuple[str, Optional[float]]:
+    vals = [v for v in values if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return "–", None
+    mean = statistics.fmean(vals)
+    digits = 3 if abs(mean) < 10 else (2 if abs(mean) < 100 else 1)
+    if len(vals) == 1:
+        return f"{mean:.{digits}f} (1)", mean
+    return f"{mean:.{digits}f} ± {statistics.stdev(vals):.{digits}f} ({len(vals)})", mean
+
+
+def build(sweep_dir: str | Path, columns: Optional[Sequence[str]] = None, title: str = "") -> dict:
+    """Write table.md / table.csv / table.tex into `sweep_dir`; returns the rows and the lists of bad jobs."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        from ldm.errors import ConfigError
+
+        raise ConfigError(f"table dir={sweep_dir} is not a directory: pass a multirun directory (logs/<task>/multiruns/<time>)")
+    records, swept = collect(sweep_dir)
+    if not records:
+        from ldm.errors import ConfigError
+
+        raise ConfigError(f"{sweep_dir} holds no job directories with .hydra/overrides.yaml: is it a multirun dir?")
+    columns = list(columns or DEFAULT_COLUMNS)
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault(r["group"], [])
+        if r["status"] == "ok":
+            groups[r["group"]].append(r["metrics"])
+    rows = []
+    for group, runs in groups.items():
+        cells, means = {}, {}
+        for c in columns:
+            cells[c], means[c] = _fmt([m.get(c) for m in runs])
+        rows.append({"group": group, "n": len(runs), "cells": cells, "means": means,
+                     "floor": _fmt([m.get("eval/fid_floor") for m in runs])[0]})
+    best = {}
+    for c in columns:
+        d = direction(c)
+        vals = [(r["means"][c], i) for i, r in enumerate(rows) if r["means"][c] is not None]
+        if d and len(vals) > 1:
+            best[c] = (max if d > 0 else min)(vals)[1]
+    bad = [r for r in records if r["status"] != "ok"]
+    first_cfg_path = next((sweep_dir / r["job"] / ".hydra" / "config.yaml" for r in records
+                           if (sweep_dir / r["job"] / ".hydra" / "config.yaml").is_file()), None)
+    cfg = yaml.safe_load(first_cfg_path.read_text()) if first_cfg_path else {}
+    budgets = [(label, _get(cfg, key)) for key, label in BUDGET_KEYS]
+    constant = sorted({f"{k}={v}" for r in records for k, v in _overrides(sweep_dir / r["job"]).items()
+                       if k not in swept and k not in IGNORED_OVERRIDES})
+    result = {"rows": rows, "columns": columns, "best": best, "bad": bad, "swept": swept, "budgets": budgets,
+              "constant": constant}
+    _write(sweep_dir, result, title or sweep_dir.name)
+    return result
+
+
+def _label(group: tuple) -> str:
+    return ", ".join(f"{k}={v}" for k, v in group) or "(all)"
+
+
+def _write(sweep_dir: Path, t: dict, title: str) -> None:
+    cols, rows, best = t["columns"], t["rows"], t["best"]
+    head = ["config"] + cols + ["FID floor"]
+    # markdown
+    md = [f"### {title}", "",
+          "Budgets: " + ", ".join(f"{label} {v}" for label, v in t["budgets"] if v is not None or "samples" in label),
+          ("Shared overrides: " + " ".join(t["constant"])) if t["constant"] else "",
+          "Cells: mean ± std (number of seeds); **bold** = best in column. FID floor: real test vs train at the "
+          "same feature extractor.", "",
+          "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for i, r in enumerate(rows):
+        cells = [f"**{r['cells'][c]}**" if best.get(c) == i else r["cells"][c] for c in cols]
+        md.append("| " + " | ".join([_label(r["group"])] + cells + [r["floor"]]) + " |")
+    if t["bad"]:
+        md += ["", "Failed or missing jobs:"]
+        md += [f"- job {b['job']} ({_label(b['group'])}, seed={b['seed']}): {b['status']}"
+               + (f": {b['error']}" if b["error"] else "") for b in t["bad"]]
+    atomic_write(sweep_dir / "table.md", lambda tmp: Path(tmp).write_text("\n".join(md) + "\n"))
+    # csv: machine-readable means, stds and counts
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["config", "n"] + cols)
+    for r in rows:
+        w.writerow([_label(r["group"]), r["n"]] + [r["means"][c] if r["means"][c] is not None else "" for c in cols])
+    atomic_write(sweep_dir / "table.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
+    # latex
+    esc = lambda s: s.replace("_", r"\_").replace("%", r"\%").replace("±", r"$\pm$")  # noqa: E731
+    tex = [r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule",
+           " & ".join(esc(h) for h in head) + r" \\", r"\midrule"]
+    for i, r in enumerate(rows):
+        cells = [(r"\textbf{" + esc(r["cells"][c]) + "}") if best.get(c) == i else esc(r["cells"][c]) for c in cols]
+        tex.append(" & ".join([esc(_label(r["group"]))] + cells + [esc(r["floor"])]) + r" \\")
+    tex += [r"\bottomrule", r"\end{tabular}"]
+    atomic_write(sweep_dir / "table.tex", lambda tmp: Path(tmp).write_text("\n".join(tex) + "\n"))

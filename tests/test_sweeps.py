@@ -1,0 +1,93 @@
+"""Stage reuse through the cache, two processes racing for one entry, a joblib multirun into a table, wandb offline."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ldm import pipeline, tables
+from tests.conftest import ROOT, compose_cfg
+
+BASE = ["debug=fast", "logger=none", "metrics.features=null"]
+
+
+def test_same_stage1_config_reuses_and_a_change_retrains(make_cfg):
+    first = pipeline.train(make_cfg(BASE, name="a"))
+    assert first["stage1/reused"] is False and first["stage2/reused"] is False
+    # a different sampler: the same stage 1 and stage 2 come from the cache
+    cfg = make_cfg(BASE + ["sampler=dpmpp_2m"], name="b")
+    second = pipeline.train(cfg)
+    assert second["stage1/reused"] is True and second["stage2/reused"] is True
+    assert second["stage1/key"] == first["stage1/key"]
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()  # nothing trained in this run
+    assert second["stage1/steps"] == first["stage1/steps"] and second["stage1/wall_s"] == first["stage1/wall_s"]
+    # another diffusion budget: stage 1 reused, stage 2 trained
+    third = pipeline.train(make_cfg(BASE + ["stage2.max_steps=3"], name="c"))
+    assert third["stage1/reused"] is True and third["stage2/reused"] is False
+    # another autoencoder setting: stage 1 trained again
+    fourth = pipeline.train(make_cfg(BASE + ["autoencoder.kl_weight=0.5"], name="d"))
+    assert fourth["stage1/reused"] is False and fourth["stage1/key"] != first["stage1/key"]
+
+
+def _race(out_dir: str, cache_dir: str, queue) -> None:
+    cfg = compose_cfg(BASE + ["stage=stage1", f"paths.cache_dir={cache_dir}"], output_dir=Path(out_dir))
+    cfg.paths.cache_dir = cache_dir
+    m = pipeline.train(cfg)
+    queue.put((m["stage1/reused"], m["stage1/key"]))
+
+
+def test_two_processes_racing_for_one_entry(tmp_path):
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    cache = str(tmp_path / "cache")
+    procs = [ctx.Process(target=_race, args=(str(tmp_path / f"run{i}"), cache, queue)) for i in range(2)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert sorted(r[0] for r in results) == [False, True]  # exactly one trained, the other waited and reused
+    assert results[0][1] == results[1][1]
+    entries = list((tmp_path / "cache" / "stage1").glob("*/autoencoder.ckpt"))
+    assert len(entries) == 1 and not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+def test_joblib_multirun_gives_a_table(tmp_path):
+    """2 autoencoders x 2 seeds through the joblib launcher -> a table with two rows, n=2 each."""
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "train.py", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                           "autoencoder=vae,ae", "seed=0,1", *BASE, "threads=1", f"hydra.sweep.dir={sweep}",
+                           f"paths.cache_dir={tmp_path / 'cache'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    t = tables.build(sweep, columns=["recon/psnr", "stage2/val_loss"])
+    assert [r["n"] for r in t["rows"]] == [2, 2] and not t["bad"]
+    assert {r["group"] for r in t["rows"]} == {(("autoencoder", "vae"),), (("autoencoder", "ae"),)}
+    assert (sweep / "table.md").is_file() and (sweep / "table.tex").is_file()
+
+
+def test_wandb_offline_logs_images_and_table(make_cfg, monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = make_cfg(BASE + ["logger=wandb", "logger.wandb.offline=true", "stage=stage1"])
+    pipeline.main(cfg)
+    runs = list(Path(cfg.paths.output_dir).rglob("offline-run-*"))
+    assert runs, "no offline wandb run directory"
+    files = [p.name for p in runs[0].rglob("*")]
+    assert any(name.endswith(".wandb") for name in files)
+    media = [p for p in runs[0].rglob("*.png")]
+    assert any("stage1_recon" in str(p) for p in media), files
+    tables_ = [p for p in runs[0].rglob("*.table.json")]
+    assert tables_ and "recon/psnr" in tables_[0].read_text()
+    import wandb
+
+    assert wandb.run is None  # finished
