@@ -91,3 +91,20 @@ def test_wandb_offline_logs_images_and_table(make_cfg, monkeypatch, tmp_path):
     import wandb
 
     assert wandb.run is None  # finished
+
+
+def test_ddp_cpu_two_processes_through_train_py(tmp_path):
+    """trainer=ddp_cpu: 2 gloo processes, one run directory, metrics from rank 0 only."""
+    run_dir = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "train.py", "trainer=ddp_cpu", *BASE, f"hydra.run.dir={run_dir}",
+                           f"paths.cache_dir={tmp_path / 'cache'}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "ok"
+    # 4 steps of 2 ranks: each step saw 2 batches; both stages ran under DDP (no stage cache across ranks)
+    assert metrics["stage1/steps"] == 4 and metrics["stage2/steps"] == 4
+    assert metrics["stage1/reused"] is False and "stage1/cache" not in metrics
+    assert proc.stderr.count("run directory:") + proc.stdout.count("run directory:") == 1  # rank 0 reports once
+    assert (run_dir / "checkpoints/stage2/last.ckpt").is_file()
