@@ -10,7 +10,9 @@ TORCH_INDEX ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-all clean clean-logs
+ABLATION_DIR ?= logs/ablation/autoencoders
+
+.PHONY: help install train test test-all ablation clean clean-logs
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -31,6 +33,10 @@ test: $(STAMP) ## run the fast test suite (includes a short end-to-end run)
 
 test-all: $(STAMP) ## run every test, slow end-to-end ones included
 	$(PY) -m pytest -q $(ARGS)
+
+ablation: $(STAMP) ## the README's headline table: experiment=autoencoders (6 rows x 3 seeds), then table.md/csv/tex
+	$(PY) train.py experiment=autoencoders hydra.sweep.dir=$(ABLATION_DIR) $(ARGS)
+	$(PY) evaluate.py table.dir=$(ABLATION_DIR)
 
 clean-logs: ## delete logs/ (all runs!)
 	rm -rf logs

@@ -274,12 +274,33 @@ def one_line(err: BaseException) -> str:
     return msg if isinstance(err, (UserError, Diverged)) else f"{type(err).__name__}: {msg}"
 
 
+def in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:
+        return False
+
+
 def main(cfg: DictConfig) -> Optional[float]:
     """Entry point behind train.py: runs, writes metrics.json atomically, reports, maps errors to exit codes.
 
     User errors print one line to stderr and exit 2; a diverged run is recorded and returns None;
-    any other failure is recorded as `failed` and re-raised with its traceback.
+    any other failure is recorded as `failed` and re-raised with its traceback. Inside a multirun a
+    failing job is recorded and logged but does not stop the sweep (the other jobs' results stay).
     """
+    if in_multirun():
+        try:
+            return _main(cfg)
+        except (Exception, SystemExit) as e:  # recorded in this job's metrics.json already
+            log.exception("job failed (%s); the sweep goes on", one_line(e))
+            return None
+    return _main(cfg)
+
+
+def _main(cfg: DictConfig) -> Optional[float]:
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.json"

@@ -108,3 +108,18 @@ def test_ddp_cpu_two_processes_through_train_py(tmp_path):
     assert metrics["stage1/reused"] is False and "stage1/cache" not in metrics
     assert proc.stderr.count("run directory:") + proc.stdout.count("run directory:") == 1  # rank 0 reports once
     assert (run_dir / "checkpoints/stage2/last.ckpt").is_file()
+
+
+def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
+    """gan cannot encode, so its job fails at stage 2; the vae job after it still runs and the table lists both."""
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "train.py", "-m", "autoencoder=gan,vae", *BASE, "stage1.max_steps=2",
+                           f"hydra.sweep.dir={sweep}", f"paths.cache_dir={tmp_path / 'cache'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    gan = json.loads((sweep / "0" / "metrics.json").read_text())
+    assert gan["status"] == "failed" and "bigan" in gan["error"] and "gan_inversion" in gan["error"]
+    assert json.loads((sweep / "1" / "metrics.json").read_text())["status"] == "ok"
+    t = tables.build(sweep, columns=["recon/psnr"])
+    assert [b["job"] for b in t["bad"]] == ["0"]
