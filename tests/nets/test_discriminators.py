@@ -28,10 +28,10 @@ def test_channels_follow_taming():
 
 
 @pytest.mark.parametrize("f", [1, 2, 4])
-@pytest.mark.parametrize("unary", [False, True])
-def test_joint_scores(f, unary):
+@pytest.mark.parametrize("unary,batch_norm", [(False, False), (True, True)])
+def test_joint_scores(f, unary, batch_norm):
     latent = (2, 16 // f, 16 // f)
-    d = JointDiscriminator(1, 16, latent, ch=4, z_ch=8, hidden=8, unary=unary)
+    d = JointDiscriminator(1, 16, latent, ch=4, z_ch=8, hidden=8, unary=unary, batch_norm=batch_norm)
     scores = d(torch.randn(5, 1, 16, 16), torch.randn(5, *latent))
     assert set(scores) == ({"xz", "x", "z"} if unary else {"xz"})
     assert all(s.shape == (5,) for s in scores.values())
