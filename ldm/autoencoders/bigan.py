@@ -1,4 +1,7 @@
-"""BiGAN / ALI: an encoder learned jointly with the generator by a discriminator on (x, z) pairs (Donahue et al., 2017; Dumoulin et al., 2017)."""
+"""BiGAN / ALI: encoder and generator trained against one discriminator on (x, z) pairs.
+
+Donahue et al., 2017 (BiGAN); Dumoulin et al., 2017 (ALI); Donahue & Simonyan, 2019 (BigBiGAN).
+"""
 
 from __future__ import annotations
 

@@ -75,7 +75,8 @@ class GAN(Autoencoder):
         if r1:
             x = x.detach().requires_grad_(True)
         real, fake = self.discriminator(x), self.discriminator(self.generator(z).detach())
-        terms = {"loss": self.adv_loss.discriminator(real, fake), "logits_real": real.mean(), "logits_fake": fake.mean()}
+        terms = {"loss": self.adv_loss.discriminator(real, fake),
+                 "logits_real": real.mean(), "logits_fake": fake.mean()}
         if r1:
             terms["r1"] = r1_penalty(real, x)
             terms["loss"] = terms["loss"] + 0.5 * self.r1_gamma * terms["r1"]

@@ -1,4 +1,4 @@
-"""GAN inversion: train a GAN, then an encoder that inverts its frozen generator (Zhu et al., 2020, In-Domain GAN Inversion)."""
+"""GAN inversion: train a GAN, then an encoder for its frozen generator (Zhu et al., 2020, In-Domain GAN Inversion)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The latent-diffusion first stage: KL-VAE + PatchGAN hinge loss with an adaptive weight (Esser et al., 2021; Rombach et al., 2022)."""
+"""The latent-diffusion first stage: KL-VAE + PatchGAN hinge loss (Esser et al., 2021; Rombach et al., 2022)."""
 
 from __future__ import annotations
 
@@ -85,8 +85,8 @@ class VAEGAN(VAE):
         self.log("loss", terms["loss"], prog_bar=True, logger=False, batch_size=len(x))
 
     def validation_loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        terms = super().validation_loss(x)  # loss = rec + kl_weight * KL, comparable with the VAE row
-        x_hat = self.decode(self.encode(x))
+        terms = self.losses(x, sample=False)  # loss = rec + kl_weight * KL (+ perceptual), as in the VAE row
+        x_hat = terms.pop("x_hat")
         real, fake = self.discriminator(x), self.discriminator(x_hat)
         terms.update(g_loss=self.adv_loss.generator(fake), d_loss=self.adv_loss.discriminator(real, fake))
         return terms
