@@ -50,3 +50,27 @@ def test_gan_stops_at_stage2_with_its_clear_error(make_cfg, capsys):
     m = metrics_of(cfg)
     assert m["status"] == "failed" and "autoencoder=bigan" in m["error"]
     assert m["stage1/steps"] == cfg.stage1.max_steps  # stage 1 finished before the error
+
+
+@pytest.mark.parametrize("row", ["vae_gan", "gan_inversion"])
+def test_resume_across_the_schedule_switch_equals_uninterrupted(row, make_cfg):
+    """3 batches + resume to 6 == 6 straight, the disc_start / stage-1b switch falling at batch 3.
+
+    The schedule is a fraction of `autoencoder.max_steps`, pinned here so the short run keeps it.
+    """
+    import torch
+
+    common = FAST + [f"autoencoder={row}", "autoencoder.max_steps=6", "stage=stage1", "stage1.val_every=3",
+                     "logger=none"]
+    straight = make_cfg(common + ["stage1.max_steps=6"], name="straight")
+    pipeline.train(straight)
+    half = make_cfg(common + ["stage1.max_steps=3"], name="half")
+    pipeline.train(half)
+    half_ckpt = Path(half.paths.output_dir) / "checkpoints/stage1/last.ckpt"
+    resumed = make_cfg(common + ["stage1.max_steps=6", f"ckpt_path={half_ckpt}"], name="resumed")
+    assert pipeline.train(resumed)["stage1/steps"] == 6
+    a, b, h = (torch.load(Path(c.paths.output_dir) / "checkpoints/stage1/last.ckpt", weights_only=False)["state_dict"]
+               for c in (straight, resumed, half))
+    for k, v in a.items():
+        assert torch.equal(v, b[k]), k
+    assert any(not torch.equal(h[k], v) for k, v in a.items() if v.is_floating_point())

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 import hydra
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from ldm.autoencoders.base import Autoencoder
 from ldm.errors import NoEncoderError, UserError
@@ -16,24 +19,31 @@ ROWS = ["ae", "vae", "vae_gan", "gan", "bigan", "gan_inversion"]
 VAE_BACKBONE = {"ch": 16, "ch_max": 64, "f": 4, "num_res_blocks": 1, "latent_channels": 2, "dropout": 0.0}
 
 
-def build_row(row: str, tmp_path, *overrides: str) -> Autoencoder:
+@functools.lru_cache(maxsize=None)
+def row_config(row: str, debug: bool = True) -> str:
+    """The autoencoder config `train.py autoencoder=<row> [debug=fast]` composes (as YAML: cached, immutable)."""
+    cfg = compose_cfg([f"autoencoder={row}"] + (["debug=fast"] if debug else [])).autoencoder
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def build_row(row: str) -> Autoencoder:
     """The module `train.py autoencoder=<row> debug=fast` would build (tiny backbone)."""
-    cfg = plain(compose_cfg([f"autoencoder={row}", "debug=fast", *overrides], output_dir=tmp_path).autoencoder)
+    cfg = plain(OmegaConf.create(row_config(row)))
     cfg.pop("ckpt_path", None)
     return hydra.utils.instantiate(cfg, _recursive_=False, _convert_="all")
 
 
 @pytest.mark.parametrize("row", ROWS)
-def test_same_backbone_and_latent_shape_as_the_vae(row, tmp_path):
-    cfg = compose_cfg([f"autoencoder={row}"], output_dir=tmp_path).autoencoder
+def test_same_backbone_and_latent_shape_as_the_vae(row):
+    cfg = OmegaConf.create(row_config(row, debug=False))
     assert dict(cfg.backbone) == VAE_BACKBONE  # the shared backbone/default.yaml
-    assert build_row(row, tmp_path).latent_shape == (2, 4, 4)  # the VAE's default latent
+    assert build_row(row).latent_shape == (2, 4, 4)  # the VAE's default latent
 
 
 @pytest.mark.parametrize("row", [r for r in ROWS if r != "gan"])
-def test_interface(row, tmp_path):
+def test_interface(row):
     torch.manual_seed(0)
-    ae = build_row(row, tmp_path).eval()
+    ae = build_row(row).eval()
     x = digits(3)
     z = ae.encode(x)
     assert z.shape == (3, *ae.latent_shape)
@@ -42,8 +52,8 @@ def test_interface(row, tmp_path):
     assert ae.sample_prior(4).shape == (4, 1, 16, 16)
 
 
-def test_gan_encode_raises_the_promised_error(tmp_path):
-    gan = build_row("gan", tmp_path)
+def test_gan_encode_raises_the_promised_error():
+    gan = build_row("gan")
     for call in (gan.encode, gan.encode_distribution, gan.reconstruct):
         with pytest.raises(NoEncoderError) as e:
             call(digits(2))
@@ -53,8 +63,8 @@ def test_gan_encode_raises_the_promised_error(tmp_path):
 
 
 @pytest.mark.parametrize("row", ROWS)
-def test_one_training_step_moves_what_it_trains(row, tmp_path):
-    ae = build_row(row, tmp_path)
+def test_one_training_step_moves_what_it_trains(row):
+    ae = build_row(row)
     trained = {"ae": ["encoder", "decoder"], "vae": ["encoder", "decoder"], "vae_gan": ["encoder", "decoder"],
                "gan": ["generator", "discriminator"], "bigan": ["generator", "encoder", "discriminator"],
                "gan_inversion": ["generator", "discriminator"]}[row]
@@ -68,7 +78,7 @@ def test_one_training_step_moves_what_it_trains(row, tmp_path):
 
 @pytest.mark.parametrize("row", ROWS)
 def test_checkpoint_loads_alone(row, tmp_path):
-    ae = build_row(row, tmp_path)
+    ae = build_row(row)
     assert all(isinstance(v, (dict, list, int, float, bool, str, type(None))) for v in ae.hparams.values())
     path = tmp_path / f"{row}.ckpt"
     torch.save({"state_dict": ae.state_dict(), "hyper_parameters": dict(ae.hparams),
