@@ -85,6 +85,9 @@ def main(cfg: DictConfig) -> Optional[float]:
         if not run_dir.is_dir():
             raise ConfigError(f"run_dir={run_dir} is not a directory: pass a train.py run directory")
         train_cfg, ae, ld, info = load_run(run_dir, cfg.checkpoint)
+        if ld is not None and cfg.get("sampler"):
+            ld.sampler = build(plain(cfg.sampler))
+            info["eval/sampler"] = cfg.sampler._target_.rsplit(".", 1)[-1]
         datamodule = build(train_cfg.data)
         datamodule.setup()
         dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")

@@ -53,3 +53,13 @@ def test_evaluate_bad_run_dir(tmp_path, capsys):
         report.main(cfg)
     assert e.value.code == 2
     assert capsys.readouterr().err.strip() == f"error: run_dir={tmp_path}/nope is not a directory: pass a train.py run directory"
+
+
+def test_evaluate_with_another_sampler(finished_run, tmp_path):
+    run_dir, train_cfg = finished_run
+    out = tmp_path / "ddpm"
+    cfg = compose_cfg([f"run_dir={run_dir}", f"out_dir={out}", "metrics.features=null", "sampler=ddpm",
+                       "sampler.steps=7"], config_name="evaluate", output_dir=tmp_path / "logs")
+    report.main(cfg)
+    result = json.loads((out / "eval.json").read_text())
+    assert result["gen/nfe"] == 7 and result["eval/sampler"] == "sample_ddpm"
