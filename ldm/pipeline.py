@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from ldm import cache as stage_cache
 from ldm.callbacks import StepBudget, StepSeed
 from ldm.data.latents import LatentDataModule
-from ldm.errors import ConfigError, Diverged, NoEncoderError, UserError
+from ldm.errors import ConfigError, Diverged, UserError
 from ldm.evaluation import evaluate
 from ldm.utils.config import build, instantiate_dict, plain
 from ldm.utils.io import atomic_write, write_json
@@ -94,7 +94,7 @@ def autoencoder(cfg: DictConfig, datamodule: Any, train: bool = True) -> tuple[A
     cls = hydra.utils.get_class(ae_cfg["_target_"])
     if reuse:
         ae = cls.load_from_checkpoint(reuse, map_location="cpu")
-        steps = torch.load(reuse, map_location="cpu", weights_only=False).get("global_step")
+        steps = batches_in_checkpoint(torch.load(reuse, map_location="cpu", weights_only=True))
         info = {"stage1/reused": True, "stage1/steps": steps, "stage1/wall_s": 0.0, "stage1/checkpoint": reuse,
                 "stage1/key": hashlib.sha256(Path(reuse).read_bytes()).hexdigest()[:20]}
         log.info("stage 1: loaded %s from %s", cls.__name__, reuse)
@@ -130,6 +130,14 @@ def autoencoder(cfg: DictConfig, datamodule: Any, train: bool = True) -> tuple[A
             atomic_write(entry.path("autoencoder.ckpt"), lambda tmp: trainer.save_checkpoint(tmp, weights_only=True))
             entry.finish(info)
     return ae, info, trainer.is_global_zero, entry
+
+
+def batches_in_checkpoint(ckpt: dict) -> Optional[int]:
+    """Training batches a Lightning checkpoint had completed (global_step counts GAN optimizer steps twice)."""
+    try:
+        return int(ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"])
+    except (KeyError, TypeError):
+        return ckpt.get("global_step")
 
 
 def _ae_info(ae: Any) -> dict:
