@@ -47,7 +47,7 @@ def latent_histograms(scaled: torch.Tensor, path: Path, title: str = "") -> Path
         ax.set_xlim(-6, 6)
     axes.flat[0].legend(fontsize=8)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=10, y=1.04)
     return _save(fig, path)
 
 
