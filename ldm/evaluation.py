@@ -19,16 +19,11 @@ from ldm.metrics.features import FeatureMetrics
 from ldm.metrics.figures import class_histogram_plot, latent_histograms
 from ldm.metrics.generation import class_coverage, class_histogram
 from ldm.metrics.latent import cycle_error, interpolate, latent_summary, path_metrics
-from ldm.metrics.reconstruction import reconstruct_all, reconstruction_metrics
+from ldm.metrics.reconstruction import apply_batched, reconstruct_all, reconstruction_metrics
 from ldm.utils.config import plain
 from ldm.utils.images import save_grid
 
 log = logging.getLogger(__name__)
-
-
-@torch.no_grad()
-def _batched(fn, x: torch.Tensor, device: torch.device, batch_size: int = 500) -> torch.Tensor:
-    return torch.cat([fn(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
 
 
 def _sync(device: torch.device) -> None:
@@ -97,7 +92,7 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
         if fm is not None:
             m["recon/rfid"] = fm.fid(x_hat)
         recon_grid(test.images, x_hat, out_dir / "recon.png")
-        z_test = _batched(ae.encode, test.images, device)
+        z_test = apply_batched(ae.encode, test.images, device)
     else:
         log.info("evaluation: %s cannot encode, skipping reconstruction and encoder-based latent metrics",
                  type(ae).__name__)
@@ -121,7 +116,7 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
     if fm is not None:
         g = torch.Generator().manual_seed(seed + 1)
         z_prior = torch.randn((n, *ae.latent_shape), generator=g)
-        m["latent/prior_fid"] = fm.fid(_batched(ae.decode, z_prior, device).clamp(-1, 1))
+        m["latent/prior_fid"] = fm.fid(apply_batched(ae.decode, z_prior, device).clamp(-1, 1))
 
     # ---- generation ----------------------------------------------------------------------------------
     if ld is not None:

@@ -21,7 +21,7 @@ from ldm.callbacks import StepBudget, StepSeed
 from ldm.data.latents import LatentDataModule
 from ldm.errors import ConfigError, Diverged, UserError
 from ldm.evaluation import evaluate
-from ldm.utils.config import build, instantiate_dict, plain
+from ldm.utils.config import build, instantiate_dict, instantiate_module, plain
 from ldm.utils.io import atomic_write, write_json
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,6 @@ def _check_file(path: Optional[str], key: str, example: str) -> Optional[str]:
 
 
 # ---- stage 1 ----------------------------------------------------------------------------------------------
-IGNORED_DATA_KEYS = ("batch_size", "eval_batch_size", "num_workers")
 DISPLAY_KEYS = ("num_vis", "vis_seed", "ckpt_path")
 
 
@@ -99,7 +98,7 @@ def autoencoder(cfg: DictConfig, datamodule: Any, train: bool = True) -> tuple[A
                 "stage1/key": hashlib.sha256(Path(reuse).read_bytes()).hexdigest()[:20]}
         log.info("stage 1: loaded %s from %s", cls.__name__, reuse)
         return ae, {**info, **_ae_info(ae)}, True, None
-    ae = hydra.utils.instantiate(ae_cfg, _recursive_=False, _convert_="all")
+    ae = instantiate_module(ae_cfg)
     ae.stage_name = "stage1"
     parts = stage1_parts(cfg)
     if count_params(ae) == 0:
@@ -175,9 +174,8 @@ def diffusion(cfg: DictConfig, ae: Any, cache: dict, num_classes: int, stage1_ke
     from ldm.diffusion.module import LatentDiffusion
 
     budget = cfg.stage2
-    ld = hydra.utils.instantiate(plain(cfg.diffusion), _recursive_=False, _convert_="all",
-                                 latent_shape=list(ae.latent_shape), num_classes=num_classes,
-                                 sampler=plain(cfg.sampler))
+    ld = instantiate_module(cfg.diffusion, latent_shape=list(ae.latent_shape), num_classes=num_classes,
+                            sampler=plain(cfg.sampler))
     ld.fit_scaling(cache["train"]["mean"], cache["train"]["std"])
     ld.set_decoder(ae.decode)
     latents = LatentDataModule({k: cache[k] for k in ("train", "val")}, batch_size=budget.batch_size,

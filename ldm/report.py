@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ldm.errors import ConfigError, UserError
 from ldm.evaluation import evaluate
-from ldm.utils.config import build, plain
+from ldm.utils.config import build, instantiate_module, plain
 from ldm.utils.io import write_json
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def load_run(run_dir: Path, which: str = "last") -> tuple[DictConfig, Any, Optio
     if ae_ckpt is not None:
         ae = cls.load_from_checkpoint(ae_ckpt, map_location="cpu", weights_only=True)
     else:
-        ae = hydra.utils.instantiate(ae_cfg, _recursive_=False, _convert_="all")
+        ae = instantiate_module(ae_cfg)
         if sum(p.numel() for p in ae.parameters()):
             raise ConfigError(f"run_dir={run_dir} has no stage-1 checkpoint (checkpoints/stage1/{which}.ckpt)")
     ld = None

@@ -36,6 +36,26 @@ def compose_cfg(overrides: list[str] = (), config_name: str = "train", output_di
     return cfg
 
 
+def resume_vs_straight(make_cfg, common: list[str], stage: str, full: int, half: int, resume_key: str):
+    """Train `full` steps straight, `half` steps, then resume the half run to `full`.
+
+    Returns (straight, half, resumed) last.ckpt contents of `stage` and the resumed run's metrics.
+    """
+    from ldm import pipeline
+
+    def last(cfg):
+        return torch.load(Path(cfg.paths.output_dir) / "checkpoints" / stage / "last.ckpt", weights_only=False)
+
+    straight = make_cfg(common + [f"{stage}.max_steps={full}"], name="straight")
+    pipeline.train(straight)
+    half_cfg = make_cfg(common + [f"{stage}.max_steps={half}"], name="half")
+    pipeline.train(half_cfg)
+    half_ckpt = Path(half_cfg.paths.output_dir) / "checkpoints" / stage / "last.ckpt"
+    resumed = make_cfg(common + [f"{stage}.max_steps={full}", f"{resume_key}={half_ckpt}"], name="resumed")
+    metrics = pipeline.train(resumed)
+    return last(straight), last(half_cfg), last(resumed), metrics
+
+
 @pytest.fixture
 def make_cfg(tmp_path):
     """make_cfg(["debug=fast", ...]) -> composed config writing into a fresh tmp run directory."""

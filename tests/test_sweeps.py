@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from ldm import pipeline, tables
 from tests.conftest import ROOT, compose_cfg

@@ -12,7 +12,7 @@ import torch
 
 from ldm import pipeline
 from ldm.errors import Diverged
-from tests.conftest import ROOT
+from tests.conftest import ROOT, resume_vs_straight
 
 FAST = ["debug=fast", "logger=csv"]
 # for tests about training itself: no evaluator, no stage cache (each run really trains)
@@ -91,15 +91,9 @@ def test_identity_is_pixel_space_diffusion(make_cfg):
 
 def test_stage2_resume_equals_uninterrupted(make_cfg):
     common = QUICK + ["autoencoder=identity", "stage2.val_every=3"]
-    straight = make_cfg(common + ["stage2.max_steps=6"], name="straight")
-    pipeline.train(straight)
-    half = make_cfg(common + ["stage2.max_steps=3"], name="half")
-    pipeline.train(half)
-    ckpt = Path(half.paths.output_dir) / "checkpoints/stage2/last.ckpt"
-    resumed = make_cfg(common + ["stage2.max_steps=6", f"stage2.ckpt_path={ckpt}"], name="resumed")
-    assert pipeline.train(resumed)["stage2/steps"] == 6
-    a = load_state(Path(straight.paths.output_dir) / "checkpoints/stage2/last.ckpt")["state_dict"]
-    b = load_state(Path(resumed.paths.output_dir) / "checkpoints/stage2/last.ckpt")["state_dict"]
+    straight, _, resumed, metrics = resume_vs_straight(make_cfg, common, "stage2", 6, 3, "stage2.ckpt_path")
+    assert metrics["stage2/steps"] == 6
+    a, b = straight["state_dict"], resumed["state_dict"]
     assert a.keys() == b.keys() and any(k.startswith("ema.") for k in a)
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -108,23 +102,14 @@ def test_stage2_resume_equals_uninterrupted(make_cfg):
 def test_resume_equals_uninterrupted(make_cfg):
     """4 steps + resume to 8 == 8 steps straight (weights bit-identical, step continues from 4)."""
     common = QUICK + ["stage1.val_every=4", "stage=stage1"]
-    straight = make_cfg(common + ["stage1.max_steps=8"], name="straight")
-    pipeline.train(straight)
-    half = make_cfg(common + ["stage1.max_steps=4"], name="half")
-    pipeline.train(half)
-    half_ckpt = Path(half.paths.output_dir) / "checkpoints/stage1/last.ckpt"
-    assert load_state(half_ckpt)["global_step"] == 4
-    resumed = make_cfg(common + ["stage1.max_steps=8", f"ckpt_path={half_ckpt}"], name="resumed")
-    metrics = pipeline.train(resumed)
+    a, h, b, metrics = resume_vs_straight(make_cfg, common, "stage1", 8, 4, "ckpt_path")
+    assert h["global_step"] == 4
     assert metrics["stage1/steps"] == 8
-    a = load_state(Path(straight.paths.output_dir) / "checkpoints/stage1/last.ckpt")
-    b = load_state(Path(resumed.paths.output_dir) / "checkpoints/stage1/last.ckpt")
     assert a["global_step"] == b["global_step"] == 8
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), k
     # and the half-way weights really differ (the comparison above is not vacuous)
-    h = load_state(half_ckpt)["state_dict"]
-    assert any(not torch.equal(h[k], v) for k, v in a["state_dict"].items())
+    assert any(not torch.equal(h["state_dict"][k], v) for k, v in a["state_dict"].items())
 
 
 def test_same_seed_same_result_other_seed_differs(make_cfg):
@@ -139,8 +124,8 @@ def test_missing_resume_checkpoint_is_a_user_error(make_cfg, capsys):
         pipeline.main(cfg)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: ckpt_path=/nonexistent/last.ckpt is not a file: pass a checkpoint such as "
-                   f"<run>/checkpoints/stage1/last.ckpt"]
+    assert err == ["error: ckpt_path=/nonexistent/last.ckpt is not a file: pass a checkpoint such as "
+                   "<run>/checkpoints/stage1/last.ckpt"]
     status = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert status["status"] == "failed" and "ckpt_path" in status["error"]
 

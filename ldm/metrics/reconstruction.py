@@ -9,12 +9,16 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 
 
 @torch.no_grad()
+def apply_batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device: torch.device | str = "cpu",
+                  batch_size: int = 256) -> torch.Tensor:
+    """`fn` over `x` in batches on `device`; the float results concatenated on the CPU."""
+    return torch.cat([fn(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
+
+
 def reconstruct_all(reconstruct: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
                     batch_size: int = 256, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Apply `reconstruct` to `images` in batches; returns clamped reconstructions on the CPU."""
-    out = [reconstruct(images[i:i + batch_size].to(device)).clamp(-1, 1).cpu()
-           for i in range(0, len(images), batch_size)]
-    return torch.cat(out)
+    """Clamped reconstructions of `images`, computed in batches, on the CPU."""
+    return apply_batched(reconstruct, images, device, batch_size).clamp(-1, 1)
 
 
 def psnr(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

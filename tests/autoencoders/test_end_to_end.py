@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ldm import pipeline
+from tests.conftest import resume_vs_straight
 
 FAST = ["debug=fast", "logger=csv", "metrics.features=null"]  # feature metrics are tested with the evaluator
 
@@ -62,15 +63,9 @@ def test_resume_across_the_schedule_switch_equals_uninterrupted(row, make_cfg):
 
     common = FAST + [f"autoencoder={row}", "autoencoder.max_steps=6", "stage=stage1", "stage1.val_every=3",
                      "logger=none"]
-    straight = make_cfg(common + ["stage1.max_steps=6"], name="straight")
-    pipeline.train(straight)
-    half = make_cfg(common + ["stage1.max_steps=3"], name="half")
-    pipeline.train(half)
-    half_ckpt = Path(half.paths.output_dir) / "checkpoints/stage1/last.ckpt"
-    resumed = make_cfg(common + ["stage1.max_steps=6", f"ckpt_path={half_ckpt}"], name="resumed")
-    assert pipeline.train(resumed)["stage1/steps"] == 6
-    a, b, h = (torch.load(Path(c.paths.output_dir) / "checkpoints/stage1/last.ckpt", weights_only=False)["state_dict"]
-               for c in (straight, resumed, half))
+    straight, half, resumed, metrics = resume_vs_straight(make_cfg, common, "stage1", 6, 3, "ckpt_path")
+    assert metrics["stage1/steps"] == 6
+    a, b, h = (c["state_dict"] for c in (straight, resumed, half))
     for k, v in a.items():
         assert torch.equal(v, b[k]), k
     assert any(not torch.equal(h[k], v) for k, v in a.items() if v.is_floating_point())
