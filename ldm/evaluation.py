@@ -91,6 +91,9 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
         m.update({f"recon/{k}": v for k, v in reconstruction_metrics(x_hat, test.images).items()})
         if fm is not None:
             m["recon/rfid"] = fm.fid(x_hat)
+        if evaluator is not None and bool((test.labels >= 0).all()):
+            # semantics, not pixels (C4): the evaluator's accuracy on the reconstructions; identity gives its own
+            m["recon/class_accuracy"] = evaluator.accuracy_on(x_hat, test.labels)
         recon_grid(test.images, x_hat, out_dir / "recon.png")
         z_test = apply_batched(ae.encode, test.images, device)
     else:

@@ -60,13 +60,48 @@ def load_run(run_dir: Path, which: str = "last") -> tuple[DictConfig, Any, Optio
     return cfg, ae, ld, info
 
 
+def evaluate_run(cfg: DictConfig, run_dir: Path, out_dir: Path) -> dict:
+    """Evaluate one finished train.py run from its checkpoints; writes <out_dir>/eval.json and the figures."""
+    if not run_dir.is_dir():
+        raise ConfigError(f"run_dir={run_dir} is not a directory: pass a train.py run directory")
+    train_cfg, ae, ld, info = load_run(run_dir, cfg.checkpoint)
+    if ld is not None and cfg.get("sampler"):
+        ld.sampler = build(plain(cfg.sampler))
+        info["eval/sampler"] = cfg.sampler._target_.rsplit(".", 1)[-1]
+    datamodule = build(train_cfg.data)
+    datamodule.setup()
+    dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    metrics = plain(cfg.metrics)
+    if metrics.get("seed") is None:  # seed=null (the default): sample with the run's own seed, as training did
+        metrics["seed"] = int(train_cfg.get("seed") or 0)
+    info["eval/seed"] = metrics["seed"]
+    t0 = time.perf_counter()
+    result = evaluate(ae, ld, datamodule, metrics, train_cfg.data, cfg.paths.cache_dir, out_dir, torch.device(dev))
+    result.update(info)
+    result["eval/wall_s"] = time.perf_counter() - t0
+    write_json(out_dir / "eval.json", {"status": "ok", **result})
+    log.info("wrote %s", out_dir / "eval.json")
+    return result
+
+
 def table(cfg: DictConfig) -> None:
     from ldm import tables
 
-    result = tables.build(cfg.table.dir, plain(cfg.table.columns), cfg.table.title)
+    name = cfg.table.get("name") or "table"
+    eval_file = cfg.table.get("eval_file") or "eval.json"
     out = Path(cfg.table.dir)
-    print((out / "table.md").read_text())
-    log.info("wrote %s, table.csv, table.tex (%d rows, %d failed/missing jobs)", out / "table.md",
+    if cfg.table.get("reevaluate"):
+        if not out.is_dir():
+            raise ConfigError(f"table.dir={out} is not a directory: pass a multirun directory")
+        records, _ = tables.collect(out, eval_file)
+        done = [r for r in records if r["status"] == "ok"]
+        for i, r in enumerate(done):
+            job = out / r["job"]
+            log.info("re-evaluating job %s (%d/%d) into %s", r["job"], i + 1, len(done), job / eval_file)
+            evaluate_run(cfg, job, (job / eval_file).parent)
+    result = tables.build(out, plain(cfg.table.columns), cfg.table.title, eval_file=eval_file, name=name)
+    print((out / f"{name}.md").read_text())
+    log.info("wrote %s, %s.csv, %s.tex (%d rows, %d failed/missing jobs)", out / f"{name}.md", name, name,
              len(result["rows"]), len(result["bad"]))
 
 
@@ -76,33 +111,12 @@ def main(cfg: DictConfig) -> Optional[float]:
             return table(cfg)
         if not cfg.run_dir:
             raise ConfigError("pass run_dir=<train.py run directory> (or table.dir=<multirun directory>)")
+        result = evaluate_run(cfg, Path(cfg.run_dir), Path(cfg.out_dir))
     except UserError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(2)
-    run_dir = Path(cfg.run_dir)
-    out_dir = Path(cfg.out_dir)
-    try:
-        if not run_dir.is_dir():
-            raise ConfigError(f"run_dir={run_dir} is not a directory: pass a train.py run directory")
-        train_cfg, ae, ld, info = load_run(run_dir, cfg.checkpoint)
-        if ld is not None and cfg.get("sampler"):
-            ld.sampler = build(plain(cfg.sampler))
-            info["eval/sampler"] = cfg.sampler._target_.rsplit(".", 1)[-1]
-        datamodule = build(train_cfg.data)
-        datamodule.setup()
-        dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        metrics = plain(cfg.metrics)
-        t0 = time.perf_counter()
-        result = evaluate(ae, ld, datamodule, metrics, train_cfg.data, cfg.paths.cache_dir, out_dir, torch.device(dev))
-        result.update(info)
-        result["eval/wall_s"] = time.perf_counter() - t0
-    except UserError as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        sys.exit(2)
-    write_json(out_dir / "eval.json", {"status": "ok", **result})
-    log.info("wrote %s", out_dir / "eval.json")
-    for k in ("eval/evaluator_acc", "eval/fid_floor", "recon/psnr", "recon/rfid", "latent/prior_fid", "gen/fid",
-              "gen/kid", "gen/classes_covered"):
+    for k in ("eval/evaluator_acc", "eval/fid_floor", "recon/psnr", "recon/rfid", "recon/class_accuracy",
+              "latent/prior_fid", "gen/fid", "gen/kid", "gen/classes_covered"):
         if k in result:
             log.info("  %-22s %s", k, f"{result[k]:.4g}" if isinstance(result[k], float) else result[k])
     return result.get("gen/fid")

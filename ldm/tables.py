@@ -13,7 +13,7 @@ import yaml
 
 from ldm.utils.io import atomic_write, read_json
 
-DEFAULT_COLUMNS = ["recon/psnr", "recon/rfid", "latent/kl_to_prior", "latent/interp_uniformity", "latent/cycle_error",
+DEFAULT_COLUMNS = ["recon/psnr", "recon/rfid", "recon/class_accuracy", "latent/kl_to_prior", "latent/interp_uniformity", "latent/cycle_error",
                    "latent/prior_fid", "gen/fid", "gen/kid", "gen/precision", "gen/recall", "gen/coverage",
                    "gen/classes_covered", "stage1/wall_s", "stage2/wall_s"]
 HIGHER_IS_BETTER = ("psnr", "ssim", "precision", "recall", "coverage", "density", "classes_covered", "accuracy",
@@ -54,8 +54,12 @@ def _get(cfg: dict, dotted: str):
     return cfg
 
 
-def collect(sweep_dir: Path) -> tuple[list[dict], list[str]]:
-    """One record per job directory (a folder with .hydra/overrides.yaml): overrides, status, metrics."""
+def collect(sweep_dir: Path, eval_file: str = "eval.json") -> tuple[list[dict], list[str]]:
+    """One record per job directory (a folder with .hydra/overrides.yaml): overrides, status, metrics.
+
+    A finished job re-evaluated from its checkpoints (`evaluate.py run_dir=<job>`, e.g. after a metric was added)
+    has an `eval_file` (relative to the job: eval.json, or <out_dir>/eval.json for an evaluation written elsewhere,
+    e.g. with more samples); its values take precedence over metrics.json and the record says so."""
     jobs = sorted((p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()),
                   key=lambda p: (len(p.name), p.name))
     records, swept = [], set()
@@ -67,30 +71,38 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[str]]:
         metrics_path = job / "metrics.json"
         metrics = read_json(metrics_path) if metrics_path.is_file() else {}
         status = metrics.get("status", "missing")
+        eval_path = job / eval_file
+        re_evaluated = status == "ok" and eval_path.is_file() and read_json(eval_path).get("status") == "ok"
+        if re_evaluated:
+            metrics = {**metrics, **read_json(eval_path), "status": status}
         records.append({"job": job.name, "group": tuple((k, o.get(k, "")) for k in swept), "seed": o.get("seed"),
-                        "status": status, "error": metrics.get("error", ""), "metrics": metrics})
+                        "status": status, "error": metrics.get("error", ""), "metrics": metrics,
+                        "re_evaluated": re_evaluated})
     return records, swept
 
 
-def _fmt(values: list[float]) -> tuple[str, Optional[float]]:
+def _fmt(values: list[float]) -> tuple[str, Optional[float], Optional[float]]:
+    """(cell text, mean, sample std or None when n < 2) of the numeric values."""
     vals = [v for v in values if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))]
     if not vals:
-        return "–", None
+        return "–", None, None
     mean = statistics.fmean(vals)
     digits = 3 if abs(mean) < 10 else (2 if abs(mean) < 100 else 1)
     if len(vals) == 1:
-        return f"{mean:.{digits}f} (1)", mean
-    return f"{mean:.{digits}f} ± {statistics.stdev(vals):.{digits}f} ({len(vals)})", mean
+        return f"{mean:.{digits}f} (1)", mean, None
+    std = statistics.stdev(vals)
+    return f"{mean:.{digits}f} ± {std:.{digits}f} ({len(vals)})", mean, std
 
 
-def build(sweep_dir: str | Path, columns: Optional[Sequence[str]] = None, title: str = "") -> dict:
-    """Write table.md / table.csv / table.tex into `sweep_dir`; returns the rows and the lists of bad jobs."""
+def build(sweep_dir: str | Path, columns: Optional[Sequence[str]] = None, title: str = "",
+          eval_file: str = "eval.json", name: str = "table") -> dict:
+    """Write <name>.md / .csv / .tex into `sweep_dir`; returns the rows and the lists of bad jobs."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         from ldm.errors import ConfigError
 
         raise ConfigError(f"table dir={sweep_dir} is not a directory: pass a multirun directory (logs/<task>/multiruns/<time>)")
-    records, swept = collect(sweep_dir)
+    records, swept = collect(sweep_dir, eval_file)
     if not records:
         from ldm.errors import ConfigError
 
@@ -103,10 +115,10 @@ def build(sweep_dir: str | Path, columns: Optional[Sequence[str]] = None, title:
             groups[r["group"]].append(r["metrics"])
     rows = []
     for group, runs in groups.items():
-        cells, means = {}, {}
+        cells, means, stds = {}, {}, {}
         for c in columns:
-            cells[c], means[c] = _fmt([m.get(c) for m in runs])
-        rows.append({"group": group, "n": len(runs), "cells": cells, "means": means,
+            cells[c], means[c], stds[c] = _fmt([m.get(c) for m in runs])
+        rows.append({"group": group, "n": len(runs), "cells": cells, "means": means, "stds": stds,
                      "floor": _fmt([m.get("eval/fid_floor") for m in runs])[0]})
     best = {}
     for c in columns:
@@ -121,9 +133,13 @@ def build(sweep_dir: str | Path, columns: Optional[Sequence[str]] = None, title:
     budgets = [(label, _get(cfg, key)) for key, label in BUDGET_KEYS]
     constant = sorted({f"{k}={v}" for r in records for k, v in _overrides(sweep_dir / r["job"]).items()
                        if k not in swept and k not in IGNORED_OVERRIDES})
+    re_evaluated = [r for r in records if r["re_evaluated"]]
+    samplers = sorted({r["metrics"]["eval/sampler"] for r in re_evaluated if r["metrics"].get("eval/sampler")})
     result = {"rows": rows, "columns": columns, "best": best, "bad": bad, "swept": swept, "budgets": budgets,
-              "constant": constant}
-    _write(sweep_dir, result, title or sweep_dir.name)
+              "constant": constant, "re_evaluated": len(re_evaluated), "jobs": len(records), "samplers": samplers,
+              "eval_file": eval_file, "num_samples": sorted({r["metrics"].get("eval/num_samples") for r in re_evaluated
+                                                             if r["metrics"].get("eval/num_samples")})}
+    _write(sweep_dir, result, title or sweep_dir.name, name)
     return result
 
 
@@ -131,7 +147,7 @@ def _label(group: tuple) -> str:
     return ", ".join(f"{k}={v}" for k, v in group) or "(all)"
 
 
-def _write(sweep_dir: Path, t: dict, title: str) -> None:
+def _write(sweep_dir: Path, t: dict, title: str, name: str = "table") -> None:
     cols, rows, best = t["columns"], t["rows"], t["best"]
     head = ["config"] + cols + ["FID floor"]
     # markdown
@@ -139,7 +155,12 @@ def _write(sweep_dir: Path, t: dict, title: str) -> None:
           "Budgets: " + ", ".join(f"{label} {v}" for label, v in t["budgets"] if v is not None or "samples" in label),
           ("Shared overrides: " + " ".join(t["constant"])) if t["constant"] else "",
           "Cells: mean ± std (number of seeds); **bold** = best in column. FID floor: real test vs train at the "
-          "same feature extractor.", "",
+          "same feature extractor.",
+          (f"Re-evaluated from checkpoints ({t['eval_file']} over metrics.json): {t['re_evaluated']} of {t['jobs']} "
+           "jobs" + (f", sampled with {', '.join(t['samplers'])}" if t["samplers"] else "")
+           + (f", {'/'.join(map(str, t['num_samples']))} samples" if t["num_samples"] else "") + ".")
+          if t["re_evaluated"] else "",
+          "",
           "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for i, r in enumerate(rows):
         cells = [f"**{r['cells'][c]}**" if best.get(c) == i else r["cells"][c] for c in cols]
@@ -148,14 +169,15 @@ def _write(sweep_dir: Path, t: dict, title: str) -> None:
         md += ["", "Failed or missing jobs:"]
         md += [f"- job {b['job']} ({_label(b['group'])}, seed={b['seed']}): {b['status']}"
                + (f": {b['error']}" if b["error"] else "") for b in t["bad"]]
-    atomic_write(sweep_dir / "table.md", lambda tmp: Path(tmp).write_text("\n".join(md) + "\n"))
+    atomic_write(sweep_dir / f"{name}.md", lambda tmp: Path(tmp).write_text("\n".join(md) + "\n"))
     # csv: machine-readable means, stds and counts
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["config", "n"] + cols)
+    w.writerow(["config", "n"] + [h for c in cols for h in (c, f"{c}_std")])
+    blank = lambda v: "" if v is None else v  # noqa: E731
     for r in rows:
-        w.writerow([_label(r["group"]), r["n"]] + [r["means"][c] if r["means"][c] is not None else "" for c in cols])
-    atomic_write(sweep_dir / "table.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
+        w.writerow([_label(r["group"]), r["n"]] + [blank(d[c]) for c in cols for d in (r["means"], r["stds"])])
+    atomic_write(sweep_dir / f"{name}.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
     # latex
     esc = lambda s: s.replace("_", r"\_").replace("%", r"\%").replace("±", r"$\pm$")  # noqa: E731
     tex = [r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule",
@@ -164,4 +186,4 @@ def _write(sweep_dir: Path, t: dict, title: str) -> None:
         cells = [(r"\textbf{" + esc(r["cells"][c]) + "}") if best.get(c) == i else esc(r["cells"][c]) for c in cols]
         tex.append(" & ".join([esc(_label(r["group"]))] + cells + [esc(r["floor"])]) + r" \\")
     tex += [r"\bottomrule", r"\end{tabular}"]
-    atomic_write(sweep_dir / "table.tex", lambda tmp: Path(tmp).write_text("\n".join(tex) + "\n"))
+    atomic_write(sweep_dir / f"{name}.tex", lambda tmp: Path(tmp).write_text("\n".join(tex) + "\n"))

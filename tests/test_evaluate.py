@@ -16,7 +16,7 @@ FIGURES = ("samples.png", "recon.png", "interpolation.png", "latent_hist.png", "
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    cfg = compose_cfg(["debug=fast", "logger=none"], output_dir=out / "train")
+    cfg = compose_cfg(["debug=fast", "logger=none", "seed=1"], output_dir=out / "train")
     (out / "train" / ".hydra").mkdir(parents=True)
     from omegaconf import OmegaConf
 
@@ -42,9 +42,10 @@ def test_evaluate_writes_eval_json_and_figures(finished_run, tmp_path):
         assert (out / name).stat().st_size > 500, name
     # the same models, the same evaluation settings: the same numbers as at the end of training
     for key in ("recon/psnr", "recon/rfid", "gen/fid", "latent/prior_fid", "eval/fid_floor", "gen/classes_covered",
-                "latent/interp_ppl", "latent/cycle_error"):
+                "latent/interp_ppl", "latent/cycle_error", "recon/class_accuracy"):
         assert result[key] == pytest.approx(trained[key], rel=1e-6), key
     assert result["eval/stage2_checkpoint"].endswith("checkpoints/stage2/last.ckpt")
+    assert result["eval/seed"] == 1  # the run's seed (seed=1), so the samples are the ones training drew
 
 
 def test_evaluate_bad_run_dir(tmp_path, capsys):
@@ -63,3 +64,28 @@ def test_evaluate_with_another_sampler(finished_run, tmp_path):
     report.main(cfg)
     result = json.loads((out / "eval.json").read_text())
     assert result["gen/nfe"] == 7 and result["eval/sampler"] == "sample_ddpm"
+
+
+def test_table_reevaluates_every_finished_job(finished_run, tmp_path):
+    """table.reevaluate=true: each ok job is evaluated again from its checkpoints (here with fewer samples) into
+    <job>/<eval_file>, and the table is built from those numbers under its own name."""
+    import shutil
+
+    import yaml
+
+    run_dir, train_cfg = finished_run
+    sweep = tmp_path / "sweep"
+    shutil.copytree(run_dir, sweep / "0")
+    (sweep / "0" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["autoencoder=vae", "seed=1"]))
+    (sweep / "1" / ".hydra").mkdir(parents=True)  # a job that never finished: listed, not evaluated
+    (sweep / "1" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["autoencoder=ae", "seed=1"]))
+    cfg = compose_cfg([f"table.dir={sweep}", "table.reevaluate=true", "table.eval_file=n40/eval.json",
+                       "table.name=table_n40", "metrics.num_samples=40", "metrics.features=null",
+                       "table.columns=[gen/nfe,recon/psnr]"], config_name="evaluate", output_dir=tmp_path / "logs")
+    report.main(cfg)
+    result = json.loads((sweep / "0" / "n40" / "eval.json").read_text())
+    assert result["eval/num_samples"] == 40 and (sweep / "0" / "n40" / "samples.png").is_file()
+    assert not (sweep / "1" / "n40").exists() and not (sweep / "table.md").exists()
+    md = (sweep / "table_n40.md").read_text()
+    assert "Re-evaluated from checkpoints (n40/eval.json over metrics.json): 1 of 2 jobs, 40 samples." in md
+    assert "job 1 (autoencoder=ae, seed=1): missing" in md

@@ -55,7 +55,8 @@ def test_known_means_stds_and_best(sweep):
     assert "job 5 (autoencoder=bigan, seed=2): failed: RuntimeError: boom" in md
     assert "job 6 (autoencoder=gan, seed=0): missing" in md
     csv = (sweep / "table.csv").read_text().splitlines()
-    assert csv[0] == "config,n,recon/psnr,gen/fid" and "autoencoder=vae,3,32.0,12.0" in csv
+    assert csv[0] == "config,n,recon/psnr,recon/psnr_std,gen/fid,gen/fid_std"
+    assert "autoencoder=vae,3,32.0,2.0,12.0,2.0" in csv
     assert r"\textbf{32.00 $\pm$ 2.00 (3)}" in (sweep / "table.tex").read_text()
 
 
@@ -69,3 +70,16 @@ def test_not_a_sweep(tmp_path):
         tables.build(tmp_path)
     with pytest.raises(ConfigError, match="not a directory"):
         tables.build(tmp_path / "nope")
+
+
+def test_re_evaluated_jobs_take_eval_json(sweep):
+    """evaluate.py run_dir=<job> writes eval.json (e.g. with a metric added later): the table uses it and says so;
+    a failed job stays failed whatever lies beside it."""
+    (sweep / "0" / "eval.json").write_text(json.dumps({"status": "ok", "gen/fid": 16.0, "recon/class_accuracy": 0.9}))
+    (sweep / "5" / "eval.json").write_text(json.dumps({"status": "ok", "gen/fid": 1.0}))
+    t = tables.build(sweep, columns=["gen/fid", "recon/class_accuracy"])
+    vae = {r["group"]: r for r in t["rows"]}[(("autoencoder", "vae"),)]
+    assert vae["cells"]["gen/fid"] == "14.00 ± 2.00 (3)"  # 16, 14, 12
+    assert vae["cells"]["recon/class_accuracy"] == "0.900 (1)" and vae["stds"]["recon/class_accuracy"] is None
+    assert t["re_evaluated"] == 1 and any(b["job"] == "5" for b in t["bad"])
+    assert "Re-evaluated from checkpoints (eval.json over metrics.json): 1 of 7 jobs." in (sweep / "table.md").read_text()

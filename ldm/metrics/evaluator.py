@@ -81,6 +81,11 @@ class Evaluator:
     def feature_dim(self) -> int:
         return self.net.feature_dim
 
+    def accuracy_on(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        """Fraction of `images` given their true label; on reconstructions: how often the digit's class survives."""
+        dev = next(self.net.parameters()).device
+        return accuracy(self.net, images.to(dev), labels.to(dev))
+
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         self.net.eval()

@@ -21,8 +21,13 @@ def digits():
 
 
 @pytest.fixture(scope="module")
-def evaluator(digits, tmp_path_factory):
-    return load_or_train(digits, DATA_CFG, FULL, tmp_path_factory.mktemp("cache"))
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def evaluator(digits, cache_dir):
+    return load_or_train(digits, DATA_CFG, FULL, cache_dir)
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +79,34 @@ def test_prdc_of_identical_sets(fm, digits):
     assert out["precision"] == out["recall"] == out["coverage"] == 1.0
     subset = fm.prdc(digits.split("train").images[:300])  # a subset lies inside the real manifold
     assert subset["precision"] == 1.0 and 0 < subset["recall"] < 1 and 0 < subset["coverage"] < 1
+
+
+def test_class_accuracy_ladder(evaluator, digits):
+    test = digits.split("test")
+    assert evaluator.accuracy_on(test.images, test.labels) == evaluator.accuracy  # the real images: its own accuracy
+    g = torch.Generator().manual_seed(0)
+    wrong = test.labels[torch.randperm(len(test), generator=g)]
+    assert evaluator.accuracy_on(test.images, wrong) < 0.25  # labels of other digits: near chance (0.1)
+    noisy = [evaluator.accuracy_on((test.images + s * torch.randn(test.images.shape, generator=g)).clamp(-1, 1),
+                                   test.labels) for s in (0.3, 1.0, 3.0)]
+    assert evaluator.accuracy >= noisy[0] > noisy[-1] and noisy[-1] < 0.5
+
+
+def test_evaluate_reports_class_accuracy_of_reconstructions(evaluator, digits, cache_dir, tmp_path):
+    """Identity reconstructs exactly, so its recon/class_accuracy is the evaluator's own test accuracy;
+    a decoder that returns another digit's image keeps the pixels' statistics but not the classes."""
+    from ldm.autoencoders.identity import Identity
+    from ldm.evaluation import evaluate
+
+    class OtherDigit(Identity):
+        def decode(self, z):
+            return z.roll(1, dims=0)
+
+    cfg = {"features": "evaluator", "evaluator": FULL, "interp_pairs": 2, "interp_steps": 3, "kid_subsets": 10}
+    args = (None, digits, cfg, DATA_CFG, str(cache_dir))
+    same = evaluate(Identity(image_size=16, in_channels=1), *args, tmp_path / "same", torch.device("cpu"))
+    assert same["recon/class_accuracy"] == same["eval/evaluator_acc"] == evaluator.accuracy
+    other = evaluate(OtherDigit(image_size=16, in_channels=1), *args, tmp_path / "other", torch.device("cpu"))
+    assert other["recon/class_accuracy"] < 0.25
+    # the same 180 real digits, reordered: rFID cannot see it (it equals the real-data floor), class accuracy can
+    assert other["recon/rfid"] == pytest.approx(other["eval/fid_floor"], rel=1e-6)
