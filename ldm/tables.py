@@ -119,13 +119,15 @@ def build(sweep_dir: str | Path, columns: Optional[Sequence[str]] = None, title:
         for c in columns:
             cells[c], means[c], stds[c] = _fmt([m.get(c) for m in runs])
         rows.append({"group": group, "n": len(runs), "cells": cells, "means": means, "stds": stds,
-                     "floor": _fmt([m.get("eval/fid_floor") for m in runs])[0]})
+                     "floor": _fmt([m.get("eval/fid_floor") for m in runs])[0],
+                     "floor_n": next((m["eval/fid_floor_n"] for m in runs if m.get("eval/fid_floor_n")), None)})
     best = {}
     for c in columns:
         d = direction(c)
         vals = [(r["means"][c], i) for i, r in enumerate(rows) if r["means"][c] is not None]
         if d and len(vals) > 1:
-            best[c] = (max if d > 0 else min)(vals)[1]
+            top = (max if d > 0 else min)(v for v, _ in vals)
+            best[c] = {i for v, i in vals if v == top}  # ties: every row that reaches it
     bad = [r for r in records if r["status"] != "ok"]
     first_cfg_path = next((sweep_dir / r["job"] / ".hydra" / "config.yaml" for r in records
                            if (sweep_dir / r["job"] / ".hydra" / "config.yaml").is_file()), None)
@@ -149,7 +151,8 @@ def _label(group: tuple) -> str:
 
 def _write(sweep_dir: Path, t: dict, title: str, name: str = "table") -> None:
     cols, rows, best = t["columns"], t["rows"], t["best"]
-    head = ["config"] + cols + ["FID floor"]
+    floor_n = sorted({r["floor_n"] for r in rows if r["floor_n"]})
+    head = ["config"] + cols + ["FID floor" + (f" (n={'/'.join(map(str, floor_n))})" if floor_n else "")]
     # markdown
     md = [f"### {title}", "",
           "Budgets: " + ", ".join(f"{label} {v}" for label, v in t["budgets"] if v is not None or "samples" in label),
@@ -163,7 +166,7 @@ def _write(sweep_dir: Path, t: dict, title: str, name: str = "table") -> None:
           "",
           "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for i, r in enumerate(rows):
-        cells = [f"**{r['cells'][c]}**" if best.get(c) == i else r["cells"][c] for c in cols]
+        cells = [f"**{r['cells'][c]}**" if i in best.get(c, ()) else r["cells"][c] for c in cols]
         md.append("| " + " | ".join([_label(r["group"])] + cells + [r["floor"]]) + " |")
     if t["bad"]:
         md += ["", "Failed or missing jobs:"]
@@ -183,7 +186,8 @@ def _write(sweep_dir: Path, t: dict, title: str, name: str = "table") -> None:
     tex = [r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule",
            " & ".join(esc(h) for h in head) + r" \\", r"\midrule"]
     for i, r in enumerate(rows):
-        cells = [(r"\textbf{" + esc(r["cells"][c]) + "}") if best.get(c) == i else esc(r["cells"][c]) for c in cols]
+        cells = [(r"\textbf{" + esc(r["cells"][c]) + "}") if i in best.get(c, ()) else esc(r["cells"][c])
+                 for c in cols]
         tex.append(" & ".join([esc(_label(r["group"]))] + cells + [esc(r["floor"])]) + r" \\")
     tex += [r"\bottomrule", r"\end{tabular}"]
     atomic_write(sweep_dir / f"{name}.tex", lambda tmp: Path(tmp).write_text("\n".join(tex) + "\n"))

@@ -30,7 +30,8 @@ def sweep(tmp_path):
     for ae, values in rows.items():
         for seed, (psnr, fid) in enumerate(values):
             make_job(tmp_path, n, ["experiment=autoencoders", f"autoencoder={ae}", f"seed={seed}"],
-                     {"status": "ok", "recon/psnr": psnr, "gen/fid": fid, "eval/fid_floor": 5.0})
+                     {"status": "ok", "recon/psnr": psnr, "gen/fid": fid, "eval/fid_floor": 5.0,
+                      "eval/fid_floor_n": 180})
             n += 1
     make_job(tmp_path, n, ["experiment=autoencoders", "autoencoder=bigan", "seed=2"],
              {"status": "failed", "error": "RuntimeError: boom"})
@@ -48,10 +49,10 @@ def test_known_means_stds_and_best(sweep):
     assert bigan["n"] == 2 and bigan["cells"]["recon/psnr"] == "14.00 ± 1.41 (2)"
     assert bigan["cells"]["gen/fid"] == "450.0 ± 70.7 (2)"
     order = [r["group"] for r in t["rows"]]
-    assert t["best"]["recon/psnr"] == order.index((("autoencoder", "vae"),))  # higher PSNR is better
-    assert t["best"]["gen/fid"] == order.index((("autoencoder", "vae"),))  # lower FID is better
+    assert t["best"]["recon/psnr"] == {order.index((("autoencoder", "vae"),))}  # higher PSNR is better
+    assert t["best"]["gen/fid"] == {order.index((("autoencoder", "vae"),))}  # lower FID is better
     md = (sweep / "table.md").read_text()
-    assert "**32.00 ± 2.00 (3)**" in md and "stage-1 steps 1000" in md and "experiment=autoencoders" in md
+    assert "| FID floor (n=180) |" in md and "**32.00 ± 2.00 (3)**" in md and "stage-1 steps 1000" in md and "experiment=autoencoders" in md
     assert "job 5 (autoencoder=bigan, seed=2): failed: RuntimeError: boom" in md
     assert "job 6 (autoencoder=gan, seed=0): missing" in md
     csv = (sweep / "table.csv").read_text().splitlines()
@@ -83,3 +84,11 @@ def test_re_evaluated_jobs_take_eval_json(sweep):
     assert vae["cells"]["recon/class_accuracy"] == "0.900 (1)" and vae["stds"]["recon/class_accuracy"] is None
     assert t["re_evaluated"] == 1 and any(b["job"] == "5" for b in t["bad"])
     assert "Re-evaluated from checkpoints (eval.json over metrics.json): 1 of 7 jobs." in (sweep / "table.md").read_text()
+
+
+def test_tied_best_marks_every_row(tmp_path):
+    for n, (ae, classes) in enumerate([("vae", 10), ("ae", 10), ("bigan", 1)]):
+        make_job(tmp_path, n, [f"autoencoder={ae}", "seed=0"], {"status": "ok", "gen/classes_covered": classes})
+    t = tables.build(tmp_path, columns=["gen/classes_covered"])
+    assert t["best"]["gen/classes_covered"] == {0, 1}
+    assert (tmp_path / "table.md").read_text().count("**10.00 (1)**") == 2
