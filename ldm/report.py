@@ -87,12 +87,8 @@ def evaluate_run(cfg: DictConfig, run_dir: Path, out_dir: Path) -> dict:
 def table(cfg: DictConfig) -> None:
     from ldm import tables
 
-    name = cfg.table.get("name") or "table"
-    eval_file = cfg.table.get("eval_file") or "eval.json"
-    out = Path(cfg.table.dir)
-    if cfg.table.get("reevaluate"):
-        if not out.is_dir():
-            raise ConfigError(f"table.dir={out} is not a directory: pass a multirun directory")
+    name, eval_file, out = cfg.table.name, cfg.table.eval_file, Path(cfg.table.dir)
+    if cfg.table.reevaluate:
         records, _ = tables.collect(out, eval_file)
         done = [r for r in records if r["status"] == "ok"]
         for i, r in enumerate(done):

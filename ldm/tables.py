@@ -11,11 +11,12 @@ from typing import Optional, Sequence
 
 import yaml
 
+from ldm.errors import ConfigError
 from ldm.utils.io import atomic_write, read_json
 
-DEFAULT_COLUMNS = ["recon/psnr", "recon/rfid", "recon/class_accuracy", "latent/kl_to_prior", "latent/interp_uniformity", "latent/cycle_error",
-                   "latent/prior_fid", "gen/fid", "gen/kid", "gen/precision", "gen/recall", "gen/coverage",
-                   "gen/classes_covered", "stage1/wall_s", "stage2/wall_s"]
+DEFAULT_COLUMNS = ["recon/psnr", "recon/rfid", "recon/class_accuracy", "latent/kl_to_prior", "latent/interp_uniformity",
+                   "latent/cycle_error", "latent/prior_fid", "gen/fid", "gen/kid", "gen/precision", "gen/recall",
+                   "gen/coverage", "gen/classes_covered", "stage1/wall_s", "stage2/wall_s"]
 HIGHER_IS_BETTER = ("psnr", "ssim", "precision", "recall", "coverage", "density", "classes_covered", "accuracy",
                     "confidence", "evaluator_acc")
 LOWER_IS_BETTER = ("mse", "fid", "kid", "kl", "ppl", "uniformity", "cycle_error", "wall_s", "sec_per_sample",
@@ -60,6 +61,9 @@ def collect(sweep_dir: Path, eval_file: str = "eval.json") -> tuple[list[dict], 
     A finished job re-evaluated from its checkpoints (`evaluate.py run_dir=<job>`, e.g. after a metric was added)
     has an `eval_file` (relative to the job: eval.json, or <out_dir>/eval.json for an evaluation written elsewhere,
     e.g. with more samples); its values take precedence over metrics.json and the record says so."""
+    if not sweep_dir.is_dir():
+        raise ConfigError(f"table dir={sweep_dir} is not a directory: "
+                          "pass a multirun directory (logs/<task>/multiruns/<time>)")
     jobs = sorted((p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()),
                   key=lambda p: (len(p.name), p.name))
     records, swept = [], set()
@@ -72,9 +76,10 @@ def collect(sweep_dir: Path, eval_file: str = "eval.json") -> tuple[list[dict], 
         metrics = read_json(metrics_path) if metrics_path.is_file() else {}
         status = metrics.get("status", "missing")
         eval_path = job / eval_file
-        re_evaluated = status == "ok" and eval_path.is_file() and read_json(eval_path).get("status") == "ok"
+        evaluated = read_json(eval_path) if status == "ok" and eval_path.is_file() else {}
+        re_evaluated = evaluated.get("status") == "ok"
         if re_evaluated:
-            metrics = {**metrics, **read_json(eval_path), "status": status}
+            metrics = {**metrics, **evaluated}
         records.append({"job": job.name, "group": tuple((k, o.get(k, "")) for k in swept), "seed": o.get("seed"),
                         "status": status, "error": metrics.get("error", ""), "metrics": metrics,
                         "re_evaluated": re_evaluated})
@@ -98,14 +103,8 @@ def build(sweep_dir: str | Path, columns: Optional[Sequence[str]] = None, title:
           eval_file: str = "eval.json", name: str = "table") -> dict:
     """Write <name>.md / .csv / .tex into `sweep_dir`; returns the rows and the lists of bad jobs."""
     sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        from ldm.errors import ConfigError
-
-        raise ConfigError(f"table dir={sweep_dir} is not a directory: pass a multirun directory (logs/<task>/multiruns/<time>)")
     records, swept = collect(sweep_dir, eval_file)
     if not records:
-        from ldm.errors import ConfigError
-
         raise ConfigError(f"{sweep_dir} holds no job directories with .hydra/overrides.yaml: is it a multirun dir?")
     columns = list(columns or DEFAULT_COLUMNS)
     groups: dict[tuple, list[dict]] = {}
