@@ -12,7 +12,7 @@ ARGS ?=
 .DEFAULT_GOAL := help
 ABLATION_DIR ?= logs/ablation/autoencoders
 
-.PHONY: help install train test test-all ablation clean clean-logs
+.PHONY: help install train test test-slow test-all ablation clean clean-logs
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ train: $(STAMP) ## train on the bundled digits with the default config (extra Hy
 
 test: $(STAMP) ## run the fast test suite (includes a short end-to-end run)
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+test-slow: $(STAMP) ## run only the slow tier: subprocess CLI runs, SIGKILL + resume, DDP, sweeps
+	$(PY) -m pytest -q -m slow $(ARGS)
 
 test-all: $(STAMP) ## run every test, slow end-to-end ones included
 	$(PY) -m pytest -q $(ARGS)

@@ -132,7 +132,9 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
         m["gen/nfe"] = nfe
         save_grid(images[:64], out_dir / "samples.png", nrow=8)
         if fm is not None:
-            m.update({f"gen/{k}": v for k, v in fm.all(images).items()})
+            scores = fm.all(images)
+            m["eval/prdc_k"] = scores.pop("prdc_k")  # clamped below the sample count where that is small
+            m.update({f"gen/{k}": v for k, v in scores.items()})
         if evaluator is not None:
             feats = fm.features(images)
             probs = evaluator.probs_from_features(feats)

@@ -12,7 +12,8 @@ from typing import Optional, Sequence
 import yaml
 
 from ldm.errors import ConfigError
-from ldm.utils.io import atomic_write, read_json
+from ldm.task import read_status
+from ldm.utils.io import atomic_write
 
 DEFAULT_COLUMNS = ["recon/psnr", "recon/rfid", "recon/class_accuracy", "latent/kl_to_prior", "latent/interp_uniformity",
                    "latent/cycle_error", "latent/prior_fid", "gen/fid", "gen/kid", "gen/precision", "gen/recall",
@@ -39,7 +40,10 @@ def direction(column: str) -> int:
 
 def _overrides(job: Path) -> dict[str, str]:
     path = job / ".hydra" / "overrides.yaml"
-    items = yaml.safe_load(path.read_text()) or [] if path.is_file() else []
+    try:
+        items = yaml.safe_load(path.read_text()) or [] if path.is_file() else []
+    except (yaml.YAMLError, OSError):
+        items = []  # a damaged job still gets its row in the list of jobs without results
     out = {}
     for item in items:
         k, _, v = item.lstrip("+~").partition("=")
@@ -58,6 +62,9 @@ def _get(cfg: dict, dotted: str):
 def collect(sweep_dir: Path, eval_file: str = "eval.json") -> tuple[list[dict], list[str]]:
     """One record per job directory (a folder with .hydra/overrides.yaml): overrides, status, metrics.
 
+    Status: the job's `metrics.json` status (ok, diverged, failed), `interrupted` for a run killed while
+    `running`, `corrupt` for an unreadable `metrics.json`, `missing` for none.
+
     A finished job re-evaluated from its checkpoints (`evaluate.py run_dir=<job>`, e.g. after a metric was added)
     has an `eval_file` (relative to the job: eval.json, or <out_dir>/eval.json for an evaluation written elsewhere,
     e.g. with more samples); its values take precedence over metrics.json and the record says so."""
@@ -72,11 +79,9 @@ def collect(sweep_dir: Path, eval_file: str = "eval.json") -> tuple[list[dict], 
     # swept keys: those whose value differs between jobs (constant ones, e.g. experiment=..., describe all rows)
     swept = sorted(k for k in keys if k not in IGNORED_OVERRIDES and len({o.get(k) for o in all_overrides}) > 1)
     for job, o in zip(jobs, all_overrides):
-        metrics_path = job / "metrics.json"
-        metrics = read_json(metrics_path) if metrics_path.is_file() else {}
-        status = metrics.get("status", "missing")
-        eval_path = job / eval_file
-        evaluated = read_json(eval_path) if status == "ok" and eval_path.is_file() else {}
+        metrics = read_status(job / "metrics.json")  # missing, corrupt and interrupted runs are statuses too
+        status = metrics["status"]
+        evaluated = read_status(job / eval_file) if status == "ok" else {}
         re_evaluated = evaluated.get("status") == "ok"
         if re_evaluated:
             metrics = {**metrics, **evaluated}
@@ -168,7 +173,7 @@ def _write(sweep_dir: Path, t: dict, title: str, name: str = "table") -> None:
         cells = [f"**{r['cells'][c]}**" if i in best.get(c, ()) else r["cells"][c] for c in cols]
         md.append("| " + " | ".join([_label(r["group"])] + cells + [r["floor"]]) + " |")
     if t["bad"]:
-        md += ["", "Failed or missing jobs:"]
+        md += ["", "Jobs without results (failed, diverged, interrupted, corrupt or missing):"]
         md += [f"- job {b['job']} ({_label(b['group'])}, seed={b['seed']}): {b['status']}"
                + (f": {b['error']}" if b["error"] else "") for b in t["bad"]]
     atomic_write(sweep_dir / f"{name}.md", lambda tmp: Path(tmp).write_text("\n".join(md) + "\n"))

@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -20,7 +20,11 @@ if "OMP_NUM_THREADS" not in os.environ:  # respect an explicit thread cap (paral
 
 
 def compose_cfg(overrides: list[str] = (), config_name: str = "train", output_dir: Path | None = None) -> DictConfig:
-    """Compose like `python train.py <overrides>` would, with hydra's runtime filled in (output_dir)."""
+    """Compose like `python train.py <overrides>` would, with hydra's runtime filled in (output_dir).
+
+    A train config also gets the run directory's `.hydra/config.yaml` and `overrides.yaml`, as Hydra writes
+    them, so evaluate.py, tables and resume find what they find in a real run.
+    """
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
@@ -33,6 +37,12 @@ def compose_cfg(overrides: list[str] = (), config_name: str = "train", output_di
             cfg.paths.cache_dir = str(output_dir.parent / ".cache")
     HydraConfig.instance().set_config(cfg)
     GlobalHydra.instance().clear()
+    if output_dir is not None and config_name == "train":
+        job = OmegaConf.to_container(cfg, resolve=False)
+        job.pop("hydra")
+        (output_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        (output_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(job))
+        (output_dir / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(list(overrides)))
     return cfg
 
 

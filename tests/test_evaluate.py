@@ -17,12 +17,6 @@ FIGURES = ("samples.png", "recon.png", "interpolation.png", "latent_hist.png", "
 def finished_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     cfg = compose_cfg(["debug=fast", "logger=none", "seed=1"], output_dir=out / "train")
-    (out / "train" / ".hydra").mkdir(parents=True)
-    from omegaconf import OmegaConf
-
-    job = OmegaConf.to_container(cfg, resolve=False)
-    job.pop("hydra")
-    (out / "train" / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(job))
     assert pipeline.main(cfg) is not None
     return Path(cfg.paths.output_dir), cfg
 

@@ -68,7 +68,8 @@ def test_stage1_only_and_reuse_skips_training(make_cfg):
     second = make_cfg(QUICK + [f"autoencoder.ckpt_path={ckpt}"], name="second")
     m2 = pipeline.train(second)
     assert m2["stage1/reused"] is True and m2["stage1/steps"] == first.stage1.max_steps
-    assert not (Path(second.paths.output_dir) / "checkpoints/stage1").exists()  # nothing trained
+    owned = Path(second.paths.output_dir) / "checkpoints/stage1"  # nothing trained: the given checkpoint, linked
+    assert [p.name for p in owned.iterdir()] == ["last.ckpt"] and (owned / "last.ckpt").read_bytes() == ckpt.read_bytes()
     assert m2["recon/mse"] == pytest.approx(m1["recon/mse"], rel=1e-6)  # the very same weights
     assert m2["stage2/steps"] == second.stage2.max_steps
 

@@ -9,8 +9,9 @@ import lightning as L
 import torch
 
 from ldm.callbacks import batches_done
-from ldm.errors import Diverged
+from ldm.errors import Diverged, NoEncoderError
 from ldm.metrics.reconstruction import psnr
+from ldm.utils.checkpoint import CLASS_KEY, qualname
 from ldm.utils.config import build_optimizer
 from ldm.utils.figures import log_grid
 
@@ -51,7 +52,15 @@ class Autoencoder(L.LightningModule):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latent (N, C, h, w) -> image (N, C, H, W), roughly in [-1, 1]."""
 
+    @classmethod
+    def missing_encoder(cls) -> NoEncoderError:
+        """The error of a row that cannot encode (`can_encode = False`): what to use instead."""
+        return NoEncoderError(f"{cls.__name__} has no encoder, so it cannot map images to latents: use stage=stage1")
+
     # ---- shared behaviour ------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CLASS_KEY] = qualname(type(self))  # checkpoints say which row they hold (checked on load)
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 

@@ -51,11 +51,15 @@ class GAN(Autoencoder):
     def latent_shape(self) -> tuple[int, int, int]:
         return self._latent_shape
 
-    def encode_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        raise NoEncoderError(
+    @classmethod
+    def missing_encoder(cls) -> NoEncoderError:
+        return NoEncoderError(
             "autoencoder=gan has no encoder, so it cannot map images to latents (needed for the latent cache and "
             "reconstruction metrics): use autoencoder=bigan (an encoder trained jointly with the generator) or "
-            "autoencoder=gan_inversion (an encoder trained to invert the generator)")
+            "autoencoder=gan_inversion (an encoder trained to invert the generator), or stage=stage1")
+
+    def encode_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        raise self.missing_encoder()
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.generator(z)

@@ -67,6 +67,8 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
 class StepDataModule(L.LightningDataModule):
     """Splits held in memory as `TensorTuple`s; endless, resumable training batches; sequential eval batches."""
 
+    batch_key = "data.batch_size"  # the config key that sets `batch_size`, for error messages
+
     def __init__(self, batch_size: int = 64, split_seed: int = 0, eval_batch_size: Optional[int] = None,
                  num_workers: int = 0, shuffle_seed: Optional[int] = None) -> None:
         super().__init__()
@@ -90,7 +92,7 @@ class StepDataModule(L.LightningDataModule):
             sampler = StepBatchSampler(len(train), self.batch_size, seed=self.shuffle_seed, start=start,
                                        rank=rank, world_size=world)
         except ValueError as e:
-            raise ConfigError(str(e)) from None
+            raise ConfigError(f"{self.batch_key}: {e}: lower {self.batch_key}") from None
         return DataLoader(train, batch_sampler=sampler, collate_fn=_collate_batch, num_workers=self.num_workers)
 
     def _eval_loader(self, name: str) -> DataLoader:

@@ -16,6 +16,8 @@ class LatentDataModule(StepDataModule):
     Keeping std lets stage 2 train on posterior samples instead of means (a config switch).
     """
 
+    batch_key = "stage2.batch_size"
+
     def __init__(self, splits: dict[str, dict], batch_size: int = 64, shuffle_seed: int = 0,
                  eval_batch_size: Optional[int] = None) -> None:
         super().__init__(batch_size=batch_size, split_seed=shuffle_seed, eval_batch_size=eval_batch_size)

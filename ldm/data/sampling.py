@@ -22,9 +22,7 @@ class StepBatchSampler(Sampler[list[int]]):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_samples < batch_size:
-            raise ValueError(
-                f"batch_size={batch_size} is larger than the training set ({num_samples} images): "
-                f"lower data.batch_size")
+            raise ValueError(f"batch_size={batch_size} is larger than the training set ({num_samples} items)")
         self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
         self.start, self.rank, self.world_size = start, rank, world_size
         self.batches_per_epoch = num_samples // batch_size

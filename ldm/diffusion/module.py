@@ -11,6 +11,7 @@ from ldm.diffusion.ema import EMA
 from ldm.diffusion.process import GaussianDiffusion
 from ldm.diffusion.samplers import CountingDenoiser, guided
 from ldm.errors import ConfigError, Diverged
+from ldm.utils.checkpoint import CLASS_KEY, qualname
 from ldm.utils.config import build, build_optimizer
 from ldm.utils.figures import log_grid
 
@@ -54,6 +55,9 @@ class LatentDiffusion(L.LightningModule):
         self.sampler = build(sampler) if sampler else None
         self._decode: Optional[Callable] = None
         self.stage_name = "stage2"
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CLASS_KEY] = qualname(type(self))  # checked when the checkpoint is loaded
 
     # ---- latent scaling -------------------------------------------------------------------------------
     def draw_latents(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

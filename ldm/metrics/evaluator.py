@@ -2,31 +2,32 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
-from filelock import FileLock
 from torch.nn import functional as F
 
+from ldm import cache
 from ldm.errors import DataError
 from ldm.nets.classifier import ConvClassifier
-from ldm.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
 # data settings that do not change the images or the split, so they do not change the evaluator
 IGNORED_DATA_KEYS = ("batch_size", "eval_batch_size", "num_workers", "shuffle_seed")
+FILE = "evaluator.pt"
+
+
+# the code that decides the evaluator's weights: its recipe and network, and the images it learns from
+CODE = ("metrics/evaluator.py", "nets/classifier.py", "data")
 
 
 def cache_key(data_cfg: dict, evaluator_cfg: dict) -> str:
-    """Hash of everything that changes the evaluator: the data identity and the training recipe."""
+    """Hash of everything that changes the evaluator: the data identity, the training recipe and its code."""
     data = {k: v for k, v in data_cfg.items() if k not in IGNORED_DATA_KEYS}
-    blob = json.dumps({"data": data, "evaluator": evaluator_cfg}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return cache.key({"data": data, "evaluator": evaluator_cfg}, code=cache.code_hash(*CODE))[:16]
 
 
 def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -99,31 +100,36 @@ class Evaluator:
         return self.net.logits_from_features(feats.float().to(dev)).softmax(1).double().cpu()
 
 
-def load_or_train(datamodule, data_cfg: dict, evaluator_cfg: dict, cache_dir: str | Path) -> Evaluator:
-    """The cached evaluator for this data config, training (and caching) it if absent or stale.
+def _load(path: Path) -> Evaluator:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    net = ConvClassifier(**state["net_args"])
+    net.load_state_dict(state["state_dict"])
+    return Evaluator(net.eval(), state["accuracy"], state["net_args"]["num_classes"], trained=False)
 
-    Concurrent jobs share the cache: a file lock makes one train while the others wait, then load.
+
+def load_or_train(datamodule, data_cfg: dict, evaluator_cfg: dict, cache_dir: str | Path) -> Evaluator:
+    """The cached evaluator for this data config and code, training (and caching) it if absent or damaged.
+
+    Concurrent jobs share the cache entry (ldm.cache): one trains under the lock while the others wait,
+    then load; a truncated or altered file fails its checksum, is moved aside and retrained.
     """
     train, test = datamodule.split("train"), datamodule.split("test")
     if datamodule.num_classes < 2 or (train.labels < 0).any():
-        raise DataError("the evaluator needs a labelled dataset (class folders); use metrics.features=inception "
-                        "for unlabelled data")
-    key = cache_key(data_cfg, evaluator_cfg)
-    path = Path(cache_dir) / "evaluator" / f"{key}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        if path.exists():
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            net = ConvClassifier(**state["net_args"])
-            net.load_state_dict(state["state_dict"])
-            log.info("evaluator: loaded %s (test accuracy %.4f)", path, state["accuracy"])
-            return Evaluator(net.eval(), state["accuracy"], state["net_args"]["num_classes"], path, trained=False)
+        raise DataError("the evaluator needs a labelled dataset with at least 2 classes (class folders): use "
+                        "metrics.features=inception for unlabelled data, or metrics.features=null")
+    entry = cache.Entry(cache_dir, "evaluator", cache_key(data_cfg, evaluator_cfg))
+    with entry.locked():
+        loaded = entry.load(FILE, _load)
+        if loaded is not None:
+            log.info("evaluator: loaded %s (test accuracy %.4f)", entry.dir, loaded.accuracy)
+            loaded.path = entry.dir
+            return loaded
         cfg = dict(evaluator_cfg)
         net = train_classifier((train.images, train.labels), datamodule.num_classes, **cfg)
         acc = accuracy(net, test.images, test.labels)
         net_args = {"in_channels": train.images.shape[1], "num_classes": datamodule.num_classes,
                     "width": cfg.get("width", 16), "feature_dim": cfg.get("feature_dim", 64)}
-        state = {"state_dict": net.state_dict(), "net_args": net_args, "accuracy": acc, "config": cfg, "key": key}
-        atomic_write(path, lambda tmp: torch.save(state, tmp))
-        log.info("evaluator: trained, test accuracy %.4f, cached at %s", acc, path)
-        return Evaluator(net, acc, datamodule.num_classes, path, trained=True)
+        state = {"state_dict": net.state_dict(), "net_args": net_args, "accuracy": acc, "config": cfg}
+        entry.publish({FILE: lambda tmp: torch.save(state, tmp)}, {"accuracy": acc, "config": cfg})
+        log.info("evaluator: trained, test accuracy %.4f, cached at %s", acc, entry.dir)
+        return Evaluator(net, acc, datamodule.num_classes, entry.dir, trained=True)

@@ -45,8 +45,9 @@ class FeatureMetrics:
         self.module = FeatureModule(features, num_features)
         self.reference = reference
         self.real_features = features(reference).double()
+        # sync_on_compute=False: under DDP only rank 0 evaluates, so there is no one to gather from
         self._fid = FrechetInceptionDistance(feature=self.module, reset_real_features=False, normalize=False,
-                                             input_img_size=tuple(reference.shape[1:]))
+                                             input_img_size=tuple(reference.shape[1:]), sync_on_compute=False)
         self._fid.update(reference, real=True)
         self._kid: dict[int, KernelInceptionDistance] = {}
 
@@ -62,7 +63,7 @@ class FeatureMetrics:
             with warnings.catch_warnings():  # "will save all extracted features": intended, the sets are small
                 warnings.simplefilter("ignore")
                 kid = KernelInceptionDistance(feature=self.module, subsets=self.kid_subsets, subset_size=size,
-                                              reset_real_features=False, normalize=False)
+                                              reset_real_features=False, normalize=False, sync_on_compute=False)
             kid.update(self.reference, real=True)
             self._kid[size] = kid
         kid = self._kid[size]
@@ -73,8 +74,13 @@ class FeatureMetrics:
             mean, std = kid.compute()
         return float(mean), float(std)
 
+    def prdc_k_for(self, n: int) -> int:
+        """k clamped to what both sets allow: the prdc package takes the (k+1)-th smallest of n distances."""
+        return max(1, min(self.prdc_k, n - 2, len(self.reference) - 2))
+
     def prdc(self, images: torch.Tensor) -> dict[str, float]:
-        return prdc(self.real_features.numpy(), self.features(images).double().numpy(), self.prdc_k)
+        k = self.prdc_k_for(len(images))
+        return {**prdc(self.real_features.numpy(), self.features(images).double().numpy(), k), "prdc_k": k}
 
     def all(self, images: torch.Tensor) -> dict[str, float]:
         kid, kid_std = self.kid(images)

@@ -53,6 +53,47 @@ def test_cache_loads_second_time_and_retrains_on_change(digits, tmp_path):
     assert not list(tmp_path.rglob("*.tmp"))
 
 
+@pytest.fixture
+def package_copy(tmp_path, monkeypatch):
+    """The ldm sources copied to a folder the code hash reads instead of the installed package."""
+    import shutil
+
+    from ldm import cache
+
+    copy = tmp_path / "ldm"
+    shutil.copytree(cache.PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cache, "PACKAGE", copy)
+    cache.code_hash.cache_clear()
+    yield copy
+    monkeypatch.undo()
+    cache.code_hash.cache_clear()
+
+
+def test_changed_evaluator_code_retrains_it_other_code_does_not(digits, tmp_path, package_copy):
+    from ldm import cache
+
+    small = {**FULL, "steps": 20}
+    first = load_or_train(digits, DATA_CFG, small, tmp_path / "c")
+    (package_copy / "nets" / "unet.py").write_text((package_copy / "nets" / "unet.py").read_text() + "\n# edit\n")
+    cache.code_hash.cache_clear()
+    assert not load_or_train(digits, DATA_CFG, small, tmp_path / "c").trained  # not the evaluator's code
+    augment = package_copy / "metrics" / "evaluator.py"
+    augment.write_text(augment.read_text().replace("pad = max(1, x.shape[-1] // 8)", "pad = max(1, x.shape[-1] // 4)"))
+    cache.code_hash.cache_clear()
+    changed = load_or_train(digits, DATA_CFG, small, tmp_path / "c")
+    assert changed.trained and changed.path != first.path
+
+
+def test_a_truncated_evaluator_is_moved_aside_and_retrained(digits, tmp_path):
+    small = {**FULL, "steps": 20}
+    first = load_or_train(digits, DATA_CFG, small, tmp_path)
+    f = first.path / "evaluator.pt"
+    f.write_bytes(f.read_bytes()[:100])
+    again = load_or_train(digits, DATA_CFG, small, tmp_path)
+    assert again.trained and again.accuracy == first.accuracy  # the same recipe, the same classifier
+    assert len(list((tmp_path / "evaluator" / ".bad").iterdir())) == 1
+
+
 def test_fid_of_a_set_with_itself_is_zero(fm, digits):
     train = digits.split("train").images
     assert fm.fid(train) == pytest.approx(0.0, abs=1e-6)

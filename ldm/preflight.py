@@ -1,0 +1,169 @@
+"""Everything a run can know is wrong before its first training step, checked before that step.
+
+`check(cfg)` builds the data and the modules the config describes, reads and checks every checkpoint it
+names, and refuses (a `UserError` naming the key and the fix) a row without an encoder asked for stage 2,
+evaluator features on unlabelled or single-class data, budgets <= 0, batch sizes larger than the
+training split, and a test split too small to measure. What it built is handed to the pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from ldm.errors import ConfigError, DataError
+from ldm.task import read_status
+from ldm.utils.checkpoint import check_fits, load_checkpoint, run_checkpoint
+from ldm.utils.config import build, get_class, instantiate_module, plain
+
+log = logging.getLogger(__name__)
+STAGES = ("all", "stage1", "stage2")
+
+
+@dataclass
+class Plan:
+    """What the checks built: the pipeline trains, loads or evaluates exactly these."""
+
+    stage: str
+    datamodule: Any
+    autoencoder: Any                     # built from the config, or loaded from autoencoder.ckpt_path
+    diffusion: Optional[Any]             # built from the config (None when stage=stage1)
+    device: torch.device
+    ae_checkpoint: Optional[str] = None  # autoencoder.ckpt_path, loaded and checked
+    ae_checkpoint_steps: Optional[int] = None
+    resume1: Optional[str] = None        # stage-1 checkpoint to continue from
+    resume2: Optional[str] = None        # stage-2 checkpoint to continue from
+
+
+def eval_device(cfg: DictConfig) -> torch.device:
+    """Where encoding, sampling and evaluation run: the GPU when the trainer may use one."""
+    wants_gpu = str(cfg.trainer.get("accelerator", "auto")) in ("auto", "gpu", "cuda")
+    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
+
+
+def positive(cfg: DictConfig, key: str) -> int:
+    """cfg[key] as an int >= 1, or a ConfigError naming the key."""
+    node: Any = cfg
+    for part in key.split("."):
+        node = node.get(part) if node is not None else None
+    if isinstance(node, bool) or not isinstance(node, int) or node < 1:
+        raise ConfigError(f"{key}={node} must be an integer >= 1")
+    return node
+
+
+def batches_in_checkpoint(ckpt: dict) -> Optional[int]:
+    """Training batches a Lightning checkpoint had completed (global_step counts GAN optimizer steps twice)."""
+    try:
+        return int(ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"])
+    except (KeyError, TypeError):
+        return ckpt.get("global_step")
+
+
+def resume_from(cfg: DictConfig) -> tuple[Optional[str], Optional[str], Optional[str]]:
+    """(ckpt_path, autoencoder.ckpt_path, stage2.ckpt_path) for `resume=<run dir>`, else the config's own.
+
+    A run whose stage 1 finished (its status file lists stage1/steps) reuses that autoencoder; an unfinished
+    stage 1 continues from its last.ckpt; a stage-2 last.ckpt continues stage 2.
+    """
+    resume, ae_ckpt = cfg.get("resume"), cfg.autoencoder.get("ckpt_path")
+    ckpt1, ckpt2 = cfg.get("ckpt_path"), cfg.stage2.get("ckpt_path")
+    if not resume:
+        return ckpt1, ae_ckpt, ckpt2
+    run = Path(resume)
+    if ckpt1 or ae_ckpt or ckpt2:
+        raise ConfigError("resume=<run dir> picks the checkpoints itself: drop ckpt_path, autoencoder.ckpt_path "
+                          "and stage2.ckpt_path")
+    if not (run / ".hydra" / "config.yaml").is_file():
+        raise ConfigError(f"resume={run} is not a train.py run directory (no .hydra/config.yaml)")
+    status = read_status(run / "metrics.json")
+    if status["status"] == "ok":
+        raise ConfigError(f"resume={run} finished already (status ok): evaluate it with evaluate.py run_dir={run}")
+    last1, last2 = (run_checkpoint(run, s) for s in ("stage1", "stage2"))
+    if "stage1/steps" in status and last1.is_file():
+        ae_ckpt = str(last1)
+    elif last1.is_file():
+        ckpt1 = str(last1)
+    ckpt2 = str(last2) if last2.is_file() else None
+    if not (ckpt1 or ae_ckpt or ckpt2):
+        raise ConfigError(f"resume={run} has no checkpoint yet (checkpoints/stage1/last.ckpt): start it again "
+                          f"without resume")
+    log.info("resume: %s", ", ".join(f"{k}={v}" for k, v in (("ckpt_path", ckpt1), ("autoencoder.ckpt_path", ae_ckpt),
+                                                               ("stage2.ckpt_path", ckpt2)) if v))
+    return ckpt1, ae_ckpt, ckpt2
+
+
+def check(cfg: DictConfig) -> Plan:
+    stage = cfg.get("stage", "all")
+    if stage not in STAGES:
+        raise ConfigError(f"stage={stage}: choose one of {', '.join(STAGES)}")
+    if cfg.get("threads") is not None:
+        torch.set_num_threads(positive(cfg, "threads"))
+    for key in ("stage1.max_steps", "stage1.val_every", "data.batch_size"):
+        positive(cfg, key)
+    if stage != "stage1":
+        for key in ("stage2.max_steps", "stage2.val_every", "stage2.batch_size"):
+            positive(cfg, key)
+    ckpt1, ae_ckpt, ckpt2 = resume_from(cfg)
+
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build(cfg.data)
+    datamodule.setup()
+    splits = {name: len(datamodule.split(name)) for name in ("train", "val", "test")}
+    ae_cfg = plain(cfg.autoencoder)
+    ae_cfg.pop("ckpt_path", None)
+    cls = get_class(ae_cfg.get("_target_"), "autoencoder._target_")
+    if stage != "stage1" and not cls.can_encode:
+        raise cls.missing_encoder()  # the row's own message names the alternatives
+    ae = instantiate_module(ae_cfg)
+    trains_stage1 = not ae_ckpt and sum(p.numel() for p in ae.parameters()) > 0
+    if trains_stage1 and cfg.data.batch_size > splits["train"]:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the training split "
+                          f"({splits['train']} images): lower data.batch_size")
+    if stage == "stage2" and not ae_ckpt and trains_stage1:
+        raise ConfigError("stage=stage2 needs a trained autoencoder: set autoencoder.ckpt_path=<run>/checkpoints/"
+                          "stage1/last.ckpt")
+    plan = Plan(stage, datamodule, ae, None, eval_device(cfg))
+    if ckpt1:
+        _checked(ckpt1, "ckpt_path", ae)
+        plan.resume1 = str(ckpt1)
+    if ae_ckpt:
+        plan.autoencoder, ckpt = _checked(ae_ckpt, "autoencoder.ckpt_path", ae)
+        plan.ae_checkpoint, plan.ae_checkpoint_steps = str(ae_ckpt), batches_in_checkpoint(ckpt)
+
+    metrics = cfg.get("metrics") or {}
+    if metrics.get("features"):
+        if metrics.get("features") == "evaluator" and (datamodule.num_classes < 2 or
+                                                       bool((datamodule.split("train").labels < 0).any())):
+            raise DataError(f"metrics.features=evaluator needs labelled data with at least 2 classes, but the data "
+                            f"has {datamodule.num_classes} (class folders give labels): use "
+                            f"metrics.features=inception or metrics.features=null")
+        if splits["test"] < 3:
+            raise ConfigError(f"the test split has {splits['test']} images, too few for FID and the real-data floor: "
+                              f"raise data.test_fraction, or set metrics.features=null")
+        if metrics.get("num_samples") is not None and metrics.num_samples < 3:
+            raise ConfigError(f"metrics.num_samples={metrics.num_samples} must be >= 3 (or null: the test split)")
+
+    if stage != "stage1":
+        if cfg.stage2.batch_size > splits["train"]:
+            raise ConfigError(f"stage2.batch_size={cfg.stage2.batch_size} is larger than the training split "
+                              f"({splits['train']} latents): lower stage2.batch_size")
+        torch.manual_seed(cfg.seed)  # stage 2's initial weights do not depend on how stage 1 was obtained
+        plan.diffusion = instantiate_module(cfg.diffusion, latent_shape=list(plan.autoencoder.latent_shape),
+                                            num_classes=datamodule.num_classes, sampler=plain(cfg.sampler))
+        if ckpt2:
+            _checked(ckpt2, "stage2.ckpt_path", plan.diffusion)
+            plan.resume2 = str(ckpt2)
+    return plan
+
+
+def _checked(path: str, key: str, configured: Any) -> tuple[Any, dict]:
+    """The module a checkpoint holds, after checking it fits the configured one (class and shapes)."""
+    module, ckpt = load_checkpoint(path, key, expected=type(configured))
+    check_fits(module, configured, key, path)
+    return module, ckpt

@@ -1,0 +1,95 @@
+"""The stage runner both stages share: cache lookup under a lock, or fit; either way the run owns its checkpoint.
+
+    lock entry -> intact entry? load it, link its checkpoint into the run -> done
+               -> else fit (resuming from `resume`), time it, make sure the run has last.ckpt,
+                  publish a weights-only copy with its info to the cache
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from omegaconf import DictConfig
+
+from ldm import cache
+from ldm.callbacks import StepBudget, StepSeed, batches_done
+from ldm.utils.checkpoint import link_or_copy, run_checkpoint
+from ldm.utils.config import build, instantiate_dict
+
+log = logging.getLogger(__name__)
+
+
+def make_trainer(cfg: DictConfig, stage: str) -> L.Trainer:
+    """A Trainer for one stage: its budget, checkpoints under checkpoints/<stage>/, loggers prefixed by stage."""
+    budget = cfg[stage]
+    callbacks = instantiate_dict(cfg.get("callbacks"))
+    for cb in callbacks:
+        if isinstance(cb, ModelCheckpoint):
+            cb.dirpath = str(run_checkpoint(cfg.paths.output_dir, stage).parent)
+    callbacks += [StepBudget(budget.max_steps), StepSeed(cfg.seed)]
+    loggers = [build(v, prefix=stage) for v in (cfg.get("logger") or {}).values() if v and "_target_" in v]
+    if not loggers:  # nothing to report learning rates to (logger=none)
+        callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
+    return build(cfg.trainer, callbacks=callbacks, logger=loggers or False, max_steps=-1, max_epochs=-1,
+                 val_check_interval=min(budget.val_every, budget.max_steps), check_val_every_n_epoch=None)
+
+
+@dataclass
+class Stage:
+    """What differs between stage 1 and stage 2; everything else is `run_stage`."""
+
+    name: str                                 # "stage1" | "stage2": config key, checkpoint folder, metric prefix
+    module: L.LightningModule                 # built from the config, to be trained
+    datamodule: Any
+    cache_file: str                           # the checkpoint's name inside a cache entry
+    load: Callable[[Path], Any]               # safe loader of a cached checkpoint
+    parts: dict                               # what determines the result: the cache key
+    resume: Optional[str] = None              # a checkpoint to continue from (never cached)
+    summary: Callable[[Any], dict] = field(default=lambda module: {})  # stage-specific info of the result
+
+
+@dataclass
+class Result:
+    module: Any
+    info: dict
+    rank0: bool
+    entry: Optional[cache.Entry]
+
+
+def run_stage(cfg: DictConfig, stage: Stage) -> Result:
+    """Train `stage` (or take it from the cache); returns the module, its `<stage>/*` info and the cache entry."""
+    name = stage.name
+    key = cache.key(stage.parts)
+    trainer = make_trainer(cfg, name)
+    cached = bool((cfg.get("cache") or {}).get(name, False)) and not stage.resume and trainer.world_size == 1
+    entry = cache.Entry(cfg.paths.cache_dir, name, key, stage.parts) if cached else None
+    ckpt = run_checkpoint(cfg.paths.output_dir, name)
+    with entry.locked() if entry else nullcontext():
+        module = entry.load(stage.cache_file, stage.load) if entry is not None else None
+        if module is not None:
+            link_or_copy(entry.path(stage.cache_file), ckpt)  # the run owns its result, also without .cache
+            log.info("%s: reusing %s from the cache (%s)", name, type(module).__name__, entry.dir)
+            return Result(module, {**entry.info(), f"{name}/reused": True, f"{name}/source": "cache",
+                                   f"{name}/cache": str(entry.dir)}, True, entry)
+        t0 = time.perf_counter()
+        trainer.fit(stage.module, datamodule=stage.datamodule, ckpt_path=stage.resume, weights_only=True)
+        wall = time.perf_counter() - t0
+        if not trainer.strategy.broadcast(ckpt.is_file()):  # callbacks=none, or a resume with nothing left to do
+            trainer.save_checkpoint(ckpt)
+        val = trainer.callback_metrics.get("val/loss")
+        info = {f"{name}/reused": False, f"{name}/source": "resumed" if stage.resume else "trained",
+                f"{name}/steps": batches_done(trainer), f"{name}/wall_s": wall,
+                f"{name}/val_loss": float(val) if val is not None else None, f"{name}/key": key,
+                **stage.summary(stage.module)}
+        if stage.resume:
+            info[f"{name}/resumed_from"] = str(stage.resume)
+        if entry is not None and trainer.is_global_zero:
+            entry.publish({stage.cache_file: lambda tmp: trainer.save_checkpoint(tmp, weights_only=True)}, info)
+    return Result(stage.module, info, trainer.is_global_zero, entry)

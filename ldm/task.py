@@ -1,0 +1,165 @@
+"""The task wrapper around train.py and evaluate.py: status file, error policy, exit codes, logger teardown.
+
+The entry's own function then reads as a straight line of steps (after lightning-hydra-template's
+`task_wrapper`). Policy:
+- a `UserError` (bad input the user can fix) prints one `error: ...` line on stderr, records
+  `status: failed` and exits 2;
+- `Diverged` records `status: diverged` and returns normally (exit 0: a result, not a crash);
+- anything else records `status: failed` with the exception's one-line summary and re-raises;
+- inside a Hydra multirun a failing job is recorded and logged, and the sweep goes on.
+The status file (`metrics.json` for train.py) is written `running` when the task starts, and again as
+results arrive, so a run killed by the OS is told apart from one that never started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from omegaconf import DictConfig
+
+from ldm.errors import Diverged, UserError
+from ldm.utils.io import read_json, write_json
+
+log = logging.getLogger(__name__)
+UNFINISHED = ("running", "interrupted")
+
+
+def one_line(err: BaseException) -> str:
+    msg = " ".join(str(err).split()) or type(err).__name__
+    return msg if isinstance(err, (UserError, Diverged)) else f"{type(err).__name__}: {msg}"
+
+
+def process_rank() -> int:
+    """This process's global rank from the launcher's environment (0 outside distributed runs)."""
+    for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:
+        return False
+
+
+def run_status(record: dict) -> str:
+    """A status file's status, with `running` read as `interrupted` when its process is gone."""
+    status = record.get("status", "missing")
+    if status != "running":
+        return status
+    pid, host = record.get("pid"), record.get("host")
+    if host == socket.gethostname() and isinstance(pid, int):
+        try:
+            os.kill(pid, 0)
+            return "running"
+        except ProcessLookupError:
+            return "interrupted"
+        except PermissionError:  # alive, another user's
+            return "running"
+    return "interrupted" if host == socket.gethostname() else "running"
+
+
+def read_status(path: Path) -> dict:
+    """A run's status record: its JSON object, or {'status': 'missing' | 'corrupt', ...}; never raises."""
+    if not path.is_file():
+        return {"status": "missing"}
+    try:
+        record = read_json(path)
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, OSError) as e:
+        return {"status": "corrupt", "error": f"{path.name} unreadable ({type(e).__name__})"}
+    return {**record, "status": run_status(record)}
+
+
+class StatusFile:
+    """`metrics.json` of a run: `running` (pid, host, start time) first, then the partial and final results."""
+
+    def __init__(self, path: Optional[Path]) -> None:
+        self.path = path if process_rank() == 0 else None  # one writer per run, also under DDP
+        self.started = {"pid": os.getpid(), "host": socket.gethostname(),
+                        "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+    def running(self, metrics: dict) -> None:
+        if self.path is not None:
+            write_json(self.path, {"status": "running", **self.started, **metrics})
+
+    def final(self, metrics: dict) -> None:
+        if self.path is not None:
+            write_json(self.path, metrics)
+
+
+def finish_wandb(metrics: dict, failed: bool) -> None:
+    """Final metrics as a wandb.Table and run summary, then wandb.finish() (also after a failure)."""
+    wandb = sys.modules.get("wandb")  # only if a WandbLogger imported it
+    if wandb is None or wandb.run is None:
+        return
+    try:
+        rows = [[k, str(v)] for k, v in sorted(metrics.items())]
+        wandb.log({"final/metrics": wandb.Table(columns=["metric", "value"], data=rows)})
+        wandb.run.summary.update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
+    finally:
+        wandb.finish(exit_code=1 if failed else 0)
+
+
+def run_task(cfg: DictConfig, task: Callable[[DictConfig, Callable[[dict], None]], Optional[dict]],
+             status_path: Optional[Path] = None) -> Optional[dict]:
+    """Run `task(cfg, report)` under the policy above; `report(partial_metrics)` records progress.
+
+    Returns the task's metrics (with `status`), or None on non-zero DDP ranks and for failed multirun jobs.
+    """
+    if in_multirun():
+        try:
+            return _run(cfg, task, status_path)
+        except (Exception, SystemExit) as e:  # recorded in this job's status file already
+            log.error("job failed (%s); the sweep goes on", one_line(e))
+            return None
+    return _run(cfg, task, status_path)
+
+
+def _run(cfg: DictConfig, task, status_path: Optional[Path]) -> Optional[dict]:
+    status = StatusFile(status_path)
+    metrics: dict = {}  # filled stage by stage, so a failure still records what finished
+
+    def report(partial: dict) -> None:
+        metrics.update(partial)
+        status.running(metrics)
+
+    status.running(metrics)
+    failed = True
+    try:
+        result = task(cfg, report)
+        failed = False
+        if result is None:  # a non-zero DDP rank: rank 0 records and reports
+            return None
+        metrics.update(result)
+        metrics = {"status": "ok", **metrics}
+    except UserError as e:
+        status.final({**metrics, "status": "failed", "error": one_line(e)})
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+    except Diverged as e:
+        failed = False
+        metrics = {**metrics, "status": "diverged", "error": one_line(e)}
+        log.error("run diverged: %s", one_line(e))
+    except KeyboardInterrupt:
+        status.final({**metrics, "status": "interrupted", "error": "stopped by the user (Ctrl-C)"})
+        raise
+    except Exception as e:
+        status.final({**metrics, "status": "failed", "error": one_line(e)})
+        raise
+    finally:
+        finish_wandb(metrics, failed)
+    status.final(metrics)
+    return metrics

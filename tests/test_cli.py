@@ -1,0 +1,131 @@
+"""The real command line, as a user runs it (subprocesses; slow tier): one `error:` line and exit 2 before any
+training for bad input, a diverged run exits 0, and a run killed by the OS (SIGKILL) mid stage 1 or mid stage 2
+is continued with `resume=<run>` to weights and metrics bit-identical to an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ldm.task import read_status
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+BASE = ["debug=fast", "logger=none", "threads=1"]
+
+
+def train(args: list[str], run_dir: Path, cache: Path, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "train.py", *BASE, *args, f"hydra.run.dir={run_dir}",
+                           f"paths.cache_dir={cache}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=ENV, **kw)
+
+
+@pytest.mark.parametrize("override, start", [
+    ("autoencoder.backbone.f=3", "error: autoencoder.backbone.f=3 must be a power of two"),
+    ("data.channels=2", "error: data.channels=2 must be 1 (grayscale) or 3 (RGB)"),
+    ("stage1.max_steps=0", "error: stage1.max_steps=0 must be an integer >= 1"),
+    ("stage2.batch_size=5000", "error: stage2.batch_size=5000 is larger than the training split"),
+    ("autoencoder=gan", "error: autoencoder=gan has no encoder"),
+    ("ckpt_path=/nonexistent/last.ckpt", "error: ckpt_path=/nonexistent/last.ckpt is not a file"),
+])
+def test_bad_input_is_one_error_line_and_exit_2_before_training(override, start, tmp_path):
+    run = tmp_path / "run"
+    proc = train([override], run, tmp_path / "cache")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(start), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "stage1/steps" not in metrics
+
+
+def test_a_diverged_run_exits_0(tmp_path):
+    proc = train(["metrics.features=null", "autoencoder.optimizer.lr=1e30"], tmp_path / "run", tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "diverged"
+
+
+# a budget long enough to be killed in the middle of, checkpoints every 10 batches; caches off, so that
+# every run really trains what it reports
+LONG = ["stage1.max_steps=60", "stage1.val_every=10", "stage2.max_steps=60", "stage2.val_every=10",
+        "cache.stage1=false", "cache.stage2=false"]
+
+
+def kill_when(run: Path, stage: str, cache: Path) -> int:
+    """Start a run, SIGKILL it as soon as `stage` wrote its first last.ckpt; returns that checkpoint's step."""
+    proc = subprocess.Popen([sys.executable, "train.py", *BASE, *LONG, f"hydra.run.dir={run}",
+                             f"paths.cache_dir={cache}"], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpt = run / "checkpoints" / stage / "last.ckpt"
+    deadline = time.time() + 300
+    while not ckpt.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["loops"]["fit_loop"][
+        "epoch_loop.batch_progress"]["total"]["completed"]
+
+
+def state(run: Path, stage: str) -> dict:
+    return torch.load(run / "checkpoints" / stage / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("straight")
+    proc = train(LONG, root / "run", root / "cache")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return root / "run"
+
+
+@pytest.mark.parametrize("stage", ["stage1", "stage2"])
+def test_sigkill_then_resume_equals_an_uninterrupted_run(stage, uninterrupted, tmp_path):
+    killed = tmp_path / "killed"
+    step = kill_when(killed, stage, tmp_path / "cache")
+    assert 0 < step < 60  # killed in the middle of the stage
+    assert read_status(killed / "metrics.json")["status"] == "interrupted"
+    proc = train([*LONG, f"resume={killed}"], tmp_path / "resumed", tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    resumed = tmp_path / "resumed"
+    m, ref = (json.loads((r / "metrics.json").read_text()) for r in (resumed, uninterrupted))
+    assert m["status"] == "ok"
+    if stage == "stage1":  # stage 1 continued from its last checkpoint, stage 2 trained as usual
+        assert (m["stage1/source"], m["stage2/source"]) == ("resumed", "trained")
+    else:  # the finished stage 1 reused, stage 2 continued
+        assert (m["stage1/source"], m["stage2/source"]) == ("checkpoint", "resumed")
+    for s in ("stage1", "stage2"):
+        a, b = state(uninterrupted, s), state(resumed, s)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), s
+    for key in ("recon/psnr", "recon/rfid", "latent/prior_fid", "gen/fid", "gen/kid", "gen/classes_covered",
+                "stage2/val_loss"):
+        assert m[key] == ref[key], key
+
+
+def test_ddp_cpu_with_the_default_metrics_evaluates_like_one_process(tmp_path):
+    """trainer=ddp_cpu (2 gloo processes): rank 0 evaluates with metrics that do not sync; evaluate.py in one
+    process gives the same numbers from the run's checkpoints."""
+    run = tmp_path / "ddp"
+    proc = train(["trainer=ddp_cpu"], run, tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["status"] == "ok" and m["stage1/steps"] == 4 and m["stage2/steps"] == 4
+    assert proc.stderr.count("run directory:") + proc.stdout.count("run directory:") == 1  # rank 0 reports once
+    ev = subprocess.run([sys.executable, "evaluate.py", f"run_dir={run}", f"out_dir={tmp_path / 'eval'}",
+                         f"paths.cache_dir={tmp_path / 'cache'}", "metrics.evaluator.steps=40",
+                         "metrics.interp_pairs=4", "metrics.interp_steps=4", "metrics.kid_subsets=10"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV)
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    single = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    for key in ("recon/psnr", "recon/rfid", "latent/prior_fid", "gen/fid", "gen/kid", "gen/precision",
+                "gen/classes_covered", "eval/fid_floor"):
+        assert single[key] == pytest.approx(m[key], rel=1e-5, abs=1e-8), key
