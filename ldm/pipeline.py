@@ -58,9 +58,9 @@ def stage1(cfg: DictConfig, plan: preflight.Plan) -> Result:
         link_or_copy(plan.ae_checkpoint, run_checkpoint(cfg.paths.output_dir, "stage1"))
         digest = hashlib.sha256(Path(plan.ae_checkpoint).read_bytes()).hexdigest()[:20]
         log.info("stage 1: loaded %s from %s", type(ae).__name__, plan.ae_checkpoint)
-        return Result(ae, {"stage1/reused": True, "stage1/source": "checkpoint", "stage1/steps": plan.ae_checkpoint_steps,
-                           "stage1/wall_s": 0.0, "stage1/checkpoint": plan.ae_checkpoint, "stage1/key": digest,
-                           **ae_info(ae)}, True, None)
+        return Result(ae, {"stage1/reused": True, "stage1/source": "checkpoint", "stage1/wall_s": 0.0,
+                           "stage1/steps": plan.ae_checkpoint_steps, "stage1/checkpoint": plan.ae_checkpoint,
+                           "stage1/key": digest, **ae_info(ae)}, True, None)
     parts = stage1_parts(cfg)
     if count_params(ae) == 0:
         log.info("stage 1: %s has no parameters, nothing to train", type(ae).__name__)

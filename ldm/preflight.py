@@ -99,6 +99,7 @@ def resume_from(cfg: DictConfig) -> tuple[Optional[str], Optional[str], Optional
 
 
 def check(cfg: DictConfig) -> Plan:
+    """Build and check everything the run needs before training; a `UserError` for the first problem found."""
     stage = cfg.get("stage", "all")
     if stage not in STAGES:
         raise ConfigError(f"stage={stage}: choose one of {', '.join(STAGES)}")
@@ -125,7 +126,7 @@ def check(cfg: DictConfig) -> Plan:
     if trains_stage1 and cfg.data.batch_size > splits["train"]:
         raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the training split "
                           f"({splits['train']} images): lower data.batch_size")
-    if stage == "stage2" and not ae_ckpt and trains_stage1:
+    if stage == "stage2" and trains_stage1:
         raise ConfigError("stage=stage2 needs a trained autoencoder: set autoencoder.ckpt_path=<run>/checkpoints/"
                           "stage1/last.ckpt")
     plan = Plan(stage, datamodule, ae, None, eval_device(cfg))

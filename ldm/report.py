@@ -20,16 +20,15 @@ from ldm.utils.io import write_json
 log = logging.getLogger(__name__)
 
 
+PATTERN = {"last": "last.ckpt", "best": "best-*.ckpt"}  # checkpoint=... -> file name in checkpoints/<stage>/
+
+
 def pick_checkpoint(run_dir: Path, stage: str, which: str) -> Optional[Path]:
-    """checkpoints/<stage>/last.ckpt or the best-*.ckpt; None when the stage has no checkpoint."""
-    folder = run_dir / "checkpoints" / stage
-    if which == "last":
-        path = folder / "last.ckpt"
-        return path if path.is_file() else None
-    if which == "best":
-        best = sorted(folder.glob("best-*.ckpt"))
-        return best[-1] if best else None
-    raise ConfigError(f"checkpoint={which}: choose last or best")
+    """checkpoints/<stage>/last.ckpt or the (latest) best-*.ckpt; None when the stage has no such checkpoint."""
+    if which not in PATTERN:
+        raise ConfigError(f"checkpoint={which}: choose last or best")
+    found = sorted((run_dir / "checkpoints" / stage).glob(PATTERN[which]))
+    return found[-1] if found else None
 
 
 def load_run(run_dir: Path, which: str = "last") -> tuple[DictConfig, Any, Optional[Any], dict]:
@@ -60,8 +59,9 @@ def load_run(run_dir: Path, which: str = "last") -> tuple[DictConfig, Any, Optio
         ae = load_module(ae_ckpt, "checkpoint", expected=type(configured))
         check_fits(ae, configured, "checkpoint", ae_ckpt)
     elif sum(p.numel() for p in configured.parameters()):
-        raise ConfigError(f"run_dir={run_dir} has no stage-1 checkpoint (checkpoints/stage1/{which}.ckpt): train "
-                          f"the run again (finished runs own their checkpoints, also when a stage came from the cache)")
+        raise ConfigError(f"run_dir={run_dir} has no stage-1 checkpoint (checkpoints/stage1/{PATTERN[which]}): "
+                          f"train the run again (finished runs own their checkpoints, also when a stage came from "
+                          f"the cache)")
     else:
         ae = configured  # nothing to load (identity)
     ld = None
@@ -76,8 +76,8 @@ def load_run(run_dir: Path, which: str = "last") -> tuple[DictConfig, Any, Optio
                               f"autoencoder makes {tuple(ae.latent_shape)}: the run directory mixes two runs")
         ld.set_decoder(ae.decode)
     elif cfg.get("stage", "all") != "stage1" and ae.can_encode:
-        raise ConfigError(f"run_dir={run_dir} has no stage-2 checkpoint (checkpoints/stage2/{which}.ckpt) although "
-                          f"its config ran stage 2: train the run again")
+        raise ConfigError(f"run_dir={run_dir} has no stage-2 checkpoint (checkpoints/stage2/{PATTERN[which]}) "
+                          f"although its config ran stage 2: train the run again")
     return cfg, ae, ld, info
 
 

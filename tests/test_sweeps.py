@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import multiprocessing as mp
 import os
@@ -44,6 +46,7 @@ def _race(out_dir: str, cache_dir: str, queue) -> None:
     queue.put((m["stage1/reused"], m["stage1/key"]))
 
 
+@pytest.mark.slow
 def test_two_processes_racing_for_one_entry(tmp_path):
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -65,6 +68,7 @@ def test_two_processes_racing_for_one_entry(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_joblib_multirun_gives_a_table(tmp_path):
     """2 autoencoders x 2 seeds through the joblib launcher -> a table with two rows, n=2 each."""
     sweep = tmp_path / "sweep"
@@ -99,6 +103,7 @@ def test_wandb_offline_logs_images_and_table(make_cfg, monkeypatch, tmp_path):
     assert wandb.run is None  # finished
 
 
+@pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
     """gan cannot encode, so its job fails at stage 2; the vae job after it still runs and the table lists both."""
     sweep = tmp_path / "sweep"

@@ -57,7 +57,8 @@ def test_a_diverged_task_is_a_result_and_a_failed_one_keeps_its_partial_metrics(
 
     with pytest.raises(RuntimeError):
         run_task(compose_cfg([]), crashes, path)
-    assert json.loads(path.read_text()) == {"stage1/steps": 4, "status": "failed", "error": "RuntimeError: boom second line"}
+    assert json.loads(path.read_text()) == {"stage1/steps": 4, "status": "failed",
+                                            "error": "RuntimeError: boom second line"}
 
 
 def test_user_error_is_one_line_and_exit_2(tmp_path, capsys):

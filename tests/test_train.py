@@ -69,7 +69,8 @@ def test_stage1_only_and_reuse_skips_training(make_cfg):
     m2 = pipeline.train(second)
     assert m2["stage1/reused"] is True and m2["stage1/steps"] == first.stage1.max_steps
     owned = Path(second.paths.output_dir) / "checkpoints/stage1"  # nothing trained: the given checkpoint, linked
-    assert [p.name for p in owned.iterdir()] == ["last.ckpt"] and (owned / "last.ckpt").read_bytes() == ckpt.read_bytes()
+    assert [p.name for p in owned.iterdir()] == ["last.ckpt"]
+    assert (owned / "last.ckpt").read_bytes() == ckpt.read_bytes()
     assert m2["recon/mse"] == pytest.approx(m1["recon/mse"], rel=1e-6)  # the very same weights
     assert m2["stage2/steps"] == second.stage2.max_steps
 
@@ -90,6 +91,7 @@ def test_identity_is_pixel_space_diffusion(make_cfg):
     assert cache["train"]["std"] is None and cache["train"]["mean"].shape == (1437, 1, 16, 16)
 
 
+@pytest.mark.slow
 def test_stage2_resume_equals_uninterrupted(make_cfg):
     common = QUICK + ["autoencoder=identity", "stage2.val_every=3"]
     straight, _, resumed, metrics = resume_vs_straight(make_cfg, common, "stage2", 6, 3, "stage2.ckpt_path")
@@ -113,6 +115,7 @@ def test_resume_equals_uninterrupted(make_cfg):
     assert any(not torch.equal(h["state_dict"][k], v) for k, v in a["state_dict"].items())
 
 
+@pytest.mark.slow
 def test_same_seed_same_result_other_seed_differs(make_cfg):
     runs = [pipeline.train(make_cfg(QUICK + [f"seed={s}"])) for s in (0, 0, 1)]
     assert runs[0]["recon/mse"] == runs[1]["recon/mse"] and runs[0]["stage2/val_loss"] == runs[1]["stage2/val_loss"]
@@ -144,6 +147,7 @@ def test_divergence_is_recorded(make_cfg, monkeypatch):
     assert metrics == {"status": "diverged", "error": "stage 1 loss became nan at step 0"}
 
 
+@pytest.mark.slow
 def test_cli_bad_data_root_one_line_nonzero(tmp_path):
     """The real command line: one clear line on stderr, exit code 2, failed status recorded."""
     run_dir = tmp_path / "run"

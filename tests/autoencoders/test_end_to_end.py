@@ -53,6 +53,7 @@ def test_gan_with_stage2_is_refused_before_training(make_cfg, capsys):
     assert "stage1/steps" not in m  # refused before stage 1 trained: knowable from the config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row", ["vae_gan", "gan_inversion"])
 def test_resume_across_the_schedule_switch_equals_uninterrupted(row, make_cfg):
     """3 batches + resume to 6 == 6 straight, the disc_start / stage-1b switch falling at batch 3.

@@ -109,6 +109,7 @@ def test_unet_presets_output_shape(preset, shape, tmp_path):
     assert out.shape == x.shape
 
 
+@pytest.mark.slow
 def test_overfit_one_batch_of_latents():
     """200 AdamW steps on one fixed batch: the eps-loss falls by at least 4x (measured ~8x)."""
     torch.manual_seed(0)

@@ -20,6 +20,7 @@ def test_prdc_identical_sets_are_perfect():
     assert out["precision"] == out["recall"] == out["coverage"] == 1.0
 
 
+@pytest.mark.slow
 def test_prdc_matches_published_values_for_two_gaussian_draws():
     """Naeem et al. (2020): two draws of one 1000-d Gaussian, k=5 give P≈R≈0.48, D≈1.06, C≈0.97.
 
