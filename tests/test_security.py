@@ -201,3 +201,20 @@ def test_a_cache_entry_holding_a_payload_is_refused_and_rebuilt(kind, name, make
     assert list((Path(first.paths.cache_dir) / kind / ".bad").iterdir())
     if kind != "latents":
         assert second[f"{kind}/source"] == "trained"
+
+
+def test_checkpoint_hparams_may_name_model_parts_only(trained, tmp_path):
+    """A logger is fine on the command line, not inside a checkpoint (it could write where the file says)."""
+    from ldm.autoencoders.vae import VAE
+    from ldm.utils.checkpoint import load_module
+
+    state = torch.load(trained / "checkpoints/stage1/last.ckpt", map_location="cpu", weights_only=True)
+    state["hyper_parameters"]["recon_loss"] = {"_target_": "lightning.pytorch.loggers.CSVLogger",
+                                               "save_dir": str(tmp_path / "logs")}
+    torch.save(state, tmp_path / "logger.ckpt")
+    with pytest.raises(ConfigError, match="hyper_parameters.recon_loss._target_=lightning.pytorch.loggers.CSVLogger "
+                                          "is not an allowed target"):
+        load_module(tmp_path / "logger.ckpt", "autoencoder.ckpt_path", expected=VAE)
+    assert load_module(trained / "checkpoints/stage1/last.ckpt", "autoencoder.ckpt_path", expected=VAE).latent_shape \
+        == (2, 4, 4)  # the untouched checkpoint loads
+    assert not (tmp_path / "logs").exists()

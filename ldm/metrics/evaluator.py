@@ -17,9 +17,7 @@ from ldm.nets.classifier import ConvClassifier
 log = logging.getLogger(__name__)
 # data settings that do not change the images or the split, so they do not change the evaluator
 IGNORED_DATA_KEYS = ("batch_size", "eval_batch_size", "num_workers", "shuffle_seed")
-FILE = "evaluator.pt"
-
-
+FILE = "evaluator.pt"  # the cache entry's file
 # the code that decides the evaluator's weights: its recipe and network, and the images it learns from
 CODE = ("metrics/evaluator.py", "nets/classifier.py", "data")
 

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import torch
 
 from ldm.errors import ConfigError
-from ldm.utils.config import check_targets, get_class
+from ldm.utils.config import MODEL_TARGETS, check_targets, get_class
 
 CLASS_KEY = "ldm/class"  # written by on_save_checkpoint of every module: which class the weights belong to
 
@@ -73,7 +73,7 @@ def load_checkpoint(path: str | os.PathLike, key: str, expected: Optional[type] 
     ckpt = read(path, key)
     where = f"{key}={path}"
     hparams = dict(ckpt.get("hyper_parameters") or {})
-    check_targets(hparams, where, "hyper_parameters")
+    check_targets(hparams, where, "hyper_parameters", allowed=MODEL_TARGETS)
     saved = ckpt.get(CLASS_KEY)
     cls = get_class(saved, CLASS_KEY, where) if saved else expected
     if cls is None:

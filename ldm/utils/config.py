@@ -26,6 +26,9 @@ ALLOWED_TARGETS = ("ldm.nets", "ldm.losses", "ldm.autoencoders", "ldm.diffusion"
                    "lightning.pytorch.loggers")
 ALLOWED_MODULES = ALLOWED_TARGETS[:-3] + ("lightning.pytorch.trainer.trainer", "lightning.pytorch.callbacks",
                                           "lightning.pytorch.loggers")
+# What a checkpoint's hyper-parameters may name: the parts a module builds itself (networks, losses,
+# schedules, samplers, optimizers); never a Trainer, logger, callback or data module.
+MODEL_TARGETS = ("ldm.nets", "ldm.losses", "ldm.diffusion", "torch.optim", "torch.nn")
 HINT = ("only this package's classes, torch.optim, torch.nn and Lightning's Trainer/callbacks/loggers may be "
         "instantiated; if you trust it, add its module to LDM_EXTRA_TARGETS")
 
@@ -39,26 +42,29 @@ def _under(name: str, prefixes: tuple[str, ...]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
-def check_target(target: Any, key: str = "_target_", where: str = "the config") -> Any:
+def check_target(target: Any, key: str = "_target_", where: str = "the config",
+                 allowed: Optional[tuple[str, ...]] = None) -> Any:
     """The object `target` names, if the name and the module that defines the object are both allowed.
 
     Checking the resolved object too closes paths like `ldm.nets.unet.torch.load`, which start with an
     allowed prefix but reach a foreign function through a module attribute.
     """
-    if not isinstance(target, str) or not _under(target, ALLOWED_TARGETS + _extra()):
+    names, modules = (ALLOWED_TARGETS, ALLOWED_MODULES) if allowed is None else (allowed, allowed)
+    if not isinstance(target, str) or not _under(target, names + _extra()):
         raise ConfigError(f"{where}: {key}={target} is not an allowed target: {HINT}")
     try:
         obj = _locate(target)  # hydra's resolver, without the error log of hydra.utils.get_object
     except Exception as e:  # ImportError, AttributeError, ... from hydra's locate
         raise ConfigError(f"{where}: {key}={target} cannot be imported ({type(e).__name__}): fix the name") from None
     owner = getattr(obj, "__module__", None) or "?"
-    if not callable(obj) or not _under(owner, ALLOWED_MODULES + _extra()):
+    if not callable(obj) or not _under(owner, modules + _extra()):
         raise ConfigError(f"{where}: {key}={target} resolves to {owner}.{getattr(obj, '__qualname__', '?')}, "
                           f"which is not an allowed target: {HINT}")
     return obj
 
 
-def check_targets(cfg: Any, where: str = "the config", path: str = "") -> None:
+def check_targets(cfg: Any, where: str = "the config", path: str = "",
+                  allowed: Optional[tuple[str, ...]] = None) -> None:
     """Refuse (ConfigError naming the key) any `_target_` anywhere in `cfg` that is not allowed."""
     if isinstance(cfg, (DictConfig, ListConfig)):
         cfg = OmegaConf.to_container(cfg, resolve=False)
@@ -66,12 +72,12 @@ def check_targets(cfg: Any, where: str = "the config", path: str = "") -> None:
         for k, v in cfg.items():
             key = f"{path}.{k}" if path else str(k)
             if k == "_target_":
-                check_target(v, key, where)
+                check_target(v, key, where, allowed)
             else:
-                check_targets(v, where, key)
+                check_targets(v, where, key, allowed)
     elif isinstance(cfg, (list, tuple)):
         for i, v in enumerate(cfg):
-            check_targets(v, where, f"{path}[{i}]")
+            check_targets(v, where, f"{path}[{i}]", allowed)
 
 
 def plain(cfg: Any) -> Any:
