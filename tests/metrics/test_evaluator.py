@@ -151,3 +151,22 @@ def test_evaluate_reports_class_accuracy_of_reconstructions(evaluator, digits, c
     assert other["recon/class_accuracy"] < 0.25
     # the same 180 real digits, reordered: rFID cannot see it (it equals the real-data floor), class accuracy can
     assert other["recon/rfid"] == pytest.approx(other["eval/fid_floor"], rel=1e-6)
+
+
+def test_an_evaluator_entry_holding_a_pickle_payload_is_refused_and_retrained(digits, tmp_path, monkeypatch):
+    """Someone rewrote evaluator.pt and its manifest: the weights-only load refuses it, nothing runs."""
+    import json
+
+    from ldm import cache
+    from tests.test_security import pickle_bomb
+
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    small = {**FULL, "steps": 20}
+    first = load_or_train(digits, DATA_CFG, small, tmp_path / "c")
+    f, target = first.path / "evaluator.pt", tmp_path / "pwned"
+    pickle_bomb(f, target)
+    manifest = json.loads((first.path / "manifest.json").read_text())
+    manifest["files"]["evaluator.pt"] = {"size": f.stat().st_size, "sha256": cache.sha256(f)}
+    (first.path / "manifest.json").write_text(json.dumps(manifest))
+    again = load_or_train(digits, DATA_CFG, small, tmp_path / "c")
+    assert again.trained and not target.exists()
