@@ -6,6 +6,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 
+from ldm.utils.seeds import step_seed
+
 
 def batches_done(trainer: L.Trainer) -> int:
     """Training batches completed so far (restored on resume; counts one per batch, whatever the optimizers)."""
@@ -46,7 +48,7 @@ class StepSeed(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
         step = batches_done(trainer)
-        torch.manual_seed((self.seed * 1_000_003 + step) * 1009 + trainer.global_rank)
+        torch.manual_seed(step_seed(self.seed, step, trainer.global_rank))
 
 
 class StepProgressBar(TQDMProgressBar):

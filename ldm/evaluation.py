@@ -1,4 +1,4 @@
-"""Evaluate a trained run: reconstruction, latent structure, generation (DESIGN.md "Metrics") + figures.
+"""Evaluate a trained run: reconstruction, latent structure, generation (README "Metrics") + figures.
 
 Takes the models as callables/objects with the autoencoder interface; shared by train.py (end of run)
 and evaluate.py (a finished run from its checkpoints).
@@ -13,14 +13,14 @@ from typing import Any, Optional
 
 import torch
 
-from ldm.errors import ConfigError
-from ldm.metrics.evaluator import load_or_train
+from ldm.autoencoders.base import Autoencoder
+from ldm.metrics.evaluator import Evaluator
 from ldm.metrics.features import FeatureMetrics
 from ldm.metrics.figures import class_histogram_plot, latent_histograms
 from ldm.metrics.generation import class_coverage, class_histogram
 from ldm.metrics.latent import cycle_error, interpolate, latent_summary, path_metrics
 from ldm.metrics.reconstruction import apply_batched, reconstruct_all, reconstruction_metrics
-from ldm.utils.config import plain
+from ldm.utils.config import build, plain
 from ldm.utils.images import save_grid
 
 log = logging.getLogger(__name__)
@@ -44,36 +44,29 @@ def recon_grid(x: torch.Tensor, x_hat: torch.Tensor, path: Path, cols: int = 8, 
 
 
 def feature_metrics(cfg: dict, datamodule: Any, data_cfg: dict, cache_dir: str, device: torch.device):
-    """(FeatureMetrics against the whole train split, evaluator or None) for `metrics.features`."""
-    kind = cfg.get("features", "evaluator")
-    reference = datamodule.split("train").images
-    kid = dict(kid_subsets=cfg.get("kid_subsets", 100), kid_subset_size=cfg.get("kid_subset_size", 1000),
-               prdc_k=cfg.get("prdc_k", 5))
-    if kind == "evaluator":
-        evaluator = load_or_train(datamodule, data_cfg, cfg.get("evaluator", {}), cache_dir)
-        evaluator.net.to(device)
-        return FeatureMetrics(evaluator.features, evaluator.feature_dim, reference, **kid), evaluator
-    if kind == "inception":
-        from ldm.metrics.inception import inception_features
+    """(FeatureMetrics against the whole train split, the evaluator or None) for `metrics.features`.
 
-        features, dim = inception_features(device)
-        return FeatureMetrics(features, dim, reference, **kid), None
-    raise ConfigError(f"metrics.features={kind!r}: choose evaluator (labelled data) or inception")
+    The extractor comes from its `_target_`; one that is an `Evaluator` also gives classes (coverage,
+    class accuracy of reconstructions)."""
+    extractor = build(cfg["features"])(datamodule, data_cfg, cache_dir, device)
+    fm = FeatureMetrics(extractor.features, extractor.feature_dim, datamodule.split("train").images,
+                        kid_subsets=cfg["kid_subsets"], kid_subset_size=cfg["kid_subset_size"], prdc_k=cfg["prdc_k"])
+    return fm, extractor if isinstance(extractor, Evaluator) else None
 
 
 @torch.no_grad()
 def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: dict, cache_dir: str,
              out_dir: Path, device: torch.device) -> dict:
-    """All metrics of DESIGN.md that apply to these models; writes recon/samples/interpolation/hist figures."""
+    """All metrics (README "Metrics") that apply to these models; writes recon/samples/interpolation/hist figures."""
     cfg = plain(cfg) or {}
     data_cfg = plain(data_cfg)
     out_dir = Path(out_dir)
-    seed = int(cfg.get("seed", 0))
+    seed = int(cfg["seed"])
     ae.to(device).eval()
     test = datamodule.split("test")
     m: dict = {}
     fm, evaluator = (None, None)
-    if cfg.get("features"):
+    if cfg["features"]:
         fm, evaluator = feature_metrics(cfg, datamodule, data_cfg, cache_dir, device)
         if evaluator is not None:
             m["eval/evaluator_acc"] = evaluator.accuracy
@@ -81,12 +74,12 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
         m["eval/fid_floor"] = fm.fid(test.images)
         m["eval/kid_floor"] = fm.kid(test.images)[0]
         m["eval/fid_floor_n"] = len(test)
-    n = int(cfg.get("num_samples") or len(test))
+    n = int(cfg["num_samples"] or len(test))
     m["eval/num_samples"] = n
 
     # ---- reconstruction ------------------------------------------------------------------------------
     z_test = None
-    if ae.can_encode and len(test):
+    if isinstance(ae, Autoencoder) and len(test):
         x_hat = reconstruct_all(ae.reconstruct, test.images, device=device)
         m.update({f"recon/{k}": v for k, v in reconstruction_metrics(x_hat, test.images).items()})
         if fm is not None:
@@ -107,12 +100,12 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
         latent_histograms(scaled, out_dir / "latent_hist.png",
                           title=f"{type(ae).__name__}: scaled test latents vs N(0, 1)")
         m["latent/cycle_error"] = cycle_error(ae.encode, ae.decode, z_test.to(device))
-        pairs = min(int(cfg.get("interp_pairs", 16)), len(z_test) // 2)
+        pairs = min(int(cfg["interp_pairs"]), len(z_test) // 2)
         if pairs >= 1:
             g = torch.Generator().manual_seed(seed)
             perm = torch.randperm(len(z_test), generator=g)[:2 * pairs]
             frames = interpolate(ae.decode, z_test[perm[:pairs]].to(device), z_test[perm[pairs:]].to(device),
-                                 steps=int(cfg.get("interp_steps", 16))).clamp(-1, 1).cpu()
+                                 steps=int(cfg["interp_steps"])).clamp(-1, 1).cpu()
             save_grid(frames[:8].flatten(0, 1), out_dir / "interpolation.png", nrow=frames.shape[1])
             if fm is not None:
                 m.update({f"latent/{k}": v for k, v in path_metrics(fm.features, frames).items()})
@@ -126,7 +119,7 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
         ld.to(device).eval()
         _sync(device)
         t0 = time.perf_counter()
-        images, nfe = ld.generate(n, seed=seed, batch_size=int(cfg.get("batch_size", 500)))
+        images, nfe = ld.generate(n, seed=seed, batch_size=int(cfg["batch_size"]))
         _sync(device)
         m["gen/sec_per_sample"] = (time.perf_counter() - t0) / max(1, n)
         m["gen/nfe"] = nfe

@@ -41,7 +41,7 @@ def _without(d: dict, keys) -> dict:
 # ---- stage 1 ----------------------------------------------------------------------------------------------
 def stage1_parts(cfg: DictConfig) -> dict:
     """What determines a trained autoencoder: data, autoencoder config, seed, budget, batch size, precision."""
-    return {"data": _without(plain(cfg.data), ("num_workers", "eval_batch_size")),
+    return {"data": _without(plain(cfg.data), ("num_workers",)),
             "autoencoder": _without(plain(cfg.autoencoder), DISPLAY_KEYS), "seed": cfg.seed,
             "max_steps": cfg.stage1.max_steps, "precision": str(cfg.trainer.get("precision"))}
 

@@ -17,7 +17,8 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from ldm.errors import ConfigError, DataError
+from ldm.autoencoders.base import Autoencoder
+from ldm.errors import ConfigError
 from ldm.task import read_status
 from ldm.utils.checkpoint import check_fits, load_checkpoint, run_checkpoint
 from ldm.utils.config import build, get_class, instantiate_module, plain
@@ -119,7 +120,7 @@ def check(cfg: DictConfig) -> Plan:
     ae_cfg = plain(cfg.autoencoder)
     ae_cfg.pop("ckpt_path", None)
     cls = get_class(ae_cfg.get("_target_"), "autoencoder._target_")
-    if stage != "stage1" and not cls.can_encode:
+    if stage != "stage1" and not issubclass(cls, Autoencoder):
         raise cls.missing_encoder()  # the row's own message names the alternatives
     ae = instantiate_module(ae_cfg)
     trains_stage1 = not ae_ckpt and sum(p.numel() for p in ae.parameters()) > 0
@@ -139,11 +140,7 @@ def check(cfg: DictConfig) -> Plan:
 
     metrics = cfg.get("metrics") or {}
     if metrics.get("features"):
-        if metrics.get("features") == "evaluator" and (datamodule.num_classes < 2 or
-                                                       bool((datamodule.split("train").labels < 0).any())):
-            raise DataError(f"metrics.features=evaluator needs labelled data with at least 2 classes, but the data "
-                            f"has {datamodule.num_classes} (class folders give labels): use "
-                            f"metrics.features=inception or metrics.features=null")
+        build(metrics.features).check(datamodule)  # e.g. the evaluator needs labels
         if splits["test"] < 3:
             raise ConfigError(f"the test split has {splits['test']} images, too few for FID and the real-data floor: "
                               f"raise data.test_fraction, or set metrics.features=null")

@@ -11,6 +11,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ldm.errors import ConfigError, UserError
+from ldm.autoencoders.base import Autoencoder
+from ldm.diffusion.samplers import check_sampler
 from ldm.evaluation import evaluate
 from ldm.task import UNFINISHED, one_line, read_status, run_task
 from ldm.utils.checkpoint import check_fits, load_module
@@ -75,7 +77,7 @@ def load_run(run_dir: Path, which: str = "last") -> tuple[DictConfig, Any, Optio
             raise ConfigError(f"checkpoint={ld_ckpt} models latents of shape {ld.latent_shape}, but the run's "
                               f"autoencoder makes {tuple(ae.latent_shape)}: the run directory mixes two runs")
         ld.set_decoder(ae.decode)
-    elif cfg.get("stage", "all") != "stage1" and ae.can_encode:
+    elif cfg.get("stage", "all") != "stage1" and isinstance(ae, Autoencoder):
         raise ConfigError(f"run_dir={run_dir} has no stage-2 checkpoint (checkpoints/stage2/{PATTERN[which]}) "
                           f"although its config ran stage 2: train the run again")
     return cfg, ae, ld, info
@@ -88,6 +90,7 @@ def evaluate_run(cfg: DictConfig, run_dir: Path, out_dir: Path) -> dict:
     train_cfg, ae, ld, info = load_run(run_dir, cfg.checkpoint)
     if ld is not None and cfg.get("sampler"):
         ld.sampler = build(plain(cfg.sampler))
+        check_sampler(ld.sampler, ld.process.num_timesteps)
         info["eval/sampler"] = cfg.sampler._target_.rsplit(".", 1)[-1]
     datamodule = build(train_cfg.data)
     datamodule.setup()

@@ -30,7 +30,7 @@ def train(args: list[str], run_dir: Path, cache: Path, **kw) -> subprocess.Compl
 
 
 @pytest.mark.parametrize("override, start", [
-    ("autoencoder.backbone.f=3", "error: autoencoder.backbone.f=3 must be a power of two"),
+    ("backbone.f=3", "error: backbone.f=3 must be a power of two"),
     ("data.channels=2", "error: data.channels=2 must be 1 (grayscale) or 3 (RGB)"),
     ("stage1.max_steps=0", "error: stage1.max_steps=0 must be an integer >= 1"),
     ("stage2.batch_size=5000", "error: stage2.batch_size=5000 is larger than the training split"),
@@ -121,7 +121,7 @@ def test_ddp_cpu_with_the_default_metrics_evaluates_like_one_process(tmp_path):
     assert m["status"] == "ok" and m["stage1/steps"] == 4 and m["stage2/steps"] == 4
     assert proc.stderr.count("run directory:") + proc.stdout.count("run directory:") == 1  # rank 0 reports once
     ev = subprocess.run([sys.executable, "evaluate.py", f"run_dir={run}", f"out_dir={tmp_path / 'eval'}",
-                         f"paths.cache_dir={tmp_path / 'cache'}", "metrics.evaluator.steps=40",
+                         f"paths.cache_dir={tmp_path / 'cache'}", "metrics.features.steps=40",
                          "metrics.interp_pairs=4", "metrics.interp_steps=4", "metrics.kid_subsets=10"],
                         cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV)
     assert ev.returncode == 0, ev.stderr[-2000:]

@@ -8,11 +8,13 @@ from omegaconf import OmegaConf
 
 from tests.conftest import CONF, compose_cfg
 
-GROUPS = ["data", "autoencoder", "trainer", "logger", "callbacks", "paths", "hydra", "debug", "experiment"]
+GROUPS = ["data", "backbone", "autoencoder", "diffusion", "sampler", "metrics", "trainer", "logger", "callbacks",
+          "paths", "hydra", "debug", "experiment"]
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    """The selectable options of a group: its YAML files, without the shared blocks (`_*.yaml`)."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
@@ -36,7 +38,7 @@ def test_defaults_are_digits_vae_csv(tmp_path):
     assert cfg.autoencoder._target_.endswith(".VAE")
     assert list(cfg.logger) == ["csv"]
     # the default latent compresses: fewer values than the 64 a digit holds
-    bb = cfg.autoencoder.backbone
+    bb = cfg.backbone
     assert bb.latent_channels * (cfg.data.image_size // bb.f) ** 2 < 64
 
 
@@ -53,4 +55,53 @@ def test_unknown_option_lists_valid_ones(tmp_path):
 
 def test_debug_fast_is_tiny(tmp_path):
     cfg = compose_cfg(["debug=fast"], output_dir=tmp_path)
-    assert cfg.stage1.max_steps <= 10 and cfg.autoencoder.backbone.ch <= 8
+    assert cfg.stage1.max_steps <= 10 and cfg.backbone.ch <= 8 and cfg.autoencoder.backbone.ch <= 8
+
+
+def _nodes(node, path=""):
+    """(dotted path, dict) of every mapping in a plain config tree."""
+    if isinstance(node, dict):
+        yield path, node
+        for k, v in node.items():
+            yield from _nodes(v, f"{path}.{k}" if path else k)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _nodes(v, f"{path}[{i}]")
+
+
+# config nodes without a `_target_` that a class or function of ours takes as keyword arguments
+UNTARGETED = {"backbone": "ldm.nets.backbone.BackboneSpec", "metrics.evaluator": "ldm.metrics.evaluator.train_classifier"}
+
+
+def test_every_class_default_equals_its_yaml(tmp_path):
+    """One source of truth: a default in a signature of ours must be the value every config gives that argument
+    (or the argument must have no default). Fails on the first drift, naming class, argument and both values."""
+    import inspect
+
+    import hydra
+
+    seen: dict[tuple[str, str], set] = {}
+    groups = {g: options(g) for g in ("autoencoder", "data", "diffusion", "sampler", "metrics", "backbone")}
+    for group, opts in groups.items():
+        for option in opts:
+            overrides = [f"{group}={option}"] + (["data.root=/x"] if option == "folder" else [])
+            job = OmegaConf.to_container(compose_cfg(overrides, output_dir=tmp_path), resolve=True)
+            job.pop("hydra", None)
+            for path, node in _nodes(job):
+                target = node.get("_target_") or UNTARGETED.get(path)
+                if not isinstance(target, str) or not target.startswith("ldm."):
+                    continue
+                for arg, value in node.items():
+                    if not arg.startswith("_"):
+                        seen.setdefault((target, arg), set()).add(repr(value))
+    drift = []
+    for (target, arg), values in sorted(seen.items()):
+        obj = hydra.utils.get_object(target)
+        defined_in = getattr(obj.__init__ if isinstance(obj, type) else obj, "__module__", "") or ""
+        if not defined_in.startswith("ldm."):  # a signature inherited from a library (e.g. the progress bar)
+            continue
+        params = inspect.signature(obj).parameters
+        default = params[arg].default if arg in params else inspect.Parameter.empty
+        if default is not inspect.Parameter.empty and {repr(default)} != values:
+            drift.append(f"{target}({arg}={default!r}) but the configs say {sorted(values)}")
+    assert not drift, "\n".join(drift)

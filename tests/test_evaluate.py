@@ -24,7 +24,7 @@ def finished_run(tmp_path_factory):
 def test_evaluate_writes_eval_json_and_figures(finished_run, tmp_path):
     run_dir, train_cfg = finished_run
     out = tmp_path / "eval"
-    cfg = compose_cfg([f"run_dir={run_dir}", f"out_dir={out}", "metrics.evaluator.steps=40",
+    cfg = compose_cfg([f"run_dir={run_dir}", f"out_dir={out}", "metrics.features.steps=40",
                        f"paths.cache_dir={train_cfg.paths.cache_dir}", "metrics.interp_pairs=4",
                        "metrics.interp_steps=4", "metrics.kid_subsets=10"],
                       config_name="evaluate", output_dir=tmp_path / "logs")

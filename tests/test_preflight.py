@@ -21,7 +21,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     """stage-1 checkpoints of other rows / shapes than the default config (vae, f=4)."""
     root = tmp_path_factory.mktemp("ckpts")
     out = {}
-    for name, extra in {"bigan": ["autoencoder=bigan"], "vae_f2": ["autoencoder.backbone.f=2"]}.items():
+    for name, extra in {"bigan": ["autoencoder=bigan"], "vae_f2": ["backbone.f=2"]}.items():
         cfg = compose_cfg(QUICK + ["stage=stage1"] + extra, output_dir=root / name)
         pipeline.train(cfg)
         out[name] = root / name / "checkpoints/stage1/last.ckpt"
@@ -57,7 +57,7 @@ def refused(make_cfg, overrides: list[str], capsys) -> tuple[str, dict]:
 
 
 @pytest.mark.parametrize("override, message", [
-    ("autoencoder.backbone.f=3", "error: autoencoder.backbone.f=3 must be a power of two (1, 2, 4, 8, ...)"),
+    ("backbone.f=3", "error: backbone.f=3 must be a power of two (1, 2, 4, 8, ...)"),
     ("data.channels=2", "error: data.channels=2 must be 1 (grayscale) or 3 (RGB)"),
     ("stage1.max_steps=0", "error: stage1.max_steps=0 must be an integer >= 1"),
     ("stage2.max_steps=-3", "error: stage2.max_steps=-3 must be an integer >= 1"),
@@ -98,7 +98,7 @@ def test_a_checkpoint_of_another_latent_shape_shows_both(key, checkpoints, make_
 
 
 def test_a_stage2_checkpoint_of_another_latent_shape(checkpoints, make_cfg, capsys, tmp_path):
-    other = make_cfg(QUICK + ["autoencoder.backbone.f=2"], name="f2")
+    other = make_cfg(QUICK + ["backbone.f=2"], name="f2")
     pipeline.train(other)
     path = Path(other.paths.output_dir) / "checkpoints/stage2/last.ckpt"
     line, _ = refused(make_cfg, QUICK + [f"stage2.ckpt_path={path}"], capsys)
@@ -114,16 +114,16 @@ def test_a_row_without_encoder_is_refused_before_stage1(make_cfg, capsys):
 def test_evaluator_features_on_unlabelled_data(make_cfg, capsys, tmp_path):
     root = image_folder(tmp_path / "flat", [""])
     line, _ = refused(make_cfg, ["debug=fast", "logger=none", "data=folder", f"data.root={root}",
-                                 "data.image_size=8", "autoencoder.backbone.f=2", "diffusion.net.channel_mult=[1]",
+                                 "data.image_size=8", "backbone.f=2", "diffusion.net.channel_mult=[1]",
                                  "data.batch_size=4", "stage2.batch_size=4"], capsys)
-    assert line.startswith("error: metrics.features=evaluator needs labelled data with at least 2 classes, but the "
+    assert line.startswith("error: metrics/features=evaluator needs labelled data with at least 2 classes, but the "
                            "data has 0")
 
 
 def test_evaluator_features_on_a_single_class(make_cfg, capsys, tmp_path):
     root = image_folder(tmp_path / "one", ["cats"])
     line, _ = refused(make_cfg, ["debug=fast", "logger=none", "data=folder", f"data.root={root}",
-                                 "data.image_size=8", "autoencoder.backbone.f=2", "diffusion.net.channel_mult=[1]",
+                                 "data.image_size=8", "backbone.f=2", "diffusion.net.channel_mult=[1]",
                                  "data.batch_size=4", "stage2.batch_size=4"], capsys)
     assert "needs labelled data with at least 2 classes, but the data has 1" in line
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from ldm.autoencoders.base import Autoencoder
-from ldm.losses import PixelLoss
 from ldm.nets.backbone import BackboneSpec
 from ldm.nets.decoder import Decoder
 from ldm.nets.encoder import Encoder
@@ -17,15 +14,15 @@ from ldm.utils.config import build
 class AE(Autoencoder):
     """loss = recon(x, D(E(x))), summed per image; nothing pulls the latent towards N(0, I)."""
 
-    def __init__(self, backbone: dict, image_size: int, in_channels: int, recon_loss: Optional[dict] = None,
-                 optimizer: Optional[dict] = None, num_vis: int = 32) -> None:
+    def __init__(self, *, backbone: dict, image_size: int, in_channels: int, recon_loss: dict, optimizer: dict,
+                 num_vis: int) -> None:
         super().__init__(image_size=image_size, in_channels=in_channels, optimizer=optimizer, num_vis=num_vis)
         self.save_hyperparameters()
         self.spec = BackboneSpec(**backbone)
         self._latent_shape = self.spec.latent_shape(image_size)
         self.encoder = Encoder(in_channels, self.spec.latent_channels, self.spec)
         self.decoder = Decoder(self.spec.latent_channels, in_channels, self.spec)
-        self.recon_loss = build(recon_loss) if recon_loss else PixelLoss(p=1)
+        self.recon_loss = build(recon_loss)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:

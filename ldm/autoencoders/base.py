@@ -1,4 +1,5 @@
-"""The autoencoder interface diffusion code sees, plus what every stage-1 module shares."""
+"""The stage-1 interfaces: `LatentModel` (latent space + decoder, what every row shares) and `Autoencoder`
+(+ encoder: what latent diffusion needs)."""
 
 from __future__ import annotations
 
@@ -16,37 +17,25 @@ from ldm.utils.config import build_optimizer
 from ldm.utils.figures import log_grid
 
 
-class Autoencoder(L.LightningModule):
-    """`latent_shape`, `encode`, `encode_distribution`, `decode`: all latent diffusion asks of stage 1.
+class LatentModel(L.LightningModule):
+    """A stage-1 model with a latent space and a decoder: `latent_shape`, `decode`, prior samples.
 
-    Subclasses implement the four interface members and either `losses` (one optimizer, automatic
-    optimisation) or their own manual `training_step` (GANs, via `optimize`); this base adds the
-    optimizer from config, validation (loss, PSNR) and the reconstruction / prior-sample grids.
+    What every row shares: the optimizer from config, the batch clock, manual-optimisation steps,
+    validation (`val/loss`, plus what `validation_extras` adds) and the prior-sample grid. Rows that can
+    also map images to latents are `Autoencoder`s; a plain GAN is only a `LatentModel`, so whether a row
+    can take part in latent diffusion is a question of its type, not of a flag.
     """
 
-    # False for rows without an encoder (a plain GAN): no PSNR and no reconstruction grid.
-    can_encode: bool = True
-
-    def __init__(self, image_size: int, in_channels: int, optimizer: Optional[dict] = None,
-                 num_vis: int = 32) -> None:
+    def __init__(self, *, image_size: int, in_channels: int, num_vis: int, optimizer: Optional[dict] = None) -> None:
         super().__init__()
         self.image_size, self.in_channels, self.num_vis = image_size, in_channels, num_vis
-        self.optimizer_cfg = optimizer
+        self.optimizer_cfg = optimizer  # None only for rows with nothing to train (identity)
         self._vis_batch: Optional[torch.Tensor] = None
 
-    # ---- the interface ---------------------------------------------------------------------------
     @property
     @abstractmethod
     def latent_shape(self) -> tuple[int, int, int]:
         """(C, h, w) of one latent."""
-
-    @abstractmethod
-    def encode_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Posterior (mean, std); std is None for deterministic encoders."""
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Deterministic latent: the posterior mean where there is one."""
-        return self.encode_distribution(x)[0]
 
     @abstractmethod
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -54,15 +43,12 @@ class Autoencoder(L.LightningModule):
 
     @classmethod
     def missing_encoder(cls) -> NoEncoderError:
-        """The error of a row that cannot encode (`can_encode = False`): what to use instead."""
+        """The error for asking this row to encode (it is not an `Autoencoder`): what to use instead."""
         return NoEncoderError(f"{cls.__name__} has no encoder, so it cannot map images to latents: use stage=stage1")
 
     # ---- shared behaviour ------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CLASS_KEY] = qualname(type(self))  # checkpoints say which row they hold (checked on load)
-
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
 
     def prior_noise(self, n: int, seed: Optional[int] = None) -> torch.Tensor:
         """z ~ N(0, I) of the latent shape on this module's device; a seed gives the same z on every device."""
@@ -130,13 +116,15 @@ class Autoencoder(L.LightningModule):
         terms.pop("x_hat", None)
         return terms
 
+    def validation_extras(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Validation numbers beyond the loss terms (an `Autoencoder` adds its reconstruction PSNR)."""
+        return {}
+
     def validation_step(self, batch, batch_idx: int) -> None:
         x, _ = batch
         if batch_idx == 0:
             self._vis_batch = x[: self.num_vis]
-        terms = self.validation_loss(x)
-        if self.can_encode:
-            terms["psnr"] = psnr(self.reconstruct(x), x).mean()
+        terms = {**self.validation_loss(x), **self.validation_extras(x)}
         loss = terms.pop("loss")
         self.log_dict({f"val/{k}": v for k, v in terms.items()}, batch_size=len(x), sync_dist=True)
         self.log("val/loss", loss, prog_bar=True, batch_size=len(x), sync_dist=True)
@@ -148,12 +136,38 @@ class Autoencoder(L.LightningModule):
 
     @torch.no_grad()
     def log_figures(self, x: torch.Tensor) -> None:
-        """Reconstruction grid (rows alternate real / reconstructed; rows that can encode) and a prior-sample grid."""
-        if self.can_encode:
-            cols = min(8, len(x))
-            rows = []
-            for i in range(0, len(x), cols):
-                real = x[i:i + cols]
-                rows += [real, self.reconstruct(real).clamp(-1, 1)]
-            log_grid(self.trainer, "stage1_recon", torch.cat(rows), nrow=cols)
+        """The prior-sample grid: decoded z ~ N(0, I)."""
         log_grid(self.trainer, "stage1_prior", self.sample_prior(self.num_vis, seed=0).clamp(-1, 1), nrow=8)
+
+
+class Autoencoder(LatentModel):
+    """`latent_shape`, `encode`, `encode_distribution`, `decode`: all latent diffusion asks of stage 1.
+
+    Subclasses implement the interface and either `losses` (one optimizer, automatic optimisation)
+    or their own manual `training_step` (GANs, via `optimize`).
+    """
+
+    @abstractmethod
+    def encode_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Posterior (mean, std); std is None for deterministic encoders."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Deterministic latent: the posterior mean where there is one."""
+        return self.encode_distribution(x)[0]
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    def validation_extras(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"psnr": psnr(self.reconstruct(x), x).mean()}
+
+    @torch.no_grad()
+    def log_figures(self, x: torch.Tensor) -> None:
+        """The reconstruction grid (rows alternate real / reconstructed), then the prior-sample grid."""
+        cols = min(8, len(x))
+        rows = []
+        for i in range(0, len(x), cols):
+            real = x[i:i + cols]
+            rows += [real, self.reconstruct(real).clamp(-1, 1)]
+        log_grid(self.trainer, "stage1_recon", torch.cat(rows), nrow=cols)
+        super().log_figures(x)

@@ -5,19 +5,13 @@ Donahue et al., 2017 (BiGAN); Dumoulin et al., 2017 (ALI); Donahue & Simonyan, 2
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
-from ldm.autoencoders.gan import GAN
+from ldm.autoencoders.gan import EncodedGAN
 from ldm.losses import r1_penalty
-from ldm.nets.encoder import Encoder
 from ldm.utils.config import build
 
-JOINT = {"_target_": "ldm.nets.discriminators.JointDiscriminator"}
-
-
-class BiGAN(GAN):
+class BiGAN(EncodedGAN):
     """D separates (x, E(x)) from (G(z), z); E and G are trained to swap its verdicts.
 
     At the optimum E inverts G, but only as far as D can tell pairs apart: it reconstructs
@@ -26,24 +20,13 @@ class BiGAN(GAN):
     (Donahue & Simonyan, 2019), whose losses are summed with the joint one.
     """
 
-    can_encode = True
-
-    def __init__(self, backbone: dict, image_size: int, in_channels: int, discriminator: Optional[dict] = None,
-                 adv_loss: Optional[dict] = None, r1_gamma: float = 0.0, recon_weight: float = 0.0, tanh: bool = True,
-                 optimizer: Optional[dict] = None, disc_optimizer: Optional[dict] = None,
-                 grad_clip: Optional[float] = None, num_vis: int = 32) -> None:
-        super().__init__(backbone=backbone, image_size=image_size, in_channels=in_channels,
-                         discriminator=discriminator, adv_loss=adv_loss, r1_gamma=r1_gamma, tanh=tanh,
-                         optimizer=optimizer, disc_optimizer=disc_optimizer, grad_clip=grad_clip, num_vis=num_vis)
-        self.encoder = Encoder(in_channels, self.spec.latent_channels, self.spec)
+    def __init__(self, *, recon_weight: float, **gan) -> None:
+        """`recon_weight` and everything the GAN takes (`**gan`: backbone, discriminator, losses, optimizers, ...)."""
+        super().__init__(**gan)
         self.recon_weight = recon_weight
 
-    def build_discriminator(self, cfg: Optional[dict]) -> torch.nn.Module:
-        return build(cfg or JOINT, in_channels=self.in_channels, image_size=self.image_size,
-                     latent_shape=self.latent_shape)
-
-    def encode_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return self.encoder(x), None
+    def build_discriminator(self, cfg: dict) -> torch.nn.Module:
+        return build(cfg, in_channels=self.in_channels, image_size=self.image_size, latent_shape=self.latent_shape)
 
     def generator_parameters(self):
         return [*self.generator.parameters(), *self.encoder.parameters()]

@@ -1,4 +1,5 @@
-"""Plain GAN on the shared decoder backbone: a generator, a discriminator, and no encoder (Goodfellow et al., 2014)."""
+"""GANs on the shared decoder backbone: the plain GAN (a generator and a discriminator, no encoder; Goodfellow et al.,
+2014) and `EncodedGAN`, the base of the rows that add an encoder."""
 
 from __future__ import annotations
 
@@ -6,31 +7,26 @@ from typing import Optional
 
 import torch
 
-from ldm.autoencoders.base import Autoencoder
+from ldm.autoencoders.base import Autoencoder, LatentModel
 from ldm.errors import NoEncoderError
-from ldm.losses import PixelLoss, r1_penalty
+from ldm.losses import r1_penalty
 from ldm.nets.backbone import BackboneSpec
 from ldm.nets.decoder import Decoder
+from ldm.nets.encoder import Encoder
 from ldm.utils.config import build, build_optimizer
 
-PATCH_GAN = {"_target_": "ldm.nets.discriminators.NLayerDiscriminator"}
-NON_SATURATING = {"_target_": "ldm.losses.NonSaturatingLoss"}
 
-
-class GAN(Autoencoder):
+class GAN(LatentModel):
     """G(z) = Decoder(z), z ~ N(0, I) of the VAE's latent shape; D, the loss and R1 come from config.
 
     Each batch takes one discriminator step, then one generator step. `val/loss` is the generator
     loss on fixed prior samples (lower: G fools the current D more), a within-run signal only;
-    subclasses with an encoder report the pixel reconstruction loss instead.
+    `EncodedGAN` rows report the pixel reconstruction loss instead. A GAN is not an `Autoencoder`.
     """
 
-    can_encode = False
-
-    def __init__(self, backbone: dict, image_size: int, in_channels: int, discriminator: Optional[dict] = None,
-                 adv_loss: Optional[dict] = None, r1_gamma: float = 0.0, tanh: bool = True,
-                 optimizer: Optional[dict] = None, disc_optimizer: Optional[dict] = None,
-                 grad_clip: Optional[float] = None, num_vis: int = 32) -> None:
+    def __init__(self, *, backbone: dict, image_size: int, in_channels: int, discriminator: dict, adv_loss: dict,
+                 recon_loss: dict, r1_gamma: float, tanh: bool, optimizer: dict, disc_optimizer: dict,
+                 grad_clip: Optional[float], num_vis: int) -> None:
         super().__init__(image_size=image_size, in_channels=in_channels, optimizer=optimizer, num_vis=num_vis)
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -38,13 +34,13 @@ class GAN(Autoencoder):
         self._latent_shape = self.spec.latent_shape(image_size)
         self.generator = Decoder(self.spec.latent_channels, in_channels, self.spec, tanh=tanh)
         self.discriminator = self.build_discriminator(discriminator)
-        self.adv_loss = build(adv_loss or NON_SATURATING)
-        self.pixel_loss = PixelLoss(p=1)
+        self.adv_loss = build(adv_loss)
+        self.pixel_loss = build(recon_loss)  # val/loss of the rows that encode; BiGAN's and GAN inversion's pixel terms
         self.r1_gamma, self.grad_clip = r1_gamma, grad_clip
-        self.disc_optimizer_cfg = disc_optimizer or optimizer
+        self.disc_optimizer_cfg = disc_optimizer
 
-    def build_discriminator(self, cfg: Optional[dict]) -> torch.nn.Module:
-        return build(cfg or PATCH_GAN, in_channels=self.in_channels, image_size=self.image_size)
+    def build_discriminator(self, cfg: dict) -> torch.nn.Module:
+        return build(cfg, in_channels=self.in_channels, image_size=self.image_size)
 
     # ---- the interface ---------------------------------------------------------------------------
     @property
@@ -57,9 +53,6 @@ class GAN(Autoencoder):
             "autoencoder=gan has no encoder, so it cannot map images to latents (needed for the latent cache and "
             "reconstruction metrics): use autoencoder=bigan (an encoder trained jointly with the generator) or "
             "autoencoder=gan_inversion (an encoder trained to invert the generator), or stage=stage1")
-
-    def encode_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        raise self.missing_encoder()
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.generator(z)
@@ -109,6 +102,21 @@ class GAN(Autoencoder):
         d, g = self.discriminator_loss(x, z), self.generator_loss(x, z)
         terms = {"g_loss": g.pop("loss"), "d_loss": d.pop("loss"), **d, **g}
         terms["loss"] = terms["g_loss"]
-        if self.can_encode:  # rows with an encoder: the pixel loss every reconstructing row reports
-            terms["rec"] = terms["loss"] = self.pixel_loss(self.reconstruct(x), x)
+        return terms
+
+
+class EncodedGAN(GAN, Autoencoder):
+    """A GAN with an encoder E(x) on the shared backbone (BiGAN, GAN inversion): an `Autoencoder`, whose
+    `val/loss` is the pixel loss of G(E(x)), as for every row that reconstructs."""
+
+    def __init__(self, **gan) -> None:
+        super().__init__(**gan)
+        self.encoder = Encoder(self.in_channels, self.spec.latent_channels, self.spec)
+
+    def encode_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.encoder(x), None
+
+    def validation_loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        terms = super().validation_loss(x)
+        terms["rec"] = terms["loss"] = self.pixel_loss(self.reconstruct(x), x)
         return terms

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
-from ldm.autoencoders.gan import GAN
-from ldm.nets.encoder import Encoder
+from ldm.autoencoders.gan import EncodedGAN
 from ldm.utils.config import build_optimizer
 
 
-class GANInversion(GAN):
+class GANInversion(EncodedGAN):
     """Stage 1a (first `gan_fraction` of the `max_steps` batches): the GAN. Stage 1b: G and D frozen,
 
     E minimises latent_weight * ||E(G(z)) - z||^2 on prior samples + pixel_weight * ||G(E(x)) - x||_1 on
@@ -19,29 +16,20 @@ class GANInversion(GAN):
     (IDInvert's domain-regularised refinement without its perceptual and encoder terms).
     """
 
-    can_encode = True
-
-    def __init__(self, backbone: dict, image_size: int, in_channels: int, discriminator: Optional[dict] = None,
-                 adv_loss: Optional[dict] = None, r1_gamma: float = 0.0, tanh: bool = True,
-                 gan_fraction: float = 0.5, max_steps: int = 1000, latent_weight: float = 1.0,
-                 pixel_weight: float = 1.0, refine_steps: int = 0, refine_lr: float = 0.05,
-                 optimizer: Optional[dict] = None, disc_optimizer: Optional[dict] = None,
-                 encoder_optimizer: Optional[dict] = None, grad_clip: Optional[float] = None,
-                 num_vis: int = 32) -> None:
-        super().__init__(backbone=backbone, image_size=image_size, in_channels=in_channels,
-                         discriminator=discriminator, adv_loss=adv_loss, r1_gamma=r1_gamma, tanh=tanh,
-                         optimizer=optimizer, disc_optimizer=disc_optimizer, grad_clip=grad_clip, num_vis=num_vis)
-        self.encoder = Encoder(in_channels, self.spec.latent_channels, self.spec)
+    def __init__(self, *, gan_fraction: float, max_steps: int, latent_weight: float, pixel_weight: float,
+                 refine_steps: int, refine_lr: float, encoder_optimizer: dict, **gan: dict) -> None:
+        """The inversion's own settings and everything the GAN takes (`**gan`)."""
+        super().__init__(**gan)
         self.gan_steps = round(gan_fraction * max_steps)
         self.latent_weight, self.pixel_weight = latent_weight, pixel_weight
         self.refine_steps, self.refine_lr = refine_steps, refine_lr
-        self.encoder_optimizer_cfg = encoder_optimizer or optimizer
+        self.encoder_optimizer_cfg = encoder_optimizer
 
     def configure_optimizers(self):
         return [*super().configure_optimizers(), build_optimizer(self.encoder_optimizer_cfg, self.encoder.parameters())]
 
     def encode_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        z = self.encoder(x)
+        z, _ = super().encode_distribution(x)
         return (self.refine(x, z) if self.refine_steps > 0 else z), None
 
     def refine(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -71,7 +59,7 @@ class GANInversion(GAN):
         self.log_terms({"e_loss": terms.pop("loss"), **terms}, len(x), prog_key="e_loss")
 
     def validation_loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        terms = super().validation_loss(x)  # loss = pixel L1 of G(E(x)), as for every row that encodes
+        terms = super().validation_loss(x)  # loss = pixel loss of G(E(x)), as for every row that encodes
         z = self.prior_noise(len(x), seed=1)
         terms["latent"] = (self.encoder(self.generator(z)) - z).pow(2).flatten(1).sum(1).mean()
         return terms

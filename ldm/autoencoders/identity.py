@@ -10,8 +10,7 @@ from ldm.autoencoders.base import Autoencoder
 class Identity(Autoencoder):
     """encode(x) = x, decode(z) = z; nothing to train, so the pipeline skips stage-1 fitting."""
 
-    def __init__(self, image_size: int, in_channels: int, num_vis: int = 32, backbone: dict | None = None) -> None:
-        # `backbone` is accepted and unused, so overrides aimed at every row (debug=fast) apply here too
+    def __init__(self, image_size: int, in_channels: int, num_vis: int) -> None:
         super().__init__(image_size=image_size, in_channels=in_channels, num_vis=num_vis)
         self.save_hyperparameters()
 

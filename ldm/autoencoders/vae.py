@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from ldm.autoencoders.base import Autoencoder
-from ldm.losses import PixelLoss, gaussian_kl
+from ldm.losses import gaussian_kl
 from ldm.nets.backbone import BackboneSpec
 from ldm.nets.decoder import Decoder
 from ldm.nets.encoder import Encoder
@@ -20,8 +18,8 @@ class VAE(Autoencoder):
     With per-image sums `kl_weight` means what it means in the literature (1e-6 in latent diffusion).
     """
 
-    def __init__(self, backbone: dict, image_size: int, in_channels: int, kl_weight: float = 1e-6,
-                 recon_loss: Optional[dict] = None, optimizer: Optional[dict] = None, num_vis: int = 32) -> None:
+    def __init__(self, *, backbone: dict, image_size: int, in_channels: int, kl_weight: float, recon_loss: dict,
+                 optimizer: dict, num_vis: int) -> None:
         super().__init__(image_size=image_size, in_channels=in_channels, optimizer=optimizer, num_vis=num_vis)
         self.save_hyperparameters()
         self.spec = BackboneSpec(**backbone)
@@ -29,7 +27,7 @@ class VAE(Autoencoder):
         self.encoder = Encoder(in_channels, 2 * self.spec.latent_channels, self.spec)
         self.decoder = Decoder(self.spec.latent_channels, in_channels, self.spec)
         self.kl_weight = kl_weight
-        self.recon_loss = build(recon_loss) if recon_loss else PixelLoss(p=1)
+        self.recon_loss = build(recon_loss)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:

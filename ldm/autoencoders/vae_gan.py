@@ -12,9 +12,6 @@ from ldm.losses import adaptive_weight
 from ldm.metrics.reconstruction import psnr
 from ldm.utils.config import build, build_optimizer
 
-PATCH_GAN = {"_target_": "ldm.nets.discriminators.NLayerDiscriminator"}
-HINGE = {"_target_": "ldm.losses.HingeLoss"}
-
 
 class VAEGAN(VAE):
     """loss = L1 + [perceptual] + kl_weight * KL + lambda * disc_weight * L_adv, lambda = adaptive weight.
@@ -24,20 +21,18 @@ class VAEGAN(VAE):
     batches) neither the adversarial term nor the discriminator's training runs: this is the VAE.
     """
 
-    def __init__(self, backbone: dict, image_size: int, in_channels: int, kl_weight: float = 1e-6,
-                 recon_loss: Optional[dict] = None, discriminator: Optional[dict] = None,
-                 adv_loss: Optional[dict] = None, disc_weight: float = 0.5, disc_start_fraction: float = 0.5,
-                 max_steps: int = 1000, perceptual_loss: Optional[dict] = None, perceptual_weight: float = 1.0,
-                 optimizer: Optional[dict] = None, disc_optimizer: Optional[dict] = None,
-                 grad_clip: Optional[float] = None, num_vis: int = 32) -> None:
+    def __init__(self, *, backbone: dict, image_size: int, in_channels: int, kl_weight: float, recon_loss: dict,
+                 discriminator: dict, adv_loss: dict, disc_weight: float, disc_start_fraction: float, max_steps: int,
+                 perceptual_loss: Optional[dict], perceptual_weight: float, optimizer: dict, disc_optimizer: dict,
+                 grad_clip: Optional[float], num_vis: int) -> None:
         super().__init__(backbone=backbone, image_size=image_size, in_channels=in_channels, kl_weight=kl_weight,
                          recon_loss=recon_loss, optimizer=optimizer, num_vis=num_vis)
         self.automatic_optimization = False
-        self.discriminator = build(discriminator or PATCH_GAN, in_channels=in_channels, image_size=image_size)
-        self.adv_loss = build(adv_loss or HINGE)
+        self.discriminator = build(discriminator, in_channels=in_channels, image_size=image_size)
+        self.adv_loss = build(adv_loss)
         self.disc_weight, self.grad_clip = disc_weight, grad_clip
         self.disc_start = round(disc_start_fraction * max_steps)
-        self.disc_optimizer_cfg = disc_optimizer or optimizer
+        self.disc_optimizer_cfg = disc_optimizer
         # A hook for LPIPS-like losses; off by default (no pretrained weights offline). Frozen, never optimised.
         self.perceptual = build(perceptual_loss) if perceptual_loss else None
         if isinstance(self.perceptual, torch.nn.Module):

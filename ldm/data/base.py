@@ -64,15 +64,19 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
             "train": perm[n_test + n_val:].sort().values}
 
 
+EVAL_BATCH = 256  # validation / test batches hold at least this many items: evaluation has no gradients to keep
+
+
 class StepDataModule(L.LightningDataModule):
     """Splits held in memory as `TensorTuple`s; endless, resumable training batches; sequential eval batches."""
 
     batch_key = "data.batch_size"  # the config key that sets `batch_size`, for error messages
 
-    def __init__(self, batch_size: int = 64, split_seed: int = 0, eval_batch_size: Optional[int] = None,
-                 num_workers: int = 0, shuffle_seed: Optional[int] = None) -> None:
+    def __init__(self, batch_size: int = 64, split_seed: int = 0, num_workers: int = 0,
+                 shuffle_seed: Optional[int] = None) -> None:
         super().__init__()
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or max(batch_size, 256)
+        self.batch_size = batch_size
+        self.eval_batch_size = max(batch_size, EVAL_BATCH)
         self.split_seed, self.num_workers = split_seed, num_workers
         # training order follows the run's seed (seed sweeps vary it); the split stays fixed by split_seed
         self.shuffle_seed = split_seed if shuffle_seed is None else shuffle_seed
@@ -114,10 +118,10 @@ class InMemoryImageDataModule(StepDataModule):
     """Holds all images of a small dataset in memory; subclasses implement `load()`."""
 
     def __init__(self, image_size: int, channels: int, batch_size: int = 64, val_fraction: float = 0.1,
-                 test_fraction: float = 0.1, split_seed: int = 0, eval_batch_size: Optional[int] = None,
-                 num_workers: int = 0, shuffle_seed: Optional[int] = None) -> None:
-        super().__init__(batch_size=batch_size, split_seed=split_seed, eval_batch_size=eval_batch_size,
-                         num_workers=num_workers, shuffle_seed=shuffle_seed)
+                 test_fraction: float = 0.1, split_seed: int = 0, num_workers: int = 0,
+                 shuffle_seed: Optional[int] = None) -> None:
+        super().__init__(batch_size=batch_size, split_seed=split_seed, num_workers=num_workers,
+                         shuffle_seed=shuffle_seed)
         if image_size < 1:
             raise ConfigError(f"data.image_size={image_size} must be a positive integer")
         if channels not in (1, 3):

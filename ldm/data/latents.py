@@ -18,9 +18,8 @@ class LatentDataModule(StepDataModule):
 
     batch_key = "stage2.batch_size"
 
-    def __init__(self, splits: dict[str, dict], batch_size: int = 64, shuffle_seed: int = 0,
-                 eval_batch_size: Optional[int] = None) -> None:
-        super().__init__(batch_size=batch_size, split_seed=shuffle_seed, eval_batch_size=eval_batch_size)
+    def __init__(self, splits: dict[str, dict], batch_size: int, shuffle_seed: int) -> None:
+        super().__init__(batch_size=batch_size, split_seed=shuffle_seed)
         for name, s in splits.items():
             std = s.get("std")
             std = torch.zeros(len(s["mean"]), 1, 1, 1) if std is None else std

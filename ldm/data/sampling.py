@@ -7,6 +7,8 @@ from typing import Iterator
 import torch
 from torch.utils.data import Sampler
 
+from ldm.utils.seeds import epoch_seed
+
 
 class StepBatchSampler(Sampler[list[int]]):
     """Endless shuffled batches; batch k is a pure function of (seed, k).
@@ -30,7 +32,7 @@ class StepBatchSampler(Sampler[list[int]]):
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
             self._epoch, self._perm = epoch, torch.randperm(self.num_samples, generator=g)
         return self._perm
 

@@ -12,7 +12,7 @@ class EMA(nn.Module):
     """Shadow copy of a network; decay_n = min(decay, (1 + n) / (10 + n)) after n updates.
 
     The warm-up (as in latent diffusion's LitEma) makes early averages follow the weights closely;
-    a fixed 0.999 from step 0 kept random-init weights in short runs and ruined them (DESIGN.md).
+    a fixed 0.999 from step 0 kept random-init weights in short runs and ruined them (docs/design.md, lessons).
     """
 
     def __init__(self, net: nn.Module, decay: float = 0.999, warmup: bool = True) -> None:

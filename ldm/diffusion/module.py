@@ -9,10 +9,11 @@ import torch
 
 from ldm.diffusion.ema import EMA
 from ldm.diffusion.process import GaussianDiffusion
-from ldm.diffusion.samplers import CountingDenoiser, guided
+from ldm.diffusion.samplers import CountingDenoiser, check_sampler, guided
 from ldm.errors import ConfigError, Diverged
 from ldm.utils.checkpoint import CLASS_KEY, qualname
 from ldm.utils.config import build, build_optimizer
+from ldm.utils.seeds import VALIDATION_SEED
 from ldm.utils.figures import log_grid
 
 LATENTS = ("mean", "sample")
@@ -53,6 +54,7 @@ class LatentDiffusion(L.LightningModule):
         self.register_buffer("latent_shift", torch.zeros(c, 1, 1))
         self.register_buffer("scaling_fitted", torch.tensor(False))
         self.sampler = build(sampler) if sampler else None
+        check_sampler(self.sampler, self.process.num_timesteps)
         self._decode: Optional[Callable] = None
         self.stage_name = "stage2"
 
@@ -142,7 +144,7 @@ class LatentDiffusion(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         mean, std, y = batch
         z = self.scale(mean)  # the deterministic latent: val loss comparable across steps and runs
-        g = torch.Generator().manual_seed(10_000 + batch_idx)  # same t and noise at every validation
+        g = torch.Generator().manual_seed(VALIDATION_SEED + batch_idx)  # same t and noise at every validation
         t = self.process.sample_t(len(z), z.device, generator=g)
         noise = torch.randn(z.shape, generator=g).to(z)
         labels = self._labels(y, drop=False)
@@ -150,14 +152,13 @@ class LatentDiffusion(L.LightningModule):
         ema = self.process.loss(self.ema.net, z, t=t, noise=noise, **labels)
         self.log("val/loss_raw", raw, batch_size=len(z), sync_dist=True)
         self.log("val/loss", ema, prog_bar=True, batch_size=len(z), sync_dist=True)
-        if batch_idx == 0:
-            self._vis_latents = z[:6]
 
     # ---- sampling -------------------------------------------------------------------------------------
     @torch.no_grad()
-    def sample_latents(self, n: int, seed: int = 0, y: Optional[torch.Tensor] = None, sampler: Optional[Callable] = None,
-                       use_ema: bool = True) -> tuple[torch.Tensor, int]:
-        """n scaled latents from the configured sampler; returns them with the sampler's NFE."""
+    def sample_latents(self, n: int, seed: int = 0, y: Optional[torch.Tensor] = None,
+                       sampler: Optional[Callable] = None, use_ema: bool = True,
+                       callback: Optional[Callable[[dict], None]] = None) -> tuple[torch.Tensor, int]:
+        """n scaled latents from the configured sampler (its `callback` sees each step); returns them and the NFE."""
         sampler = sampler or self.sampler
         if sampler is None:
             raise ConfigError("no sampler configured: pass sampler=... (conf/sampler/)")
@@ -168,7 +169,7 @@ class LatentDiffusion(L.LightningModule):
             y = torch.arange(n, device=self.device) % self.num_classes
         denoiser = CountingDenoiser(guided(net, y if self.num_classes else None, self.hparams.guidance_scale,
                                            self.num_classes))
-        z = sampler(denoiser, self.process, x, generator=g)
+        z = sampler(denoiser, self.process, x, generator=g, callback=callback)
         return z, denoiser.nfe
 
     @torch.no_grad()
@@ -186,22 +187,16 @@ class LatentDiffusion(L.LightningModule):
         self.log_figures()
 
     @torch.no_grad()
-    def log_figures(self) -> None:
-        """Sample grid (EMA weights, fixed seed) and denoising rows: x_t decoded, then EMA x0-prediction."""
+    def log_figures(self, rows: int = 3, cols: int = 6) -> None:
+        """Sample grid (EMA weights, fixed seed) and the sampler's trajectory for `rows` samples: x_t decoded
+        above the x0 prediction at `cols` of its steps, recorded by the sampler's callback."""
         images, _ = self.generate(self.hparams.num_vis, seed=self.hparams.vis_seed)
         log_grid(self.trainer, "stage2_samples", images, nrow=6)
-        z0 = getattr(self, "_vis_latents", None)
-        if z0 is None:
-            return
-        T = self.process.num_timesteps
-        ts = [0, T // 10, T // 4, T // 2, 3 * T // 4, T - 1]
-        g = torch.Generator().manual_seed(0)
-        noise = torch.randn(z0.shape, generator=g).to(z0)
-        rows = []
-        for z, eps in zip(z0[:3], noise[:3]):
-            t = torch.tensor(ts, device=z0.device)
-            zt = self.process.q_sample(z.expand(len(ts), *z.shape), t, eps.expand(len(ts), *z.shape))
-            x0_hat, _ = self.process.to_x0_eps(self.ema.net(zt, t, **self._labels(torch.full((len(ts),), self.num_classes,
-                                                                  device=z0.device), drop=False)), zt, t)
-            rows += [self.decode(zt).clamp(-1, 1), self.decode(x0_hat).clamp(-1, 1)]
-        log_grid(self.trainer, "stage2_denoising", torch.cat(rows), nrow=len(ts))
+        steps: list[dict] = []
+        self.sample_latents(rows, seed=self.hparams.vis_seed, callback=steps.append)
+        picked = [steps[round(i * (len(steps) - 1) / max(1, cols - 1))] for i in range(min(cols, len(steps)))]
+        grid = []
+        for r in range(rows):
+            grid += [self.decode(torch.stack([s["x"][r] for s in picked])).clamp(-1, 1),
+                     self.decode(torch.stack([s["denoised"][r] for s in picked])).clamp(-1, 1)]
+        log_grid(self.trainer, "stage2_denoising", torch.cat(grid), nrow=len(picked))

@@ -88,11 +88,11 @@ class GaussianDiffusion:
         return torch.randint(0, self.num_timesteps, (n,), device="cpu", generator=generator).to(device)
 
     def loss(self, model: Callable, x0: torch.Tensor, t: Optional[torch.Tensor] = None,
-             noise: Optional[torch.Tensor] = None, reduce: bool = True, **model_kwargs) -> torch.Tensor:
-        """Weighted MSE between model(x_t, t) and the target, mean over elements (per sample if not reduce)."""
+             noise: Optional[torch.Tensor] = None, **model_kwargs) -> torch.Tensor:
+        """Weighted MSE between model(x_t, t) and the target, mean over elements and samples."""
         t = self.sample_t(len(x0), x0.device) if t is None else t
         noise = torch.randn_like(x0) if noise is None else noise
         out = model(self.q_sample(x0, t, noise), t, **model_kwargs)
         per_sample = (out - self.target(x0, noise, t)).pow(2).flatten(1).mean(1)
         per_sample = per_sample * self.loss_weight(t, x0)
-        return per_sample.mean() if reduce else per_sample
+        return per_sample.mean()

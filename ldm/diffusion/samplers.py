@@ -1,7 +1,11 @@
-"""Samplers: pure functions with one signature, `sampler(denoiser, process, x, *, steps, generator, ...)`.
+"""Samplers: pure functions with one signature, `sampler(denoiser, process, x, *, steps, spacing, generator,
+callback, ...)` (k-diffusion's shape).
 
 `denoiser(x_t, t)` returns the network output in `process`'s parameterisation; `x` is the start
-noise x_T, whose device and dtype every tensor follows. Each returns the final x_0 sample.
+noise x_T, whose device and dtype every tensor follows. `spacing(num_timesteps, steps)` is the
+discretisation (ldm.diffusion.spacing), an input rather than a property of the sampler.
+`callback({"i", "t", "x", "denoised"})`, if given, sees every step's x_t and x0 prediction (progress
+displays, the denoising figure). Each returns the final x_0 sample.
 """
 
 from __future__ import annotations
@@ -15,12 +19,8 @@ from ldm.diffusion.process import GaussianDiffusion
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def timesteps(num_timesteps: int, steps: int) -> list[int]:
-    """`steps` integer timesteps from T-1 down to 0, evenly spaced, strictly decreasing."""
-    if not 1 <= steps <= num_timesteps:
-        raise ValueError(f"steps={steps} must be in [1, {num_timesteps}]")
-    ts = torch.linspace(num_timesteps - 1, 0, steps).round().long().tolist()
-    return sorted(set(ts), reverse=True)
+Callback = Optional[Callable[[dict], None]]
+Spacing = Callable[[int, int], list[int]]
 
 
 def _abar(process: GaussianDiffusion, t: int, like: torch.Tensor) -> torch.Tensor:
@@ -30,19 +30,23 @@ def _abar(process: GaussianDiffusion, t: int, like: torch.Tensor) -> torch.Tenso
     return process.alpha_bar(torch.tensor([t]), like).reshape(())
 
 
-def _predict(denoiser: Denoiser, process: GaussianDiffusion, x: torch.Tensor, t: int):
+def _predict(denoiser: Denoiser, process: GaussianDiffusion, x: torch.Tensor, t: int, i: int,
+             callback: Callback) -> tuple[torch.Tensor, torch.Tensor]:
     tt = torch.full((len(x),), t, device=x.device, dtype=torch.long)
-    return process.to_x0_eps(denoiser(x, tt), x, tt)
+    x0, eps = process.to_x0_eps(denoiser(x, tt), x, tt)
+    if callback is not None:
+        callback({"i": i, "t": t, "x": x, "denoised": x0})
+    return x0, eps
 
 
 @torch.no_grad()
-def sample_ddim(denoiser: Denoiser, process: GaussianDiffusion, x: torch.Tensor, *, steps: int = 50,
-                eta: float = 0.0, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def sample_ddim(denoiser: Denoiser, process: GaussianDiffusion, x: torch.Tensor, *, steps: int, spacing: Spacing,
+                eta: float, generator: Optional[torch.Generator] = None, callback: Callback = None) -> torch.Tensor:
     """DDIM (Song et al., 2021): eta=0 deterministic, eta=1 matches DDPM's ancestral variance."""
-    ts = timesteps(process.num_timesteps, steps)
+    ts = spacing(process.num_timesteps, steps)
     for i, t in enumerate(ts):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        x0, eps = _predict(denoiser, process, x, t)
+        x0, eps = _predict(denoiser, process, x, t, i, callback)
         a, a_prev = _abar(process, t, x), _abar(process, t_prev, x)
         sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp_min(0).sqrt()
         x = a_prev.sqrt() * x0 + (1 - a_prev - sigma ** 2).clamp_min(0).sqrt() * eps
@@ -52,13 +56,13 @@ def sample_ddim(denoiser: Denoiser, process: GaussianDiffusion, x: torch.Tensor,
 
 
 @torch.no_grad()
-def sample_ddpm(denoiser: Denoiser, process: GaussianDiffusion, x: torch.Tensor, *, steps: Optional[int] = None,
-                generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def sample_ddpm(denoiser: Denoiser, process: GaussianDiffusion, x: torch.Tensor, *, steps: int, spacing: Spacing,
+                generator: Optional[torch.Generator] = None, callback: Callback = None) -> torch.Tensor:
     """Ancestral sampling from the posterior q(x_prev | x_t, x0_hat) (Ho et al., 2020); steps < T respaces it."""
-    ts = timesteps(process.num_timesteps, steps or process.num_timesteps)
+    ts = spacing(process.num_timesteps, steps)
     for i, t in enumerate(ts):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        x0, _ = _predict(denoiser, process, x, t)
+        x0, _ = _predict(denoiser, process, x, t, i, callback)
         a, a_prev = _abar(process, t, x), _abar(process, t_prev, x)
         beta = 1 - a / a_prev
         mean = (a_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - a_prev) * x) / (1 - a)
@@ -71,13 +75,14 @@ def sample_ddpm(denoiser: Denoiser, process: GaussianDiffusion, x: torch.Tensor,
 
 
 @torch.no_grad()
-def sample_dpmpp_2m(denoiser: Denoiser, process: GaussianDiffusion, x: torch.Tensor, *, steps: int = 20,
-                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def sample_dpmpp_2m(denoiser: Denoiser, process: GaussianDiffusion, x: torch.Tensor, *, steps: int,
+                    spacing: Spacing, generator: Optional[torch.Generator] = None,
+                    callback: Callback = None) -> torch.Tensor:
     """DPM-Solver++(2M), multistep second order in log-SNR on x0 predictions (Lu et al., 2022)."""
-    ts = timesteps(process.num_timesteps, steps)
+    ts = spacing(process.num_timesteps, steps)
     x0_prev, h_prev = None, None
     for i, t in enumerate(ts):
-        x0, _ = _predict(denoiser, process, x, t)
+        x0, _ = _predict(denoiser, process, x, t, i, callback)
         if i + 1 == len(ts):
             return x0  # the final step lands on sigma = 0, where x = x0
         a, a_next = _abar(process, t, x), _abar(process, ts[i + 1], x)
@@ -92,6 +97,13 @@ def sample_dpmpp_2m(denoiser: Denoiser, process: GaussianDiffusion, x: torch.Ten
         x = ((1 - a_next) / (1 - a)).sqrt() * x - a_next.sqrt() * torch.expm1(-h) * d
         x0_prev, h_prev = x0, h
     return x
+
+
+def check_sampler(sampler: Optional[Callable], num_timesteps: int) -> None:
+    """Raise a configured sampler's spacing error now (e.g. steps > T), not at its first use after training."""
+    keywords = getattr(sampler, "keywords", {})  # a functools.partial from a `_partial_: true` config
+    if "spacing" in keywords and "steps" in keywords:
+        keywords["spacing"](num_timesteps, keywords["steps"])
 
 
 class CountingDenoiser:

@@ -16,7 +16,7 @@ from ldm.nets.classifier import ConvClassifier
 
 log = logging.getLogger(__name__)
 # data settings that do not change the images or the split, so they do not change the evaluator
-IGNORED_DATA_KEYS = ("batch_size", "eval_batch_size", "num_workers", "shuffle_seed")
+IGNORED_DATA_KEYS = ("batch_size", "num_workers", "shuffle_seed")
 FILE = "evaluator.pt"  # the cache entry's file
 # the code that decides the evaluator's weights: its recipe and network, and the images it learns from
 CODE = ("metrics/evaluator.py", "nets/classifier.py", "data")
@@ -45,9 +45,8 @@ def accuracy(net: ConvClassifier, images: torch.Tensor, labels: torch.Tensor, ba
 
 
 @torch.enable_grad()  # also when called under no_grad (evaluation)
-def train_classifier(train: tuple[torch.Tensor, torch.Tensor], num_classes: int, steps: int = 600,
-                     batch_size: int = 64, lr: float = 2e-3, width: int = 16, feature_dim: int = 64,
-                     seed: int = 0) -> ConvClassifier:
+def train_classifier(train: tuple[torch.Tensor, torch.Tensor], num_classes: int, *, steps: int, batch_size: int,
+                     lr: float, width: int, feature_dim: int, seed: int) -> ConvClassifier:
     """Adam with cosine decay on shifted copies of the labelled train images."""
     images, labels = train
     g = torch.Generator().manual_seed(seed)
@@ -98,6 +97,29 @@ class Evaluator:
         return self.net.logits_from_features(feats.float().to(dev)).softmax(1).double().cpu()
 
 
+def check_labelled(datamodule) -> None:
+    """DataError unless every training image has a label and there are at least 2 classes."""
+    if datamodule.num_classes < 2 or bool((datamodule.split("train").labels < 0).any()):
+        raise DataError(f"metrics/features=evaluator needs labelled data with at least 2 classes, but the data has "
+                        f"{datamodule.num_classes} (class folders give labels): use metrics/features=inception, or "
+                        f"metrics.features=null")
+
+
+class EvaluatorFeatures:
+    """`metrics.features` for labelled data: the cached evaluator (trained on first use) as the feature extractor."""
+
+    def __init__(self, *, steps: int, batch_size: int, lr: float, width: int, feature_dim: int, seed: int) -> None:
+        self.recipe = dict(steps=steps, batch_size=batch_size, lr=lr, width=width, feature_dim=feature_dim, seed=seed)
+
+    def check(self, datamodule) -> None:
+        check_labelled(datamodule)
+
+    def __call__(self, datamodule, data_cfg: dict, cache_dir: str | Path, device: torch.device) -> Evaluator:
+        evaluator = load_or_train(datamodule, data_cfg, self.recipe, cache_dir)
+        evaluator.net.to(device)
+        return evaluator
+
+
 def _load(path: Path) -> Evaluator:
     state = torch.load(path, map_location="cpu", weights_only=True)
     net = ConvClassifier(**state["net_args"])
@@ -111,10 +133,8 @@ def load_or_train(datamodule, data_cfg: dict, evaluator_cfg: dict, cache_dir: st
     Concurrent jobs share the cache entry (ldm.cache): one trains under the lock while the others wait,
     then load; a truncated or altered file fails its checksum, is moved aside and retrained.
     """
+    check_labelled(datamodule)
     train, test = datamodule.split("train"), datamodule.split("test")
-    if datamodule.num_classes < 2 or (train.labels < 0).any():
-        raise DataError("the evaluator needs a labelled dataset with at least 2 classes (class folders): use "
-                        "metrics.features=inception for unlabelled data, or metrics.features=null")
     entry = cache.Entry(cache_dir, "evaluator", cache_key(data_cfg, evaluator_cfg))
     with entry.locked():
         loaded = entry.load(FILE, _load)
@@ -126,7 +146,7 @@ def load_or_train(datamodule, data_cfg: dict, evaluator_cfg: dict, cache_dir: st
         net = train_classifier((train.images, train.labels), datamodule.num_classes, **cfg)
         acc = accuracy(net, test.images, test.labels)
         net_args = {"in_channels": train.images.shape[1], "num_classes": datamodule.num_classes,
-                    "width": cfg.get("width", 16), "feature_dim": cfg.get("feature_dim", 64)}
+                    "width": cfg["width"], "feature_dim": cfg["feature_dim"]}
         state = {"state_dict": net.state_dict(), "net_args": net_args, "accuracy": acc, "config": cfg}
         entry.publish({FILE: lambda tmp: torch.save(state, tmp)}, {"accuracy": acc, "config": cfg})
         log.info("evaluator: trained, test accuracy %.4f, cached at %s", acc, entry.dir)

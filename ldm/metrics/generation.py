@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import torch
 
@@ -19,7 +18,7 @@ def class_coverage(probs: torch.Tensor) -> dict[str, float]:
     nz = hist[hist > 0]
     kl = float((nz * (nz * k).log()).sum())
     return {"classes_covered": covered, "class_kl": kl, "confidence": float(probs.max(1).values.mean()),
-            "num_classes": k, "max_class_kl": math.log(k)}
+            "num_classes": k}
 
 
 def class_histogram(probs: torch.Tensor) -> torch.Tensor:

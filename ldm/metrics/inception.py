@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -9,15 +11,33 @@ import torch
 from ldm.errors import ConfigError
 
 
-def inception_features(device: torch.device) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
-    """2048-d pool features of torchmetrics' FID Inception; images in [-1, 1], grayscale repeated to RGB."""
+@dataclass
+class Features:
+    """A feature extractor without classes: `features(images) -> (N, feature_dim)`."""
+
+    features: Callable[[torch.Tensor], torch.Tensor]
+    feature_dim: int
+
+
+class InceptionFeatures:
+    """`metrics.features` for unlabelled data: 2048-d pool features of torchmetrics' FID Inception."""
+
+    def check(self, datamodule) -> None:
+        """Any images will do."""
+
+    def __call__(self, datamodule, data_cfg: dict, cache_dir: str | Path, device: torch.device) -> Features:
+        return Features(inception_features(device), 2048)
+
+
+def inception_features(device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Images in [-1, 1] -> 2048-d pool features; grayscale is repeated to RGB."""
     try:
         from torchmetrics.image.fid import NoTrainInceptionV3
 
         net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"]).to(device).eval()
     except Exception as e:  # missing torch-fidelity, or weights that cannot be downloaded
-        raise ConfigError(f"metrics.features=inception needs torch-fidelity and its Inception weights "
-                          f"({type(e).__name__}); use metrics.features=evaluator on labelled data") from None
+        raise ConfigError(f"metrics/features=inception needs torch-fidelity and its Inception weights "
+                          f"({type(e).__name__}); use metrics/features=evaluator on labelled data") from None
 
     @torch.no_grad()
     def features(images: torch.Tensor) -> torch.Tensor:
@@ -28,4 +48,4 @@ def inception_features(device: torch.device) -> tuple[Callable[[torch.Tensor], t
             out.append(net(((x.clamp(-1, 1) + 1) * 127.5).to(torch.uint8)).reshape(len(x), -1).double().cpu())
         return torch.cat(out)
 
-    return features, 2048
+    return features

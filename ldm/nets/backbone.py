@@ -12,21 +12,21 @@ from ldm.errors import ConfigError
 class BackboneSpec:
     """Channels per resolution level: level i has min(ch * 2**i, ch_max); log2(f) downsamplings."""
 
-    ch: int = 32
-    ch_max: int = 128
-    f: int = 4
-    num_res_blocks: int = 1
-    latent_channels: int = 2
-    dropout: float = 0.0
+    ch: int
+    ch_max: int
+    f: int
+    num_res_blocks: int
+    latent_channels: int
+    dropout: float
 
     def __post_init__(self) -> None:
         if self.f < 1 or self.f & (self.f - 1):
-            raise ConfigError(f"autoencoder.backbone.f={self.f} must be a power of two (1, 2, 4, 8, ...)")
+            raise ConfigError(f"backbone.f={self.f} must be a power of two (1, 2, 4, 8, ...)")
         if self.ch < 1 or self.ch_max < self.ch:
-            raise ConfigError(f"autoencoder.backbone needs 1 <= ch <= ch_max, got ch={self.ch}, "
+            raise ConfigError(f"backbone needs 1 <= ch <= ch_max, got ch={self.ch}, "
                               f"ch_max={self.ch_max}")
         if self.latent_channels < 1 or self.num_res_blocks < 1:
-            raise ConfigError("autoencoder.backbone.latent_channels and num_res_blocks must be >= 1")
+            raise ConfigError("backbone.latent_channels and num_res_blocks must be >= 1")
 
     @property
     def levels(self) -> int:
@@ -38,6 +38,6 @@ class BackboneSpec:
 
     def latent_shape(self, image_size: int) -> tuple[int, int, int]:
         if image_size % self.f:
-            raise ConfigError(f"data.image_size={image_size} is not divisible by autoencoder.backbone.f={self.f}: "
+            raise ConfigError(f"data.image_size={image_size} is not divisible by backbone.f={self.f}: "
                               f"choose sizes whose ratio is a whole number")
         return (self.latent_channels, image_size // self.f, image_size // self.f)

@@ -13,7 +13,7 @@ class ConvClassifier(nn.Module):
     """conv blocks (GroupNorm, SiLU, stride-2) -> global average pool -> linear features -> class logits.
 
     `features` are the pre-activation outputs of the penultimate linear layer: no ReLU in front, so
-    no dead units that would make the feature covariance of FID singular (DESIGN.md lessons).
+    no dead units that would make the feature covariance of FID singular (docs/design.md, lessons).
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 32, feature_dim: int = 64,

@@ -24,7 +24,7 @@ class NLayerDiscriminator(nn.Module):
     n_layers=2, whose receptive field already covers the whole 16x16 image).
     """
 
-    def __init__(self, in_channels: int, ch: int = 32, n_layers: int = 2, batch_norm: bool = True,
+    def __init__(self, in_channels: int, *, ch: int, n_layers: int, batch_norm: bool,
                  image_size: int | None = None) -> None:
         super().__init__()
         if n_layers < 1:
@@ -57,9 +57,8 @@ class JointDiscriminator(nn.Module):
     Returns a dict of scores (N,): "xz", and "x", "z" when unary.
     """
 
-    def __init__(self, in_channels: int, image_size: int, latent_shape: tuple[int, int, int], ch: int = 32,
-                 z_ch: int = 64, hidden: int = 128, unary: bool = False, dropout: float = 0.2,
-                 batch_norm: bool = False) -> None:
+    def __init__(self, in_channels: int, image_size: int, latent_shape: tuple[int, int, int], *, ch: int,
+                 z_ch: int, hidden: int, unary: bool, dropout: float, batch_norm: bool) -> None:
         super().__init__()
         c, h, w = latent_shape
         n_down = int(math.log2(image_size // h)) if h and image_size % h == 0 else -1

@@ -83,10 +83,9 @@ class UNet(nn.Module):
     `attention_resolutions` (1 = input resolution), skip connections, optional class embedding whose
     extra index `num_classes` is the null class for classifier-free guidance."""
 
-    def __init__(self, in_channels: int, out_channels: Optional[int] = None, model_channels: int = 64,
-                 channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 2,
-                 attention_resolutions: Sequence[int] = (2,), num_heads: int = 4, dropout: float = 0.0,
-                 num_classes: int = 0) -> None:
+    def __init__(self, in_channels: int, *, model_channels: int, channel_mult: Sequence[int], num_res_blocks: int,
+                 attention_resolutions: Sequence[int], num_heads: int, dropout: float, num_classes: int = 0,
+                 out_channels: Optional[int] = None) -> None:
         super().__init__()
         out_channels = out_channels or in_channels
         self.num_classes, self.levels = num_classes, len(channel_mult)

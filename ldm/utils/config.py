@@ -17,13 +17,14 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ldm.errors import ConfigError, UserError
 
-# What a `_target_` may name: this package's networks, losses, rows, diffusion, data and callbacks;
+# What a `_target_` may name: this package's networks, losses, rows, diffusion, data, callbacks and feature
+# extractors;
 # torch optimizers and nn modules; Lightning's Trainer, callbacks and loggers. The object it resolves
 # to must also be defined under ALLOWED_MODULES (re-exports such as lightning.pytorch.Trainer live
 # deeper). Extend both with LDM_EXTRA_TARGETS=mypkg,other.module (comma-separated) for code you trust.
 ALLOWED_TARGETS = ("ldm.nets", "ldm.losses", "ldm.autoencoders", "ldm.diffusion", "ldm.data", "ldm.callbacks",
-                   "torch.optim", "torch.nn", "lightning.pytorch.Trainer", "lightning.pytorch.callbacks",
-                   "lightning.pytorch.loggers")
+                   "ldm.metrics.evaluator", "ldm.metrics.inception", "torch.optim", "torch.nn",
+                   "lightning.pytorch.Trainer", "lightning.pytorch.callbacks", "lightning.pytorch.loggers")
 ALLOWED_MODULES = ALLOWED_TARGETS[:-3] + ("lightning.pytorch.trainer.trainer", "lightning.pytorch.callbacks",
                                           "lightning.pytorch.loggers")
 # What a checkpoint's hyper-parameters may name: the parts a module builds itself (networks, losses,

@@ -6,12 +6,11 @@ import pytest
 import torch
 
 from ldm.autoencoders.bigan import BiGAN
-from tests.autoencoders.helpers import ADAM, BACKBONE, SMALL_JOINT, digits
+from tests.autoencoders.helpers import ADAM, SMALL_JOINT, digits, row_kwargs
 
 
 def make(**kw) -> BiGAN:
-    return BiGAN(**{"backbone": BACKBONE, "image_size": 16, "in_channels": 1, "discriminator": SMALL_JOINT,
-                    "optimizer": ADAM, **kw})
+    return BiGAN(**row_kwargs("bigan", **{"discriminator": SMALL_JOINT, "optimizer": ADAM, **kw}))
 
 
 def record_pairs(bigan: BiGAN) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -7,17 +7,17 @@ import torch
 
 from ldm.autoencoders.gan import GAN
 from ldm.losses import HingeLoss, NonSaturatingLoss, r1_penalty
-from tests.autoencoders.helpers import ADAM, BACKBONE, SMALL_D, adam_steps, digits, fit
+from tests.autoencoders.helpers import ADAM, SMALL_D, adam_steps, digits, fit, row_kwargs
 
 HINGE = {"_target_": "ldm.losses.HingeLoss"}
 
 
 def make(**kw) -> GAN:
-    return GAN(**{"backbone": BACKBONE, "image_size": 16, "in_channels": 1, "discriminator": SMALL_D,
-                  "optimizer": ADAM, **kw})
+    return GAN(**row_kwargs("gan", **{"discriminator": SMALL_D, "optimizer": ADAM, **kw}))
 
 
-@pytest.mark.parametrize("cfg,loss", [(None, NonSaturatingLoss()), (HINGE, HingeLoss())])
+@pytest.mark.parametrize("cfg,loss", [({"_target_": "ldm.losses.NonSaturatingLoss"}, NonSaturatingLoss()),
+                                      (HINGE, HingeLoss())])
 def test_loss_is_chosen_by_target(cfg, loss):
     torch.manual_seed(0)
     gan = make(adv_loss=cfg).eval()

@@ -6,12 +6,11 @@ import lightning as L
 import torch
 
 from ldm.autoencoders.gan_inversion import GANInversion
-from tests.autoencoders.helpers import ADAM, BACKBONE, SMALL_D, adam_steps, changed, digits, fit, snapshot
+from tests.autoencoders.helpers import ADAM, SMALL_D, adam_steps, changed, digits, fit, row_kwargs, snapshot
 
 
 def make(**kw) -> GANInversion:
-    return GANInversion(**{"backbone": BACKBONE, "image_size": 16, "in_channels": 1, "discriminator": SMALL_D,
-                           "optimizer": ADAM, **kw})
+    return GANInversion(**row_kwargs("gan_inversion", **{"discriminator": SMALL_D, "optimizer": ADAM, **kw}))
 
 
 def latent_error(m: GANInversion, z: torch.Tensor) -> float:

@@ -8,12 +8,13 @@ import torch
 from ldm.autoencoders.vae import VAE
 from ldm.losses import gaussian_kl
 
-BACKBONE = {"ch": 8, "ch_max": 16, "f": 4, "num_res_blocks": 1, "latent_channels": 2}
+from tests.autoencoders.helpers import BACKBONE, row_kwargs
+
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-3}
 
 
 def make_vae(**kw):
-    return VAE(**{"backbone": BACKBONE, "image_size": 16, "in_channels": 1, "optimizer": ADAM, **kw})
+    return VAE(**row_kwargs("vae", **{"optimizer": ADAM, **kw}))
 
 
 @pytest.mark.parametrize("f", [1, 2, 4])

@@ -8,12 +8,11 @@ import torch
 from ldm.autoencoders.vae import VAE
 from ldm.autoencoders.vae_gan import VAEGAN
 from ldm.losses import adaptive_weight
-from tests.autoencoders.helpers import ADAM, BACKBONE, SMALL_D, adam_steps, changed, digits, fit, snapshot
+from tests.autoencoders.helpers import ADAM, SMALL_D, adam_steps, changed, digits, fit, row_kwargs, snapshot
 
 
 def make(**kw) -> VAEGAN:
-    return VAEGAN(**{"backbone": BACKBONE, "image_size": 16, "in_channels": 1, "discriminator": SMALL_D,
-                     "optimizer": ADAM, "max_steps": 4, **kw})
+    return VAEGAN(**row_kwargs("vae_gan", **{"discriminator": SMALL_D, "optimizer": ADAM, "max_steps": 4, **kw}))
 
 
 def grads(module: torch.nn.Module) -> list[torch.Tensor]:
@@ -24,7 +23,7 @@ def test_no_adversarial_gradient_before_disc_start():
     """Before disc_start the encoder/decoder gradients are exactly the VAE's, the discriminator never moves."""
     torch.manual_seed(0)
     gan, x = make(), digits(8)
-    vae = VAE(backbone=BACKBONE, image_size=16, in_channels=1)
+    vae = VAE(**row_kwargs("vae"))
     vae.load_state_dict({k: v for k, v in gan.state_dict().items() if not k.startswith("discriminator")})
     torch.manual_seed(1)
     gan.autoencoder_loss(x, adversarial=False)["loss"].backward()

@@ -18,11 +18,20 @@ def digits():
 
 
 def test_split_sizes_and_disjoint(digits):
+    from ldm.data.base import split_indices
+
     sizes = {k: len(v) for k, v in digits.splits.items()}
     assert sizes == {"train": 1437, "val": 180, "test": 180}
     assert digits.num_classes == 10
-    seen = torch.cat([v.images.flatten(1) for v in digits.splits.values()])
-    assert len(seen) == 1797
+    idx = split_indices(1797, 0.1, 0.1, seed=0)  # the split the module used (split_seed=0)
+    sets = {k: set(v.tolist()) for k, v in idx.items()}
+    assert not (sets["train"] & sets["val"]) and not (sets["train"] & sets["test"]) and not (sets["val"] & sets["test"])
+    assert set().union(*sets.values()) == set(range(1797))  # a partition: every image in exactly one split
+    from sklearn.datasets import load_digits
+
+    labels = torch.tensor(load_digits().target)
+    for k, v in idx.items():  # each split holds exactly those images, in that order
+        assert torch.equal(digits.split(k).labels, labels[v]), k
 
 
 def test_value_range_and_shape(digits):

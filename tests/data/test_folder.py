@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,7 @@ from ldm.errors import DataError
 
 def write_png(path, size=(12, 10), value=None, mode="RGB"):
     path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(abs(hash(path.name)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(path.name.encode()))  # stable across processes (unlike hash())
     shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
     arr = np.full(shape, value, np.uint8) if value is not None else rng.integers(0, 256, shape, dtype=np.uint8)
     Image.fromarray(arr, mode).save(path)

@@ -15,10 +15,11 @@ from tests.conftest import compose_cfg
 
 TINY = {
     "net": {"_target_": "ldm.nets.unet.UNet", "model_channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1,
-            "attention_resolutions": [2]},
+            "attention_resolutions": [2], "num_heads": 4, "dropout": 0.0},
     "process": {"schedule": {"_target_": "ldm.diffusion.schedules.scaled_linear", "timesteps": 100}},
     "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 2e-3},
-    "sampler": {"_target_": "ldm.diffusion.samplers.sample_ddim", "_partial_": True, "steps": 5},
+    "sampler": {"_target_": "ldm.diffusion.samplers.sample_ddim", "_partial_": True, "steps": 5, "eta": 0.0,
+                "spacing": {"_target_": "ldm.diffusion.spacing.even", "_partial_": True}},
 }
 
 

@@ -7,8 +7,9 @@ import torch
 
 from ldm.diffusion import schedules
 from ldm.diffusion.process import GaussianDiffusion
-from ldm.diffusion.samplers import (CountingDenoiser, guided, sample_ddim, sample_ddpm, sample_dpmpp_2m,
-                                    timesteps)
+from ldm.diffusion.samplers import CountingDenoiser, guided, sample_ddim, sample_ddpm, sample_dpmpp_2m
+from ldm.diffusion.spacing import even, trailing
+from ldm.errors import ConfigError
 
 MU, SIGMA = 1.5, 0.5
 
@@ -24,13 +25,15 @@ def gaussian_denoiser(proc: GaussianDiffusion):
     return denoise
 
 
-@pytest.mark.parametrize("sampler,kw", [(sample_ddim, {"steps": 50}), (sample_ddim, {"steps": 100, "eta": 1.0}),
+@pytest.mark.parametrize("sampler,kw", [(sample_ddim, {"steps": 50, "eta": 0.0}),
+                                        (sample_ddim, {"steps": 100, "eta": 1.0}),
+                                        (sample_ddim, {"steps": 50, "eta": 0.0, "spacing": trailing}),
                                         (sample_ddpm, {"steps": 1000}), (sample_dpmpp_2m, {"steps": 20})])
 def test_perfect_denoiser_recovers_toy_distribution(sampler, kw):
     proc = GaussianDiffusion(schedules.linear(1000))
     g = torch.Generator().manual_seed(0)
     x = torch.randn(20_000, 1, 1, 1, generator=g, dtype=torch.float64)
-    out = sampler(gaussian_denoiser(proc), proc, x, generator=g, **kw)
+    out = sampler(gaussian_denoiser(proc), proc, x, generator=g, **{"spacing": even, **kw})
     assert out.mean().item() == pytest.approx(MU, abs=0.03)
     assert out.std().item() == pytest.approx(SIGMA, abs=0.03)
 
@@ -40,23 +43,46 @@ def test_ddim_eta0_is_deterministic_given_noise():
     net = torch.nn.Conv2d(2, 2, 1)
     model = lambda x, t: net(x) * 0.1  # noqa: E731
     x = torch.randn(4, 2, 4, 4)
-    a = sample_ddim(model, proc, x.clone(), steps=10, generator=torch.Generator().manual_seed(1))
-    b = sample_ddim(model, proc, x.clone(), steps=10, generator=torch.Generator().manual_seed(2))
+    a = sample_ddim(model, proc, x.clone(), steps=10, spacing=even, eta=0.0, generator=torch.Generator().manual_seed(1))
+    b = sample_ddim(model, proc, x.clone(), steps=10, spacing=even, eta=0.0, generator=torch.Generator().manual_seed(2))
     assert torch.equal(a, b)
-    c = sample_ddim(model, proc, x.clone(), steps=10, eta=1.0, generator=torch.Generator().manual_seed(1))
+    c = sample_ddim(model, proc, x.clone(), steps=10, spacing=even, eta=1.0, generator=torch.Generator().manual_seed(1))
     assert not torch.equal(a, c)
 
 
-def test_timesteps_and_nfe():
-    assert timesteps(1000, 1) == [999]
-    ts = timesteps(1000, 50)
+def test_spacings_known_answers():
+    assert even(1000, 1) == [999] and even(10, 10) == list(range(9, -1, -1))
+    ts = even(1000, 50)
     assert len(ts) == 50 and ts[0] == 999 and ts[-1] == 0 and all(a > b for a, b in zip(ts, ts[1:]))
+    # trailing (Lin et al., 2024, table 2): T=1000, 10 steps -> 999, 899, ..., 99
+    assert trailing(1000, 10) == [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]
+    for bad in (0, 1001, 2.5):
+        with pytest.raises(ConfigError, match=f"sampler.steps={bad} must be an integer in"):
+            even(1000, bad)
+
+
+def test_nfe_and_the_callback_see_every_step():
     proc = GaussianDiffusion(schedules.linear(1000))
     counter = CountingDenoiser(gaussian_denoiser(proc))
-    sample_ddim(counter, proc, torch.randn(2, 1, 1, 1), steps=25)
-    assert counter.nfe == 25
-    with pytest.raises(ValueError):
-        timesteps(1000, 0)
+    seen = []
+    out = sample_ddim(counter, proc, torch.randn(2, 1, 1, 1), steps=25, spacing=even, eta=0.0, callback=seen.append)
+    assert counter.nfe == 25 and [s["i"] for s in seen] == list(range(25))
+    assert [s["t"] for s in seen] == even(1000, 25)
+    assert seen[0]["x"].shape == seen[-1]["denoised"].shape == out.shape
+    # DDIM's last step lands on the last x0 prediction
+    assert torch.allclose(out, seen[-1]["denoised"])
+
+
+def test_a_new_spacing_is_one_function():
+    """Any `spacing(num_timesteps, steps)` plugs into every sampler, e.g. quadratic (more steps near t=0)."""
+    def quadratic(num_timesteps, steps):
+        return sorted({round((num_timesteps - 1) * (i / (steps - 1)) ** 2) for i in range(steps)}, reverse=True)
+
+    proc = GaussianDiffusion(schedules.linear(1000))
+    seen = []
+    sample_dpmpp_2m(gaussian_denoiser(proc), proc, torch.randn(2, 1, 1, 1), steps=10, spacing=quadratic,
+                    callback=seen.append)
+    assert [s["t"] for s in seen] == quadratic(1000, 10)
 
 
 def test_cfg_scale_one_equals_conditional_and_scale_mixes():

@@ -143,11 +143,16 @@ def test_evaluate_reports_class_accuracy_of_reconstructions(evaluator, digits, c
         def decode(self, z):
             return z.roll(1, dims=0)
 
-    cfg = {"features": "evaluator", "evaluator": FULL, "interp_pairs": 2, "interp_steps": 3, "kid_subsets": 10}
+    from ldm.utils.config import plain
+    from tests.conftest import compose_cfg
+
+    cfg = {**plain(compose_cfg([]).metrics), "interp_pairs": 2, "interp_steps": 3, "kid_subsets": 10,
+           "features": {"_target_": "ldm.metrics.evaluator.EvaluatorFeatures", **FULL}}  # the cached evaluator
     args = (None, digits, cfg, DATA_CFG, str(cache_dir))
-    same = evaluate(Identity(image_size=16, in_channels=1), *args, tmp_path / "same", torch.device("cpu"))
+    same = evaluate(Identity(image_size=16, in_channels=1, num_vis=8), *args, tmp_path / "same", torch.device("cpu"))
     assert same["recon/class_accuracy"] == same["eval/evaluator_acc"] == evaluator.accuracy
-    other = evaluate(OtherDigit(image_size=16, in_channels=1), *args, tmp_path / "other", torch.device("cpu"))
+    other = evaluate(OtherDigit(image_size=16, in_channels=1, num_vis=8), *args, tmp_path / "other",
+                     torch.device("cpu"))
     assert other["recon/class_accuracy"] < 0.25
     # the same 180 real digits, reordered: rFID cannot see it (it equals the real-data floor), class accuracy can
     assert other["recon/rfid"] == pytest.approx(other["eval/fid_floor"], rel=1e-6)

@@ -59,9 +59,13 @@ def test_kl_to_prior_known_values():
 
 
 def test_latent_summary_channels():
-    z = torch.stack([torch.zeros(50, 2, 2) + 3, torch.randn(50, 2, 2)], 1)
-    s = latent_summary(z)
+    g = torch.Generator().manual_seed(0)
+    z = torch.stack([torch.zeros(5000, 2, 2) + 3, -1 + 2 * torch.randn(5000, 2, 2, generator=g)], 1)
+    s = latent_summary(z, scaled=z / 2)
     assert s["raw_ch0_mean"] == pytest.approx(3.0) and s["raw_ch0_std"] == 0.0
+    assert s["raw_ch1_mean"] == pytest.approx(-1.0, abs=0.05) and s["raw_ch1_std"] == pytest.approx(2.0, rel=0.02)
+    assert s["scaled_ch1_mean"] == pytest.approx(-0.5, abs=0.03) and s["scaled_ch1_std"] == pytest.approx(1.0, rel=0.02)
+    assert "raw_ch2_mean" not in s  # exactly one entry per channel
 
 
 def test_cycle_error_of_a_consistent_pair_is_zero():
