@@ -47,7 +47,8 @@ def test_evaluate_bad_run_dir(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         report.main(cfg)
     assert e.value.code == 2
-    assert capsys.readouterr().err.strip() == f"error: run_dir={tmp_path}/nope is not a directory: pass a train.py run directory"
+    assert capsys.readouterr().err.strip() == (f"error: run_dir={tmp_path}/nope is not a directory: pass a train.py "
+                                               f"run directory")
 
 
 def test_evaluate_with_another_sampler(finished_run, tmp_path):

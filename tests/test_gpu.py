@@ -1,4 +1,4 @@
-"""Where a CUDA GPU exists: `trainer=gpu` end to end, and evaluation on the GPU. Skipped elsewhere (CI here has none)."""
+"""Where a CUDA GPU exists: `trainer=gpu` end to end and evaluation on the GPU; skipped elsewhere (CI has none)."""
 
 from __future__ import annotations
 

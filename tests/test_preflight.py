@@ -97,6 +97,7 @@ def test_a_checkpoint_of_another_latent_shape_shows_both(key, checkpoints, make_
                            f"for a VAE, latent 2x4x4, 1x16x16 images")
 
 
+@pytest.mark.slow
 def test_a_stage2_checkpoint_of_another_latent_shape(checkpoints, make_cfg, capsys, tmp_path):
     other = make_cfg(QUICK + ["backbone.f=2"], name="f2")
     pipeline.train(other)
@@ -134,6 +135,7 @@ def test_a_test_split_too_small_to_measure(make_cfg, capsys):
                     "data.test_fraction, or set metrics.features=null")
 
 
+@pytest.mark.slow
 def test_prdc_k_is_clamped_below_a_small_test_split_and_recorded(make_cfg):
     """4 test images and prdc_k=5: the prdc package needs k <= n - 2; k=2 is used and recorded."""
     m = pipeline.train(make_cfg(["debug=fast", "logger=none", "data.test_fraction=0.002"]))

@@ -181,9 +181,9 @@ def test_table_eval_file_cannot_leave_the_job(tmp_path, capsys):
     assert "table.eval_file=../../x.json must be a relative path without '..'" in one_error(capsys)
 
 
-@pytest.mark.parametrize("kind, name", [("stage1", "autoencoder.ckpt"),
-                                        pytest.param("stage2", "diffusion.ckpt", marks=pytest.mark.slow),
-                                        pytest.param("latents", "latents.pt", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, name", [("stage1", "autoencoder.ckpt"), ("stage2", "diffusion.ckpt"),
+                                        ("latents", "latents.pt")])
 def test_a_cache_entry_holding_a_payload_is_refused_and_rebuilt(kind, name, make_cfg, tmp_path):
     """A payload with a matching manifest (someone rewrote both): refused on load, moved aside, rebuilt."""
     from ldm import cache

@@ -42,6 +42,7 @@ def assert_same_numbers(a: dict, b: dict) -> None:
         assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), key
 
 
+@pytest.mark.slow
 def test_a_cache_hit_owns_its_checkpoints_and_evaluates_to_its_numbers(make_cfg, tmp_path):
     first = make_cfg(FAST, name="first")
     pipeline.main(first)
@@ -59,6 +60,7 @@ def test_a_cache_hit_owns_its_checkpoints_and_evaluates_to_its_numbers(make_cfg,
     assert_same_numbers(evaluate(run, second.paths.cache_dir, tmp_path / "e2"), m2)
 
 
+@pytest.mark.slow
 def test_stage2_does_not_depend_on_how_stage1_was_obtained(make_cfg):
     """Stage 2 trained after a trained stage 1 == stage 2 trained after the same stage 1 from the cache."""
     runs = [make_cfg(QUICK + ["cache.stage2=false"], name=name) for name in ("trained", "cached")]
@@ -68,6 +70,7 @@ def test_stage2_does_not_depend_on_how_stage1_was_obtained(make_cfg):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_without_checkpoint_callbacks_the_run_still_owns_its_weights(make_cfg):
     cfg = make_cfg(QUICK + ["callbacks=none", "cache.stage1=false", "cache.stage2=false"])
     m = pipeline.train(cfg)
@@ -77,6 +80,7 @@ def test_without_checkpoint_callbacks_the_run_still_owns_its_weights(make_cfg):
         assert ckpt["global_step"] >= m[f"{stage}/steps"] > 0
 
 
+@pytest.mark.slow
 def test_a_reused_autoencoder_checkpoint_is_linked_into_the_run(make_cfg, tmp_path):
     first = make_cfg(QUICK + ["stage=stage1"], name="first")
     pipeline.train(first)

@@ -19,6 +19,7 @@ from tests.conftest import ROOT, compose_cfg
 BASE = ["debug=fast", "logger=none", "metrics.features=null"]
 
 
+@pytest.mark.slow
 def test_same_stage1_config_reuses_and_a_change_retrains(make_cfg):
     first = pipeline.train(make_cfg(BASE, name="a"))
     assert first["stage1/reused"] is False and first["stage2/reused"] is False
@@ -84,6 +85,7 @@ def test_joblib_multirun_gives_a_table(tmp_path):
     assert (sweep / "table.md").is_file() and (sweep / "table.tex").is_file()
 
 
+@pytest.mark.slow
 def test_wandb_offline_logs_images_and_table(make_cfg, monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))

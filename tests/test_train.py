@@ -72,6 +72,7 @@ def test_debug_fast_writes_run_directory(make_cfg):
         assert cache[split]["labels"].shape == (n,) and (cache[split]["std"] > 0).all()
 
 
+@pytest.mark.slow
 def test_stage1_only_and_reuse_skips_training(make_cfg):
     first = make_cfg(QUICK + ["stage=stage1"], name="first")
     m1 = pipeline.train(first)
@@ -94,6 +95,7 @@ def test_stage2_alone_needs_an_autoencoder(make_cfg, capsys):
     assert "autoencoder.ckpt_path" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_identity_is_pixel_space_diffusion(make_cfg):
     cfg = make_cfg(QUICK + ["autoencoder=identity"])
     m = pipeline.train(cfg)
@@ -114,6 +116,7 @@ def test_stage2_resume_equals_uninterrupted(make_cfg):
         assert torch.equal(a[k], b[k]), k
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(make_cfg):
     """4 steps + resume to 8 == 8 steps straight (weights bit-identical, step continues from 4)."""
     common = QUICK + ["stage1.val_every=4", "stage=stage1"]

@@ -52,6 +52,7 @@ def test_hparams_are_plain_and_reload(tmp_path):
     assert torch.equal(again.encode(x), vae.encode(x))
 
 
+@pytest.mark.slow
 def test_tiny_overfit_drops_loss_tenfold():
     """One fixed batch of 16 digits, 150 Adam steps: the loss falls by at least 10x (measured ~25x)."""
     from ldm.data.digits import DigitsDataModule

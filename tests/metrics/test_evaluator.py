@@ -25,9 +25,12 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
+SHORT = {**FULL, "steps": 150}  # enough for the ladders below (the accuracy of the full recipe: its own slow test)
+
+
 @pytest.fixture(scope="module")
 def evaluator(digits, cache_dir):
-    return load_or_train(digits, DATA_CFG, FULL, cache_dir)
+    return load_or_train(digits, DATA_CFG, SHORT, cache_dir)
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +38,15 @@ def fm(evaluator, digits):
     return FeatureMetrics(evaluator.features, evaluator.feature_dim, digits.split("train").images, kid_subsets=50)
 
 
-def test_evaluator_accuracy(evaluator):
+@pytest.mark.slow
+def test_evaluator_accuracy(digits, tmp_path):
+    evaluator = load_or_train(digits, DATA_CFG, FULL, tmp_path)  # the recipe of conf/metrics/features/evaluator.yaml
     assert evaluator.trained and evaluator.accuracy >= 0.95  # measured 0.978 on the 180 test digits
     assert evaluator.feature_dim >= 64
+
+
+def test_the_short_evaluator_classifies(evaluator):
+    assert evaluator.trained and evaluator.accuracy >= 0.8
 
 
 def test_cache_loads_second_time_and_retrains_on_change(digits, tmp_path):
@@ -147,7 +156,7 @@ def test_evaluate_reports_class_accuracy_of_reconstructions(evaluator, digits, c
     from tests.conftest import compose_cfg
 
     cfg = {**plain(compose_cfg([]).metrics), "interp_pairs": 2, "interp_steps": 3, "kid_subsets": 10,
-           "features": {"_target_": "ldm.metrics.evaluator.EvaluatorFeatures", **FULL}}  # the cached evaluator
+           "features": {"_target_": "ldm.metrics.evaluator.EvaluatorFeatures", **SHORT}}  # the cached evaluator
     args = (None, digits, cfg, DATA_CFG, str(cache_dir))
     same = evaluate(Identity(image_size=16, in_channels=1, num_vis=8), *args, tmp_path / "same", torch.device("cpu"))
     assert same["recon/class_accuracy"] == same["eval/evaluator_acc"] == evaluator.accuracy

@@ -102,7 +102,8 @@ def test_interpolation_frames_shape_and_endpoints():
     z_a, z_b = torch.randn(3, 4, 1, 1), torch.randn(3, 4, 1, 1)
     frames = interpolate(smooth, z_a, z_b, steps=5)
     assert frames.shape == (3, 6, 1, 8, 8)
-    assert torch.allclose(frames[:, 0], smooth(z_a), atol=1e-5) and torch.allclose(frames[:, -1], smooth(z_b), atol=1e-5)
+    assert torch.allclose(frames[:, 0], smooth(z_a), atol=1e-5)
+    assert torch.allclose(frames[:, -1], smooth(z_b), atol=1e-5)
 
 
 def test_mode_coverage_one_class_missing():
