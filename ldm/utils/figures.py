@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from ldm.utils.images import auto_scale, make_grid, save_png
 
@@ -22,9 +23,19 @@ def log_grid(trainer, key: str, images: torch.Tensor, nrow: int | None = None) -
     save_png(grid, run_dir / "images" / key / f"step{step:07d}.png")
     latest = save_png(grid, run_dir / f"{key}.png")
     for logger in trainer.loggers:
-        experiment = getattr(logger, "experiment", None)
-        if hasattr(logger, "log_image"):  # WandbLogger
-            logger.log_image(key=key, images=[grid], step=step)
-        elif hasattr(experiment, "add_image"):  # TensorBoard SummaryWriter
-            experiment.add_image(key, grid, step, dataformats="HWC")
+        write = IMAGE_WRITERS.get(type(logger))
+        if write is not None:
+            write(logger, key, grid, step)
     return latest
+
+
+def _wandb(logger, key: str, grid, step: int) -> None:
+    logger.log_image(key=key, images=[grid], step=step)
+
+
+def _tensorboard(logger, key: str, grid, step: int) -> None:
+    logger.experiment.add_image(key, grid, step, dataformats="HWC")
+
+
+# how each logger class takes an image (loggers not listed, e.g. CSVLogger, take none); a new logger: one entry
+IMAGE_WRITERS = {WandbLogger: _wandb, TensorBoardLogger: _tensorboard}
