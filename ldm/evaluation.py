@@ -9,17 +9,18 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 
 from ldm.autoencoders.base import Autoencoder
+from ldm.data.base import batches
 from ldm.metrics.evaluator import Evaluator
 from ldm.metrics.features import FeatureMetrics
 from ldm.metrics.figures import class_histogram_plot, latent_histograms
 from ldm.metrics.generation import class_coverage, class_histogram
 from ldm.metrics.latent import cycle_error, interpolate, latent_summary, path_metrics
-from ldm.metrics.reconstruction import apply_batched, reconstruct_all, reconstruction_metrics
+from ldm.metrics.reconstruction import per_image_metrics
 from ldm.utils.config import build, plain
 from ldm.utils.images import save_grid
 
@@ -49,15 +50,24 @@ def feature_metrics(cfg: dict, datamodule: Any, data_cfg: dict, cache_dir: str, 
     The extractor comes from its `_target_`; one that is an `Evaluator` also gives classes (coverage,
     class accuracy of reconstructions)."""
     extractor = build(cfg["features"])(datamodule, data_cfg, cache_dir, device)
-    fm = FeatureMetrics(extractor.features, extractor.feature_dim, datamodule.split("train").images,
+    fm = FeatureMetrics(extractor.features, extractor.feature_dim, images_of(datamodule.split("train")),
                         kid_subsets=cfg["kid_subsets"], kid_subset_size=cfg["kid_subset_size"], prdc_k=cfg["prdc_k"])
     return fm, extractor if isinstance(extractor, Evaluator) else None
+
+
+def images_of(split: Any) -> Iterator[torch.Tensor]:
+    """A split's images, batch by batch."""
+    return (x for x, _ in batches(split))
 
 
 @torch.no_grad()
 def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: dict, cache_dir: str,
              out_dir: Path, device: torch.device) -> dict:
-    """All metrics (README "Metrics") that apply to these models; writes recon/samples/interpolation/hist figures."""
+    """All metrics (README "Metrics") that apply to these models; writes recon/samples/interpolation/hist figures.
+
+    Real images are read a batch at a time (`ldm.data.base.batches`) and every image set is embedded once;
+    only latents, features and the generated samples are held whole.
+    """
     cfg = plain(cfg) or {}
     data_cfg = plain(data_cfg)
     out_dir = Path(out_dir)
@@ -65,14 +75,15 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
     ae.to(device).eval()
     test = datamodule.split("test")
     m: dict = {}
-    fm, evaluator = (None, None)
+    fm, evaluator, real_test = None, None, None
     if cfg["features"]:
         fm, evaluator = feature_metrics(cfg, datamodule, data_cfg, cache_dir, device)
         if evaluator is not None:
             m["eval/evaluator_acc"] = evaluator.accuracy
-        m["eval/reference_n"] = len(datamodule.split("train"))
-        m["eval/fid_floor"] = fm.fid(test.images)
-        m["eval/kid_floor"] = fm.kid(test.images)[0]
+        m["eval/reference_n"] = len(fm.real)
+        real_test = fm.embed(images_of(test))
+        m["eval/fid_floor"] = fm.fid(real_test)
+        m["eval/kid_floor"] = fm.kid(real_test)[0]
         m["eval/fid_floor_n"] = len(test)
     n = int(cfg["num_samples"] or len(test))
     m["eval/num_samples"] = n
@@ -80,15 +91,27 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
     # ---- reconstruction ------------------------------------------------------------------------------
     z_test = None
     if isinstance(ae, Autoencoder) and len(test):
-        x_hat = reconstruct_all(ae.reconstruct, test.images, device=device)
-        m.update({f"recon/{k}": v for k, v in reconstruction_metrics(x_hat, test.images).items()})
+        per: dict[str, list] = {}
+        latents, recon_feats, correct, grid = [], [], 0, None
+        labelled = bool((test.labels >= 0).all())
+        for x, y in batches(test):
+            x_hat = ae.reconstruct(x.to(device)).float().cpu().clamp(-1, 1)
+            for k, v in per_image_metrics(x_hat, x).items():
+                per.setdefault(k, []).append(v)
+            latents.append(ae.encode(x.to(device)).float().cpu())
+            if fm is not None:
+                recon_feats.append(fm.embed(x_hat))
+            if evaluator is not None and labelled:
+                correct += evaluator.accuracy_on(x_hat, y) * len(y)
+            grid = grid or (x, x_hat)
+        m.update({f"recon/{k}": torch.cat(v).double().mean().item() for k, v in per.items()})
         if fm is not None:
-            m["recon/rfid"] = fm.fid(x_hat)
-        if evaluator is not None and bool((test.labels >= 0).all()):
+            m["recon/rfid"] = fm.fid(torch.cat(recon_feats))
+        if evaluator is not None and labelled:
             # semantics, not pixels (C4): the evaluator's accuracy on the reconstructions; identity gives its own
-            m["recon/class_accuracy"] = evaluator.accuracy_on(x_hat, test.labels)
-        recon_grid(test.images, x_hat, out_dir / "recon.png")
-        z_test = apply_batched(ae.encode, test.images, device)
+            m["recon/class_accuracy"] = correct / len(test)
+        recon_grid(*grid, out_dir / "recon.png")
+        z_test = torch.cat(latents)
     else:
         log.info("evaluation: %s cannot encode, skipping reconstruction and encoder-based latent metrics",
                  type(ae).__name__)
@@ -112,7 +135,8 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
     if fm is not None:
         g = torch.Generator().manual_seed(seed + 1)
         z_prior = torch.randn((n, *ae.latent_shape), generator=g)
-        m["latent/prior_fid"] = fm.fid(apply_batched(ae.decode, z_prior, device).clamp(-1, 1))
+        m["latent/prior_fid"] = fm.fid(fm.embed(ae.decode(z.to(device)).float().cpu().clamp(-1, 1)
+                                                for z in z_prior.split(256)))
 
     # ---- generation ----------------------------------------------------------------------------------
     if ld is not None:
@@ -125,16 +149,17 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
         m["gen/nfe"] = nfe
         save_grid(images[:64], out_dir / "samples.png", nrow=8)
         if fm is not None:
-            scores = fm.all(images)
+            feats = fm.embed(images)
+            scores = fm.all(feats)
             m["eval/prdc_k"] = scores.pop("prdc_k")  # clamped below the sample count where that is small
             m.update({f"gen/{k}": v for k, v in scores.items()})
-        if evaluator is not None:
-            feats = fm.features(images)
-            probs = evaluator.probs_from_features(feats)
-            cov = class_coverage(probs)
-            m.update({f"gen/{k}": cov[k] for k in ("classes_covered", "class_kl", "confidence")})
-            real_hist = class_histogram(evaluator.probs_from_features(fm.features(test.images)))
-            class_histogram_plot(class_histogram(probs), out_dir / "class_hist.png", real=real_hist,
-                                 title=f"{cov['classes_covered']}/{cov['num_classes']} classes covered, "
-                                       f"KL to uniform {cov['class_kl']:.3f}")
+            if evaluator is not None:
+                probs = evaluator.probs_from_features(feats)
+                cov = class_coverage(probs)
+                m.update({f"gen/{k}": cov[k] for k in ("classes_covered", "class_kl", "confidence")})
+                real_hist = class_histogram(evaluator.probs_from_features(real_test))
+                class_histogram_plot(class_histogram(probs), out_dir / "class_hist.png", real=real_hist,
+                                     names=datamodule.class_names,
+                                     title=f"{cov['classes_covered']}/{cov['num_classes']} classes covered, "
+                                           f"KL to uniform {cov['class_kl']:.3f}")
     return m

@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from ldm import cache, preflight
+from ldm.data.base import batches
 from ldm.data.latents import LatentDataModule
 from ldm.evaluation import evaluate
 from ldm.stages import Result, Stage, run_stage
@@ -79,15 +80,15 @@ def encode_splits(ae: Any, datamodule: Any, device: torch.device, batch_size: in
     ae.to(device).eval()
     latents = {}
     for name in ("train", "val", "test"):
-        images, labels = datamodule.split(name).tensors
+        split = datamodule.split(name)
         means, stds = [], []
-        for i in range(0, len(images), batch_size):
-            mean, std = ae.encode_distribution(images[i:i + batch_size].to(device))
+        for images, _ in batches(split, batch_size):
+            mean, std = ae.encode_distribution(images.to(device))
             means.append(mean.float().cpu())
             if std is not None:
                 stds.append(std.float().cpu())
         latents[name] = {"mean": torch.cat(means) if means else torch.empty(0, *ae.latent_shape),
-                         "std": torch.cat(stds) if stds else None, "labels": labels.clone()}
+                         "std": torch.cat(stds) if stds else None, "labels": split.labels.clone()}
     return latents
 
 

@@ -17,12 +17,24 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
-@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
-def test_every_option_composes(group, option, tmp_path):
-    cfg = compose_cfg([f"{group}={option}"], output_dir=tmp_path)
-    job = OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
-    assert job["paths"]["output_dir"] == str(tmp_path)
-    assert cfg.seed == 0 and cfg.stage1.max_steps >= 1
+@pytest.fixture(scope="module")
+def composed(tmp_path_factory) -> dict[tuple[str, str], dict]:
+    """Every option of every group composed once (`train.py <group>=<option>`), every interpolation resolved."""
+    out = {}
+    for group in GROUPS:
+        for option in options(group):
+            run = tmp_path_factory.mktemp("run")
+            job = OmegaConf.to_container(compose_cfg([f"{group}={option}"], output_dir=run), resolve=True)
+            out[(group, option)] = {"job": job, "run": run}
+    return out
+
+
+def test_every_option_composes(composed):
+    assert len(composed) >= 35
+    for (group, option), c in composed.items():
+        job = c["job"]
+        assert job["paths"]["output_dir"] == str(c["run"]), (group, option)
+        assert job["seed"] == 0 and job["stage1"]["max_steps"] >= 1, (group, option)
 
 
 def test_groups_have_options():
@@ -73,7 +85,7 @@ def _nodes(node, path=""):
 UNTARGETED = {"backbone": "ldm.nets.backbone.BackboneSpec"}
 
 
-def test_every_class_default_equals_its_yaml(tmp_path):
+def test_every_class_default_equals_its_yaml(composed):
     """One source of truth: a default in a signature of ours must be the value every config gives that argument
     (or the argument must have no default). Fails on the first drift, naming class, argument and both values."""
     import inspect
@@ -81,19 +93,18 @@ def test_every_class_default_equals_its_yaml(tmp_path):
     import hydra
 
     seen: dict[tuple[str, str], set] = {}
-    groups = {g: options(g) for g in ("autoencoder", "data", "diffusion", "sampler", "metrics", "backbone")}
-    for group, opts in groups.items():
-        for option in opts:
-            overrides = [f"{group}={option}"] + (["data.root=/x"] if option == "folder" else [])
-            job = OmegaConf.to_container(compose_cfg(overrides, output_dir=tmp_path), resolve=True)
-            job.pop("hydra", None)
-            for path, node in _nodes(job):
-                target = node.get("_target_") or UNTARGETED.get(path)
-                if not isinstance(target, str) or not target.startswith("ldm."):
-                    continue
-                for arg, value in node.items():
-                    if not arg.startswith("_"):
-                        seen.setdefault((target, arg), set()).add(repr(value))
+    for (group, option), c in composed.items():
+        if group not in ("autoencoder", "data", "diffusion", "sampler", "metrics", "backbone"):
+            continue
+        job = dict(c["job"])
+        job.pop("hydra", None)
+        for path, node in _nodes(job):
+            target = node.get("_target_") or UNTARGETED.get(path)
+            if not isinstance(target, str) or not target.startswith("ldm."):
+                continue
+            for arg, value in node.items():
+                if not arg.startswith("_"):
+                    seen.setdefault((target, arg), set()).add(repr(value))
     drift = []
     for (target, arg), values in sorted(seen.items()):
         obj = hydra.utils.get_object(target)

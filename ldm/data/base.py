@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Iterator, Optional
 
 import lightning as L
 import torch
@@ -14,7 +14,7 @@ from ldm.errors import ConfigError
 
 
 class TensorTuple(Dataset):
-    """Rows of equally long tensors; `__getitems__` slices a whole batch at once (no per-item collate)."""
+    """Rows of equally long tensors; `__getitems__` takes a whole batch at once (no per-item collate)."""
 
     def __init__(self, *tensors: torch.Tensor) -> None:
         if len({len(t) for t in tensors}) != 1:
@@ -28,12 +28,15 @@ class TensorTuple(Dataset):
         return tuple(t[i] for t in self.tensors)
 
     def __getitems__(self, indices: list[int]):
+        if len(indices) > 1 and indices[-1] - indices[0] == len(indices) - 1 and \
+                all(b - a == 1 for a, b in zip(indices, indices[1:])):
+            return tuple(t[indices[0]:indices[-1] + 1] for t in self.tensors)  # a contiguous run: views, no copy
         idx = torch.as_tensor(indices, dtype=torch.long)
         return tuple(t[idx] for t in self.tensors)
 
 
 class TensorImages(TensorTuple):
-    """(image, label) pairs."""
+    """(image, label) pairs held in memory: one implementation of a split (see `batches`)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         super().__init__(images, labels)
@@ -45,6 +48,17 @@ class TensorImages(TensorTuple):
     @property
     def labels(self) -> torch.Tensor:
         return self.tensors[1]
+
+
+def batches(split: Dataset, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, ...]]:
+    """A split's items in order, `batch_size` at a time, through `__getitems__`.
+
+    What evaluation asks of a split: `len`, `__getitems__(indices) -> (images, labels)` and `labels` (all
+    labels as one tensor, -1 where unknown). Images are only ever read a batch at a time, so a split
+    whose `__getitems__` loads from disk need not fit in memory.
+    """
+    for i in range(0, len(split), batch_size):
+        yield split.__getitems__(list(range(i, min(i + batch_size, len(split)))))
 
 
 def _collate_batch(batch):
@@ -81,6 +95,9 @@ class StepDataModule(L.LightningDataModule):
         # training order follows the run's seed (seed sweeps vary it); the split stays fixed by split_seed
         self.shuffle_seed = split_seed if shuffle_seed is None else shuffle_seed
         self.splits: dict[str, TensorTuple] = {}
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        """Fill `self.splits` (name -> a split: `len`, `__getitems__`, `labels`); nothing to do by default."""
 
     def split(self, name: str) -> TensorTuple:
         self.setup()
@@ -129,6 +146,7 @@ class InMemoryImageDataModule(StepDataModule):
         self.image_size, self.channels = image_size, channels
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.num_classes = 0
+        self.class_names: list[str] = []  # set by load() where the data names its classes, else "0", "1", ...
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Return all images (N, C, H, W) float in [-1, 1] and labels (N,) long, -1 where unknown."""
@@ -143,6 +161,7 @@ class InMemoryImageDataModule(StepDataModule):
         idx = split_indices(len(images), self.val_fraction, self.test_fraction, self.split_seed)
         self.splits = {k: TensorImages(images[v].contiguous(), labels[v].contiguous()) for k, v in idx.items()}
         self.num_classes = int(labels.max().item()) + 1 if (labels >= 0).any() else 0
+        self.class_names = self.class_names or [str(i) for i in range(self.num_classes)]
 
     def __str__(self) -> str:
         return self.__repr__()

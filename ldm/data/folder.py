@@ -41,6 +41,7 @@ class FolderDataModule(InMemoryImageDataModule):
         classes = sorted({p.relative_to(self.root).parts[0] for p in files if len(p.relative_to(self.root).parts) > 1})
         labelled = all(len(p.relative_to(self.root).parts) > 1 for p in files)
         class_index = {c: i for i, c in enumerate(classes)}
+        self.class_names = classes if labelled else []
         mode = "L" if self.channels == 1 else "RGB"
         images, labels, bad = [], [], []
         for p in files:

@@ -11,6 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from ldm import cache
+from ldm.data.base import TensorImages, batches
 from ldm.errors import DataError
 from ldm.nets.classifier import ConvClassifier
 
@@ -37,27 +38,29 @@ def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def accuracy(net: ConvClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> float:
+def accuracy(net: ConvClassifier, split, batch_size: int = 512) -> float:
+    """Fraction of a split's images (read batch by batch) that `net` gives their label."""
     net.eval()
-    correct = sum((net(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum().item()
-                  for i in range(0, len(images), batch_size))
-    return correct / max(1, len(images))
+    dev = next(net.parameters()).device
+    correct = sum((net(x.to(dev)).argmax(1).cpu() == y).sum().item() for x, y in batches(split, batch_size))
+    return correct / max(1, len(split))
 
 
 @torch.enable_grad()  # also when called under no_grad (evaluation)
-def train_classifier(train: tuple[torch.Tensor, torch.Tensor], num_classes: int, *, steps: int, batch_size: int,
-                     lr: float, width: int, feature_dim: int, seed: int) -> ConvClassifier:
-    """Adam with cosine decay on shifted copies of the labelled train images."""
-    images, labels = train
+def train_classifier(train, num_classes: int, *, steps: int, batch_size: int, lr: float, width: int,
+                     feature_dim: int, seed: int) -> ConvClassifier:
+    """Adam with cosine decay on shifted copies of random batches of the labelled `train` split."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    net = ConvClassifier(images.shape[1], num_classes, width, feature_dim)
+    in_channels = train.__getitems__([0])[0].shape[1]
+    net = ConvClassifier(in_channels, num_classes, width, feature_dim)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     net.train()
     for _ in range(steps):
-        idx = torch.randint(0, len(images), (min(batch_size, len(images)),), generator=g)
-        loss = F.cross_entropy(net(_augment(images[idx], g)), labels[idx], label_smoothing=0.05)
+        idx = torch.randint(0, len(train), (min(batch_size, len(train)),), generator=g)
+        x, y = train.__getitems__(idx.tolist())
+        loss = F.cross_entropy(net(_augment(x, g)), y, label_smoothing=0.05)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -81,8 +84,11 @@ class Evaluator:
 
     def accuracy_on(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         """Fraction of `images` given their true label; on reconstructions: how often the digit's class survives."""
-        dev = next(self.net.parameters()).device
-        return accuracy(self.net, images.to(dev), labels.to(dev))
+        return accuracy(self.net, TensorImages(images, labels))
+
+    def predict_from_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """Predicted classes (the argmax of `probs_from_features`)."""
+        return self.probs_from_features(feats).argmax(1)
 
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
@@ -143,9 +149,9 @@ def load_or_train(datamodule, data_cfg: dict, evaluator_cfg: dict, cache_dir: st
             loaded.path = entry.dir
             return loaded
         cfg = dict(evaluator_cfg)
-        net = train_classifier((train.images, train.labels), datamodule.num_classes, **cfg)
-        acc = accuracy(net, test.images, test.labels)
-        net_args = {"in_channels": train.images.shape[1], "num_classes": datamodule.num_classes,
+        net = train_classifier(train, datamodule.num_classes, **cfg)
+        acc = accuracy(net, test)
+        net_args = {"in_channels": net.body[0].in_channels, "num_classes": datamodule.num_classes,
                     "width": cfg["width"], "feature_dim": cfg["feature_dim"]}
         state = {"state_dict": net.state_dict(), "net_args": net_args, "accuracy": acc, "config": cfg}
         entry.publish({FILE: lambda tmp: torch.save(state, tmp)}, {"accuracy": acc, "config": cfg})

@@ -1,11 +1,11 @@
-"""Feature-based distribution metrics on the evaluator's features: FID, KID (torchmetrics) and PRDC."""
+"""Feature-based distribution metrics: FID, KID (torchmetrics) and PRDC, on features computed once per image set."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import warnings
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -14,15 +14,16 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 
-class FeatureModule(nn.Module):
-    """Adapts `features(images) -> (N, D)` to torchmetrics' custom `feature=` interface."""
+class GivenFeatures(nn.Module):
+    """torchmetrics' `feature=` module for features computed beforehand: FID and KID see them unchanged, so
+    each image set is embedded once however many metrics read it."""
 
-    def __init__(self, features: Callable[[torch.Tensor], torch.Tensor], num_features: int) -> None:
+    def __init__(self, num_features: int) -> None:
         super().__init__()
-        self._features, self.num_features = features, num_features
+        self.num_features = num_features
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self._features(images)
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
 
 
 def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, float]:
@@ -36,39 +37,51 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, float]:
 
 
 class FeatureMetrics:
-    """FID / KID / PRDC of image sets against one fixed real reference set (features computed once)."""
+    """FID / KID / PRDC of image sets against one fixed real reference set, on features of `features`.
+
+    `embed(images)` gives an image set's (N, D) features once, from a tensor or from an iterable of image
+    batches (a split read batch by batch need not fit in memory); every metric then takes features.
+    """
 
     def __init__(self, features: Callable[[torch.Tensor], torch.Tensor], num_features: int,
-                 reference: torch.Tensor, kid_subsets: int = 100, kid_subset_size: int = 1000, prdc_k: int = 5):
-        self.features, self.prdc_k = features, prdc_k
+                 reference: torch.Tensor | Iterable[torch.Tensor], *, kid_subsets: int, kid_subset_size: int,
+                 prdc_k: int) -> None:
+        self.features, self.num_features, self.prdc_k = features, num_features, prdc_k
         self.kid_subsets, self.kid_subset_size = kid_subsets, kid_subset_size
-        self.module = FeatureModule(features, num_features)
-        self.reference = reference
-        self.real_features = features(reference).double()
+        self.real = self.embed(reference)
         # sync_on_compute=False: under DDP only rank 0 evaluates, so there is no one to gather from
-        self._fid = FrechetInceptionDistance(feature=self.module, reset_real_features=False, normalize=False,
-                                             input_img_size=tuple(reference.shape[1:]), sync_on_compute=False)
-        self._fid.update(reference, real=True)
+        self._fid = FrechetInceptionDistance(feature=GivenFeatures(num_features), reset_real_features=False,
+                                             normalize=False, input_img_size=(num_features,), sync_on_compute=False)
+        self._fid.update(self.real, real=True)
         self._kid: dict[int, KernelInceptionDistance] = {}
 
-    def fid(self, images: torch.Tensor) -> float:
+    def embed(self, images: torch.Tensor | Iterable[torch.Tensor], batch_size: int = 512) -> torch.Tensor:
+        """(N, num_features) float64 features of a tensor of images or of an iterable of image batches."""
+        if isinstance(images, torch.Tensor):
+            whole = images
+            images = (whole[i:i + batch_size] for i in range(0, len(whole), batch_size))
+        chunks = [self.features(x).double().cpu() for x in images]
+        return torch.cat(chunks) if chunks else torch.empty(0, self.num_features, dtype=torch.float64)
+
+    def fid(self, feats: torch.Tensor) -> float:
         self._fid.reset()  # keeps the real features
-        self._fid.update(images, real=False)
+        self._fid.update(feats, real=False)
         return float(self._fid.compute())
 
-    def kid(self, images: torch.Tensor) -> tuple[float, float]:
+    def kid(self, feats: torch.Tensor) -> tuple[float, float]:
         """(mean, std) over random subsets of min(kid_subset_size, n) images."""
-        size = min(self.kid_subset_size, len(images), len(self.reference))
+        size = min(self.kid_subset_size, len(feats), len(self.real))
         if size not in self._kid:
             with warnings.catch_warnings():  # "will save all extracted features": intended, the sets are small
                 warnings.simplefilter("ignore")
-                kid = KernelInceptionDistance(feature=self.module, subsets=self.kid_subsets, subset_size=size,
-                                              reset_real_features=False, normalize=False, sync_on_compute=False)
-            kid.update(self.reference, real=True)
+                kid = KernelInceptionDistance(feature=GivenFeatures(self.num_features), subsets=self.kid_subsets,
+                                              subset_size=size, reset_real_features=False, normalize=False,
+                                              sync_on_compute=False)
+            kid.update(self.real, real=True)
             self._kid[size] = kid
         kid = self._kid[size]
         kid.reset()
-        kid.update(images, real=False)
+        kid.update(feats, real=False)
         with torch.random.fork_rng():  # same subsets every evaluation, global RNG untouched
             torch.manual_seed(0)
             mean, std = kid.compute()
@@ -76,12 +89,12 @@ class FeatureMetrics:
 
     def prdc_k_for(self, n: int) -> int:
         """k clamped to what both sets allow: the prdc package takes the (k+1)-th smallest of n distances."""
-        return max(1, min(self.prdc_k, n - 2, len(self.reference) - 2))
+        return max(1, min(self.prdc_k, n - 2, len(self.real) - 2))
 
-    def prdc(self, images: torch.Tensor) -> dict[str, float]:
-        k = self.prdc_k_for(len(images))
-        return {**prdc(self.real_features.numpy(), self.features(images).double().numpy(), k), "prdc_k": k}
+    def prdc(self, feats: torch.Tensor) -> dict[str, float]:
+        k = self.prdc_k_for(len(feats))
+        return {**prdc(self.real.numpy(), feats.double().numpy(), k), "prdc_k": k}
 
-    def all(self, images: torch.Tensor) -> dict[str, float]:
-        kid, kid_std = self.kid(images)
-        return {"fid": self.fid(images), "kid": kid, "kid_std": kid_std, **self.prdc(images)}
+    def all(self, feats: torch.Tensor) -> dict[str, float]:
+        kid, kid_std = self.kid(feats)
+        return {"fid": self.fid(feats), "kid": kid, "kid_std": kid_std, **self.prdc(feats)}

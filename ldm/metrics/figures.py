@@ -52,7 +52,7 @@ def latent_histograms(scaled: torch.Tensor, path: Path, title: str = "") -> Path
 
 
 def class_histogram_plot(generated: torch.Tensor, path: Path, real: Optional[torch.Tensor] = None,
-                         title: str = "") -> Path:
+                         names: Optional[list[str]] = None, title: str = "") -> Path:
     """Bars: fraction of generated samples per predicted class (and of real test images), uniform line."""
     plt = _pyplot()
     k = len(generated)
@@ -64,7 +64,8 @@ def class_histogram_plot(generated: torch.Tensor, path: Path, real: Optional[tor
         ax.bar(x + width / 2, real.numpy(), width, label="real test", alpha=0.7)
     ax.axhline(1 / k, color="k", ls="--", lw=1, label="uniform")
     ax.axhline(0.5 / k, color="r", ls=":", lw=1, label="covered threshold")
-    ax.set_xticks(x)
+    ax.set_xticks(x, labels=names if names and len(names) == k else [str(i) for i in range(k)],
+                  rotation=45 if names and max(map(len, names)) > 3 else 0)
     ax.set_xlabel("class (evaluator prediction)")
     ax.set_ylabel("fraction")
     ax.legend(fontsize=7)

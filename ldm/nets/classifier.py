@@ -16,8 +16,7 @@ class ConvClassifier(nn.Module):
     no dead units that would make the feature covariance of FID singular (docs/design.md, lessons).
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 32, feature_dim: int = 64,
-                 dropout: float = 0.2) -> None:
+    def __init__(self, in_channels: int, num_classes: int, width: int, feature_dim: int, dropout: float = 0.2) -> None:
         super().__init__()
         w = width
         self.body = nn.Sequential(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import pytest
 import torch
 
 from ldm.autoencoders.gan_inversion import GANInversion
@@ -30,6 +31,7 @@ class AtSwitch(L.Callback):
             self.error, self.gan = latent_error(m, self.z), snapshot(m.generator) | snapshot(m.discriminator)
 
 
+@pytest.mark.slow
 def test_encoder_inverts_the_frozen_generator():
     """10 GAN batches, then 40 encoder batches of 16 digits: the latent error falls >= 1.1x.
 

@@ -100,7 +100,7 @@ def test_ema_warmup_and_update():
     assert EMA(net, 0.999, warmup=False).current_decay() == 0.999
 
 
-@pytest.mark.parametrize("preset", ["unet_s", "unet_m", "unet_l"])
+@pytest.mark.parametrize("preset", ["unet_s", "unet_m", pytest.param("unet_l", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("shape", [(2, 4, 4), (1, 16, 16)])
 def test_unet_presets_output_shape(preset, shape, tmp_path):
     cfg = compose_cfg([f"diffusion={preset}"], output_dir=tmp_path)

@@ -35,7 +35,8 @@ def evaluator(digits, cache_dir):
 
 @pytest.fixture(scope="module")
 def fm(evaluator, digits):
-    return FeatureMetrics(evaluator.features, evaluator.feature_dim, digits.split("train").images, kid_subsets=50)
+    return FeatureMetrics(evaluator.features, evaluator.feature_dim, digits.split("train").images, kid_subsets=50,
+                          kid_subset_size=1000, prdc_k=5)
 
 
 @pytest.mark.slow
@@ -105,7 +106,7 @@ def test_a_truncated_evaluator_is_moved_aside_and_retrained(digits, tmp_path):
 
 def test_fid_of_a_set_with_itself_is_zero(fm, digits):
     train = digits.split("train").images
-    assert fm.fid(train) == pytest.approx(0.0, abs=1e-6)
+    assert fm.fid(fm.embed(train)) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_fid_and_kid_ladder(fm, digits):
@@ -113,10 +114,10 @@ def test_fid_and_kid_ladder(fm, digits):
     test = digits.split("test").images
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(test.shape, generator=g)
-    floor = fm.fid(test)
-    fids, kids = [floor], [fm.kid(test)[0]]
+    floor = fm.fid(fm.embed(test))
+    fids, kids = [floor], [fm.kid(fm.embed(test))[0]]
     for sigma in (0.05, 0.1, 0.2, 0.4):
-        noisy = (test + sigma * noise).clamp(-1, 1)
+        noisy = fm.embed((test + sigma * noise).clamp(-1, 1))
         fids.append(fm.fid(noisy))
         kids.append(fm.kid(noisy)[0])
     assert all(a < b for a, b in zip(fids, fids[1:])), fids
@@ -125,9 +126,9 @@ def test_fid_and_kid_ladder(fm, digits):
 
 
 def test_prdc_of_identical_sets(fm, digits):
-    out = fm.prdc(digits.split("train").images)  # the reference set itself
+    out = fm.prdc(fm.embed(digits.split("train").images))  # the reference set itself
     assert out["precision"] == out["recall"] == out["coverage"] == 1.0
-    subset = fm.prdc(digits.split("train").images[:300])  # a subset lies inside the real manifold
+    subset = fm.prdc(fm.embed(digits.split("train").images[:300]))  # a subset lies inside the real manifold
     assert subset["precision"] == 1.0 and 0 < subset["recall"] < 1 and 0 < subset["coverage"] < 1
 
 
@@ -184,3 +185,14 @@ def test_an_evaluator_entry_holding_a_pickle_payload_is_refused_and_retrained(di
     (first.path / "manifest.json").write_text(json.dumps(manifest))
     again = load_or_train(digits, DATA_CFG, small, tmp_path / "c")
     assert again.trained and not target.exists()
+
+
+def test_features_of_batches_equal_features_of_the_whole(fm, digits):
+    """A split read batch by batch (as evaluation reads it) embeds to what the whole tensor embeds to (up to the
+    float rounding of convolutions at another batch size)."""
+    from ldm.data.base import batches
+
+    test = digits.split("test")
+    whole = fm.embed(test.images)
+    assert torch.allclose(fm.embed(x for x, _ in batches(test, batch_size=7)), whole, rtol=1e-5, atol=1e-6)
+    assert fm.fid(whole) == pytest.approx(fm.fid(fm.embed(x for x, _ in batches(test, batch_size=50))), rel=1e-5)
