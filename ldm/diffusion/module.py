@@ -9,7 +9,7 @@ import torch
 
 from ldm.diffusion.ema import EMA
 from ldm.diffusion.process import GaussianDiffusion
-from ldm.diffusion.samplers import CountingDenoiser, check_sampler, guided
+from ldm.diffusion.samplers import CountingDenoiser, check_sampler, guided, upgrade
 from ldm.errors import ConfigError, Diverged
 from ldm.utils.checkpoint import CLASS_KEY, qualname
 from ldm.utils.config import build, build_optimizer
@@ -53,7 +53,7 @@ class LatentDiffusion(L.LightningModule):
         self.register_buffer("latent_scale", torch.ones(c, 1, 1))
         self.register_buffer("latent_shift", torch.zeros(c, 1, 1))
         self.register_buffer("scaling_fitted", torch.tensor(False))
-        self.sampler = build(sampler) if sampler else None
+        self.sampler = build(upgrade(sampler)) if sampler else None
         check_sampler(self.sampler, self.process.num_timesteps)
         self._decode: Optional[Callable] = None
         self.stage_name = "stage2"

@@ -99,6 +99,17 @@ def sample_dpmpp_2m(denoiser: Denoiser, process: GaussianDiffusion, x: torch.Ten
     return x
 
 
+EVEN = {"_target_": "ldm.diffusion.spacing.even", "_partial_": True}
+
+
+def upgrade(cfg: Optional[dict]) -> Optional[dict]:
+    """A sampler config as saved by checkpoints from before samplers took their spacing: those all sampled
+    evenly spaced timesteps, so they get `spacing: even` (runs trained then still evaluate as they did)."""
+    if cfg and str(cfg.get("_target_", "")).startswith("ldm.diffusion.samplers.") and "spacing" not in cfg:
+        return {**cfg, "spacing": EVEN}
+    return cfg
+
+
 def check_sampler(sampler: Optional[Callable], num_timesteps: int) -> None:
     """Raise a configured sampler's spacing error now (e.g. steps > T), not at its first use after training."""
     keywords = getattr(sampler, "keywords", {})  # a functools.partial from a `_partial_: true` config

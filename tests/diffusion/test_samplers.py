@@ -97,3 +97,16 @@ def test_cfg_scale_one_equals_conditional_and_scale_mixes():
     out = guided(model, y, 3.0, null_label=10)(x, t)
     # uncond predicts the null label (10): 10 + 3 * (y - 10)
     assert torch.allclose(out[:, 0, 0, 0], 10 + 3.0 * (y.float() - 10))
+
+
+def test_a_sampler_config_from_before_spacings_samples_evenly():
+    """Checkpoints written before samplers took a spacing saved `{_target_, steps, eta}`: they sample as they did."""
+    from ldm.diffusion.samplers import upgrade
+    from ldm.utils.config import build
+
+    old = {"_target_": "ldm.diffusion.samplers.sample_ddim", "_partial_": True, "steps": 10, "eta": 0.0}
+    proc = GaussianDiffusion(schedules.linear(1000))
+    seen = []
+    build(upgrade(old))(gaussian_denoiser(proc), proc, torch.randn(2, 1, 1, 1), callback=seen.append)
+    assert [s["t"] for s in seen] == even(1000, 10)
+    assert upgrade({**old, "spacing": "kept"})["spacing"] == "kept" and upgrade(None) is None
