@@ -59,6 +59,11 @@ class StepProgressBar(TQDMProgressBar):
         budget = next((cb.max_steps for cb in self.trainer.callbacks if isinstance(cb, StepBudget)), None)
         return budget if budget is not None else super().total_train_batches
 
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)  # the logger's version says nothing about training
+        return metrics
+
     def on_train_epoch_start(self, trainer: L.Trainer, *args) -> None:
         super().on_train_epoch_start(trainer, *args)
         self.train_progress_bar.initial = batches_done(trainer)

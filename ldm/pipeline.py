@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 import torch
 from omegaconf import DictConfig
 
-from ldm import cache, preflight
+from ldm import cache, preflight, tracking
 from ldm.data.base import batches
 from ldm.data.latents import LatentDataModule
 from ldm.evaluation import evaluate
@@ -52,7 +52,7 @@ def ae_info(ae: Any) -> dict:
             "stage1/kind": type(ae).__name__}
 
 
-def stage1(cfg: DictConfig, plan: preflight.Plan) -> Result:
+def stage1(cfg: DictConfig, plan: preflight.Plan, loggers: list) -> Result:
     """The autoencoder: loaded from `autoencoder.ckpt_path`, nothing to train (identity), or `run_stage`."""
     ae = plan.autoencoder
     if plan.ae_checkpoint:  # loaded and checked against the config by preflight
@@ -70,7 +70,7 @@ def stage1(cfg: DictConfig, plan: preflight.Plan) -> Result:
     ae.stage_name = "stage1"
     load = lambda path: load_module(path, "the cached stage 1", expected=type(ae))  # noqa: E731
     return run_stage(cfg, Stage("stage1", ae, plan.datamodule, "autoencoder.ckpt", load, parts, plan.resume1,
-                                summary=ae_info))
+                                summary=ae_info), loggers)
 
 
 # ---- latents ----------------------------------------------------------------------------------------------
@@ -118,7 +118,7 @@ def ld_info(ld: Any) -> dict:
             "stage2/scaling": ld.hparams.scaling, "stage2/latent": ld.hparams.latent}
 
 
-def stage2(cfg: DictConfig, plan: preflight.Plan, s1: Result, z: dict) -> Result:
+def stage2(cfg: DictConfig, plan: preflight.Plan, s1: Result, z: dict, loggers: list) -> Result:
     """Latent diffusion on the cached training latents: trained, continued from `stage2.ckpt_path`, or from the
     cache (same autoencoder, diffusion config, budget and seed; the sampler does not matter)."""
     from ldm.diffusion.module import LatentDiffusion
@@ -132,7 +132,8 @@ def stage2(cfg: DictConfig, plan: preflight.Plan, s1: Result, z: dict) -> Result
              "num_classes": plan.datamodule.num_classes, "precision": str(cfg.trainer.get("precision"))}
     load = lambda path: load_module(path, "the cached stage 2", expected=LatentDiffusion,  # noqa: E731
                                     sampler=plain(cfg.sampler))
-    result = run_stage(cfg, Stage("stage2", ld, data, "diffusion.ckpt", load, parts, plan.resume2, summary=ld_info))
+    result = run_stage(cfg, Stage("stage2", ld, data, "diffusion.ckpt", load, parts, plan.resume2, summary=ld_info),
+                       loggers)
     result.module.set_decoder(s1.module.decode)
     return result
 
@@ -143,20 +144,27 @@ def train(cfg: DictConfig, report: Callable[[dict], None] = lambda metrics: None
     (None on non-zero DDP ranks, which train but do not evaluate)."""
     plan = preflight.check(cfg)  # everything knowable before training: data, modules, checkpoints, budgets
     log.info("data: %s", plan.datamodule)
-    s1 = stage1(cfg, plan)
+    loggers = tracking.build_loggers(cfg)
+    params = {"stage1": count_params(plan.autoencoder)}
+    if plan.diffusion is not None:
+        params["stage2"] = count_params(plan.diffusion.net)
+    tracking.log_config(loggers, cfg, params)
+    s1 = stage1(cfg, plan, loggers)
     metrics, ld, rank0 = dict(s1.info), None, s1.rank0
     report(metrics)
     if plan.stage != "stage1":
-        s2 = stage2(cfg, plan, s1, latents(cfg, s1, plan))
+        s2 = stage2(cfg, plan, s1, latents(cfg, s1, plan), loggers)
         metrics.update(s2.info)
         ld, rank0 = s2.module, s2.rank0
         report(metrics)
     if not rank0:
         return None
     t0 = time.perf_counter()
-    metrics.update(evaluate(s1.module, ld, plan.datamodule, cfg.metrics, cfg.data, cfg.paths.cache_dir,
-                            Path(cfg.paths.output_dir), plan.device))
+    run_dir = Path(cfg.paths.output_dir)
+    metrics.update(evaluate(s1.module, ld, plan.datamodule, cfg.metrics, cfg.data, cfg.paths.cache_dir, run_dir,
+                            plan.device))
     metrics["eval/wall_s"] = time.perf_counter() - t0
+    tracking.log_final(loggers, cfg, metrics, run_dir, params)
     return metrics
 
 

@@ -18,7 +18,7 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig
 
-from ldm import cache
+from ldm import cache, tracking
 from ldm.callbacks import StepBudget, StepSeed, batches_done
 from ldm.utils.checkpoint import link_or_copy, run_checkpoint
 from ldm.utils.config import build, instantiate_dict
@@ -26,15 +26,16 @@ from ldm.utils.config import build, instantiate_dict
 log = logging.getLogger(__name__)
 
 
-def make_trainer(cfg: DictConfig, stage: str) -> L.Trainer:
-    """A Trainer for one stage: its budget, checkpoints under checkpoints/<stage>/, loggers prefixed by stage."""
+def make_trainer(cfg: DictConfig, stage: str, loggers: list) -> L.Trainer:
+    """A Trainer for one stage: its budget, checkpoints under checkpoints/<stage>/, the run's loggers writing
+    under `<stage>/`."""
     budget = cfg[stage]
     callbacks = instantiate_dict(cfg.get("callbacks"))
     for cb in callbacks:
         if isinstance(cb, ModelCheckpoint):
             cb.dirpath = str(run_checkpoint(cfg.paths.output_dir, stage).parent)
     callbacks += [StepBudget(budget.max_steps), StepSeed(cfg.seed)]
-    loggers = [build(v, prefix=stage) for v in (cfg.get("logger") or {}).values() if v and "_target_" in v]
+    loggers = tracking.for_stage(loggers, stage)
     if not loggers:  # nothing to report learning rates to (logger=none)
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
     return build(cfg.trainer, callbacks=callbacks, logger=loggers or False, max_steps=-1, max_epochs=-1,
@@ -63,11 +64,11 @@ class Result:
     entry: Optional[cache.Entry]
 
 
-def run_stage(cfg: DictConfig, stage: Stage) -> Result:
+def run_stage(cfg: DictConfig, stage: Stage, loggers: list = ()) -> Result:
     """Train `stage` (or take it from the cache); returns the module, its `<stage>/*` info and the cache entry."""
     name = stage.name
     key = cache.key(stage.parts)
-    trainer = make_trainer(cfg, name)
+    trainer = make_trainer(cfg, name, list(loggers))
     cached = bool((cfg.get("cache") or {}).get(name, False)) and not stage.resume and trainer.world_size == 1
     entry = cache.Entry(cfg.paths.cache_dir, name, key, stage.parts) if cached else None
     ckpt = run_checkpoint(cfg.paths.output_dir, name)
@@ -78,6 +79,8 @@ def run_stage(cfg: DictConfig, stage: Stage) -> Result:
             log.info("%s: reusing %s from the cache (%s)", name, type(module).__name__, entry.dir)
             return Result(module, {**entry.info(), f"{name}/reused": True, f"{name}/source": "cache",
                                    f"{name}/cache": str(entry.dir)}, True, entry)
+        # the run's config is logged once by ldm.tracking, not each module's hparams by each Trainer
+        stage.module._log_hyperparams = stage.datamodule._log_hyperparams = False
         t0 = time.perf_counter()
         trainer.fit(stage.module, datamodule=stage.datamodule, ckpt_path=stage.resume, weights_only=True)
         wall = time.perf_counter() - t0

@@ -101,16 +101,51 @@ class StatusFile:
 
 
 def finish_wandb(metrics: dict, failed: bool) -> None:
-    """Final metrics as a wandb.Table and run summary, then wandb.finish() (also after a failure)."""
+    """The run's status into the wandb summary, then wandb.finish(), also after a failure (the final metrics and
+    figures of a run that finished are logged by ldm.tracking)."""
     wandb = sys.modules.get("wandb")  # only if a WandbLogger imported it
     if wandb is None or wandb.run is None:
         return
     try:
-        rows = [[k, str(v)] for k, v in sorted(metrics.items())]
-        wandb.log({"final/metrics": wandb.Table(columns=["metric", "value"], data=rows)})
         wandb.run.summary.update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
     finally:
         wandb.finish(exit_code=1 if failed else 0)
+
+
+class _Drop(logging.Filter):
+    """Drops log records whose message contains `text`."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def tidy_output() -> None:
+    """Each message once, and none that asks nothing of the user. Every silencing says why.
+
+    - Lightning's `lightning` logger has its own stderr handler and also propagates to the root logger,
+      which Hydra gives a console and a file handler: every message came out twice. Its handler goes;
+      the messages still reach the console and the run's log file through Hydra's handlers.
+    - The litlogger tip is an advertisement printed by every Trainer.
+    - "module(s) in eval mode at the start of training": the EMA copy of the UNet (and frozen parts)
+      are in eval mode on purpose.
+    - LeafSpec deprecation: raised inside Lightning by this torch version, nothing to change on our side.
+    """
+    import warnings
+
+    lightning_logger = logging.getLogger("lightning")
+    for handler in list(lightning_logger.handlers):
+        if type(handler) is logging.StreamHandler:
+            lightning_logger.removeHandler(handler)
+    lightning_logger.propagate = True
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _Drop) for f in rank_zero.filters):
+        rank_zero.addFilter(_Drop("litlogger"))
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 def run_task(cfg: DictConfig, task: Callable[[DictConfig, Callable[[dict], None]], Optional[dict]],
@@ -119,6 +154,7 @@ def run_task(cfg: DictConfig, task: Callable[[DictConfig, Callable[[dict], None]
 
     Returns the task's metrics (with `status`), or None on non-zero DDP ranks and for failed multirun jobs.
     """
+    tidy_output()
     if in_multirun():
         try:
             return _run(cfg, task, status_path)
