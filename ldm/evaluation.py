@@ -23,6 +23,7 @@ from ldm.metrics.latent import cycle_error, interpolate, latent_summary, path_me
 from ldm.metrics.reconstruction import per_image_metrics
 from ldm.utils.config import build, plain
 from ldm.utils.images import save_grid
+from ldm.utils.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def _sync(device: torch.device) -> None:
 
 
 def recon_grid(x: torch.Tensor, x_hat: torch.Tensor, path: Path, cols: int = 8, rows: int = 4) -> None:
-    """Rows alternate real and reconstructed images."""
+    """Rows alternate real and reconstructed test images."""
     parts = []
     for r in range(rows):
         sl = slice(r * cols, (r + 1) * cols)
@@ -41,7 +42,20 @@ def recon_grid(x: torch.Tensor, x_hat: torch.Tensor, path: Path, cols: int = 8, 
             break
         parts += [x[sl], x_hat[sl]]
     if parts:
-        save_grid(torch.cat(parts), path, nrow=cols)
+        save_grid(torch.cat(parts), path, nrow=cols, rows=["real", "recon"] * (len(parts) // 2),
+                  title="test images and their reconstructions")
+
+
+def upgrade_metrics(cfg: dict) -> dict:
+    """A metrics config as runs saved it before feature extractors were `_target_`s (`features: evaluator` with
+    the recipe under `evaluator`, or `features: inception`), in today's form; today's passes unchanged."""
+    features = cfg.get("features")
+    if isinstance(features, str):
+        cfg = dict(cfg)
+        recipe = cfg.pop("evaluator", {}) or {}
+        cfg["features"] = ({"_target_": "ldm.metrics.evaluator.EvaluatorFeatures", **recipe} if features == "evaluator"
+                           else {"_target_": "ldm.metrics.inception.InceptionFeatures"})
+    return cfg
 
 
 def feature_metrics(cfg: dict, datamodule: Any, data_cfg: dict, cache_dir: str, device: torch.device):
@@ -94,7 +108,7 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
         per: dict[str, list] = {}
         latents, recon_feats, correct, grid = [], [], 0, None
         labelled = bool((test.labels >= 0).all())
-        for x, y in batches(test):
+        for x, y in progress(batches(test), desc="reconstructing", total=-(-len(test) // 256)):
             x_hat = ae.reconstruct(x.to(device)).float().cpu().clamp(-1, 1)
             for k, v in per_image_metrics(x_hat, x).items():
                 per.setdefault(k, []).append(v)
@@ -129,7 +143,10 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
             perm = torch.randperm(len(z_test), generator=g)[:2 * pairs]
             frames = interpolate(ae.decode, z_test[perm[:pairs]].to(device), z_test[perm[pairs:]].to(device),
                                  steps=int(cfg["interp_steps"])).clamp(-1, 1).cpu()
-            save_grid(frames[:8].flatten(0, 1), out_dir / "interpolation.png", nrow=frames.shape[1])
+            steps = frames.shape[1]
+            save_grid(frames[:8].flatten(0, 1), out_dir / "interpolation.png", nrow=steps,
+                      cols=["z_a"] + [""] * (steps - 2) + ["z_b"],
+                      title="decoded linear interpolations between test latents")
             if fm is not None:
                 m.update({f"latent/{k}": v for k, v in path_metrics(fm.features, frames).items()})
     if fm is not None:
@@ -143,11 +160,12 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
         ld.to(device).eval()
         _sync(device)
         t0 = time.perf_counter()
-        images, nfe = ld.generate(n, seed=seed, batch_size=int(cfg["batch_size"]))
+        images, nfe = ld.generate(n, seed=seed, batch_size=int(cfg["batch_size"]), show=True)
         _sync(device)
         m["gen/sec_per_sample"] = (time.perf_counter() - t0) / max(1, n)
         m["gen/nfe"] = nfe
-        save_grid(images[:64], out_dir / "samples.png", nrow=8)
+        save_grid(images[:64], out_dir / "samples.png", nrow=8,
+                  title=f"stage-2 samples, {nfe} network evaluations each")
         if fm is not None:
             feats = fm.embed(images)
             scores = fm.all(feats)

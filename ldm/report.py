@@ -1,4 +1,4 @@
-"""evaluate.py's logic: load a finished run from its checkpoints (weights_only) and evaluate it."""
+"""evaluate.py's logic: evaluate a finished run (or an export), export a run, or build a sweep's table."""
 
 from __future__ import annotations
 
@@ -10,102 +10,74 @@ from typing import Any, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ldm.errors import ConfigError, UserError
-from ldm.autoencoders.base import Autoencoder
 from ldm.diffusion.samplers import check_sampler
-from ldm.evaluation import evaluate
-from ldm.task import UNFINISHED, one_line, read_status, run_task
-from ldm.utils.checkpoint import check_fits, load_module
-from ldm.utils.config import build, check_targets, instantiate_module, plain
+from ldm.errors import ConfigError, UserError
+from ldm.evaluation import evaluate, upgrade_metrics
+from ldm.models import export, load
+from ldm.task import one_line, run_task
+from ldm.utils.config import build, plain
 from ldm.utils.io import write_json
+from ldm.utils.progress import progress
 
 log = logging.getLogger(__name__)
 
 
-PATTERN = {"last": "last.ckpt", "best": "best-*.ckpt"}  # checkpoint=... -> file name in checkpoints/<stage>/
+def overridden(prefix: str) -> list[str]:
+    """Keys below `prefix` that this command line sets (`metrics.num_samples=1000` and `metrics/features=x`
+    give `num_samples` and `features`)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    keys = [o.lstrip("+~").split("=", 1)[0] for o in HydraConfig.get().overrides.task]
+    return [k[len(prefix) + 1:] for k in keys if k.startswith((prefix + ".", prefix + "/"))]
 
 
-def pick_checkpoint(run_dir: Path, stage: str, which: str) -> Optional[Path]:
-    """checkpoints/<stage>/last.ckpt or the (latest) best-*.ckpt; None when the stage has no such checkpoint."""
-    if which not in PATTERN:
-        raise ConfigError(f"checkpoint={which}: choose last or best")
-    found = sorted((run_dir / "checkpoints" / stage).glob(PATTERN[which]))
-    return found[-1] if found else None
-
-
-def load_run(run_dir: Path, which: str = "last") -> tuple[DictConfig, Any, Optional[Any], dict]:
-    """(training config, autoencoder, latent diffusion or None, info) of a finished run.
-
-    The run's config passes the `_target_` allowlist before anything is built from it; checkpoints are
-    read weights-only and checked against that config; a run whose training did not finish is refused.
-    """
-    cfg_path = run_dir / ".hydra" / "config.yaml"
-    if not cfg_path.is_file():
-        raise ConfigError(f"run_dir={run_dir} has no .hydra/config.yaml: point run_dir at a train.py run directory")
-    where = f"run_dir={run_dir} (.hydra/config.yaml)"
-    try:
-        cfg = OmegaConf.load(cfg_path)
-    except Exception as e:
-        raise ConfigError(f"{where} cannot be read ({type(e).__name__}): the run directory is damaged") from None
-    check_targets(cfg, where)
-    status = read_status(run_dir / "metrics.json")["status"]
-    if status in UNFINISHED:
-        raise ConfigError(f"run_dir={run_dir} is {status}: its training did not finish; continue it with "
-                          f"`train.py resume={run_dir} <its overrides>`, then evaluate it")
-    ae_cfg = plain(cfg.autoencoder)
-    ae_cfg.pop("ckpt_path", None)
-    configured = instantiate_module(ae_cfg, where)
-    ae_ckpt = pick_checkpoint(run_dir, "stage1", which)
-    info = {"eval/stage1_checkpoint": str(ae_ckpt) if ae_ckpt else None}
-    if ae_ckpt is not None:
-        ae = load_module(ae_ckpt, "checkpoint", expected=type(configured))
-        check_fits(ae, configured, "checkpoint", ae_ckpt)
-    elif sum(p.numel() for p in configured.parameters()):
-        raise ConfigError(f"run_dir={run_dir} has no stage-1 checkpoint (checkpoints/stage1/{PATTERN[which]}): "
-                          f"train the run again (finished runs own their checkpoints, also when a stage came from "
-                          f"the cache)")
-    else:
-        ae = configured  # nothing to load (identity)
-    ld = None
-    ld_ckpt = pick_checkpoint(run_dir, "stage2", which)
-    info["eval/stage2_checkpoint"] = str(ld_ckpt) if ld_ckpt else None
-    if ld_ckpt is not None:
-        from ldm.diffusion.module import LatentDiffusion
-
-        ld = load_module(ld_ckpt, "checkpoint", expected=LatentDiffusion)
-        if tuple(ld.latent_shape) != tuple(ae.latent_shape):
-            raise ConfigError(f"checkpoint={ld_ckpt} models latents of shape {ld.latent_shape}, but the run's "
-                              f"autoencoder makes {tuple(ae.latent_shape)}: the run directory mixes two runs")
-        ld.set_decoder(ae.decode)
-    elif cfg.get("stage", "all") != "stage1" and isinstance(ae, Autoencoder):
-        raise ConfigError(f"run_dir={run_dir} has no stage-2 checkpoint (checkpoints/stage2/{PATTERN[which]}) "
-                          f"although its config ran stage 2: train the run again")
-    return cfg, ae, ld, info
+def metrics_config(cfg: DictConfig, run_cfg: DictConfig) -> dict:
+    """The run's own metrics config (what it was evaluated with when it finished), with what this command line
+    overrides; the sampling seed is the run's unless `seed=` is given."""
+    merged = OmegaConf.create(upgrade_metrics(plain(run_cfg.get("metrics")) or plain(cfg.metrics)))
+    for key in overridden("metrics"):
+        dotted = key.replace("/", ".")
+        OmegaConf.update(merged, dotted, OmegaConf.select(cfg.metrics, dotted), merge=False)
+    metrics = OmegaConf.to_container(merged, resolve=True)
+    metrics["seed"] = int(cfg.seed) if cfg.get("seed") is not None else int(run_cfg.get("seed") or 0)
+    return metrics
 
 
 def evaluate_run(cfg: DictConfig, run_dir: Path, out_dir: Path) -> dict:
-    """Evaluate one finished train.py run from its checkpoints; writes <out_dir>/eval.json and the figures."""
-    if not run_dir.is_dir():
-        raise ConfigError(f"run_dir={run_dir} is not a directory: pass a train.py run directory")
-    train_cfg, ae, ld, info = load_run(run_dir, cfg.checkpoint)
+    """Evaluate one finished run (a train.py run directory or an export); writes <out_dir>/eval.json and figures."""
+    model = load(run_dir, cfg.checkpoint)
+    ld, info = model.diffusion, dict(model.info)
     if ld is not None and cfg.get("sampler"):
         ld.sampler = build(plain(cfg.sampler))
         check_sampler(ld.sampler, ld.process.num_timesteps)
         info["eval/sampler"] = cfg.sampler._target_.rsplit(".", 1)[-1]
-    datamodule = build(train_cfg.data)
+    datamodule = build(model.config.data)
     datamodule.setup()
     dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    metrics = plain(cfg.metrics)
-    if metrics.get("seed") is None:  # seed=null (the default): sample with the run's own seed, as training did
-        metrics["seed"] = int(train_cfg.get("seed") or 0)
+    metrics = metrics_config(cfg, model.config)
     info["eval/seed"] = metrics["seed"]
     t0 = time.perf_counter()
-    result = evaluate(ae, ld, datamodule, metrics, train_cfg.data, cfg.paths.cache_dir, out_dir, torch.device(dev))
+    result = evaluate(model.autoencoder, ld, datamodule, metrics, model.config.data, cfg.paths.cache_dir, out_dir,
+                      torch.device(dev))
     result.update(info)
     result["eval/wall_s"] = time.perf_counter() - t0
     write_json(out_dir / "eval.json", {"status": "ok", **result})
     log.info("wrote %s", out_dir / "eval.json")
     return result
+
+
+def export_run(cfg: DictConfig, run_dir: Path, out: Path) -> dict:
+    """`evaluate.py run_dir=<run> export=<dir>`: the run's two stages and config as one loadable directory."""
+    model = load(run_dir, cfg.checkpoint)
+    datamodule = build(model.config.data)
+    datamodule.setup()
+    model.class_names = datamodule.class_names
+    export(model, out, source=str(run_dir))
+    log.info("exported %s to %s (load it with ldm.models.load, sample it with sample.py run_dir=%s)",
+             run_dir, out, out)
+    return {"export": str(out)}
 
 
 def _relative(value: str, key: str, plain_name: bool = False) -> str:
@@ -127,7 +99,7 @@ def table(cfg: DictConfig) -> None:
     if cfg.table.reevaluate:
         records, _ = tables.collect(out, eval_file)
         done = [r for r in records if r["status"] == "ok"]
-        for i, r in enumerate(done):
+        for i, r in enumerate(progress(done, desc="re-evaluating", unit="job", leave=True)):
             job = out / r["job"]
             log.info("re-evaluating job %s (%d/%d) into %s", r["job"], i + 1, len(done), job / eval_file)
             try:
@@ -146,6 +118,8 @@ def _task(cfg: DictConfig, report: Any) -> dict:
         return {}
     if not cfg.run_dir:
         raise ConfigError("pass run_dir=<train.py run directory> (or table.dir=<multirun directory>)")
+    if cfg.get("export"):
+        return export_run(cfg, Path(cfg.run_dir), Path(cfg.export))
     return evaluate_run(cfg, Path(cfg.run_dir), Path(cfg.out_dir))
 
 

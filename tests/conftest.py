@@ -75,3 +75,14 @@ def make_cfg(tmp_path):
         return compose_cfg(overrides, config_name, tmp_path / (name or f"run{next(counter)}"))
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def fast_run(tmp_path_factory) -> Path:
+    """One finished `debug=fast` run (seed 1, evaluator metrics, no logger), shared by the tests that only read a
+    run: evaluate, sample, export, safe loading. Copy it before changing anything in it."""
+    from ldm import pipeline
+
+    out = tmp_path_factory.mktemp("fast_run") / "train"
+    assert pipeline.main(compose_cfg(["debug=fast", "logger=none", "seed=1"], output_dir=out)) is not None
+    return out

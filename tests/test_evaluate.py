@@ -3,30 +3,27 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
-from ldm import pipeline, report
+from ldm import report
 from tests.conftest import compose_cfg
 
 FIGURES = ("samples.png", "recon.png", "interpolation.png", "latent_hist.png", "class_hist.png")
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    cfg = compose_cfg(["debug=fast", "logger=none", "seed=1"], output_dir=out / "train")
-    assert pipeline.main(cfg) is not None
-    return Path(cfg.paths.output_dir), cfg
+def finished_run(fast_run):
+    """The shared debug=fast run (seed=1) and its config."""
+    return fast_run, OmegaConf.load(fast_run / ".hydra" / "config.yaml")
 
 
 def test_evaluate_writes_eval_json_and_figures(finished_run, tmp_path):
     run_dir, train_cfg = finished_run
     out = tmp_path / "eval"
-    cfg = compose_cfg([f"run_dir={run_dir}", f"out_dir={out}", "metrics.features.steps=40",
-                       f"paths.cache_dir={train_cfg.paths.cache_dir}", "metrics.interp_pairs=4",
-                       "metrics.interp_steps=4", "metrics.kid_subsets=10"],
+    # no metrics overrides: evaluate.py evaluates with the run's own (debug=fast) metrics config
+    cfg = compose_cfg([f"run_dir={run_dir}", f"out_dir={out}", f"paths.cache_dir={train_cfg.paths.cache_dir}"],
                       config_name="evaluate", output_dir=tmp_path / "logs")
     fid = report.main(cfg)
     result = json.loads((out / "eval.json").read_text())
@@ -48,7 +45,7 @@ def test_evaluate_bad_run_dir(tmp_path, capsys):
         report.main(cfg)
     assert e.value.code == 2
     assert capsys.readouterr().err.strip() == (f"error: run_dir={tmp_path}/nope is not a directory: pass a train.py "
-                                               f"run directory")
+                                               f"run directory or an export")
 
 
 def test_evaluate_with_another_sampler(finished_run, tmp_path):
@@ -59,6 +56,8 @@ def test_evaluate_with_another_sampler(finished_run, tmp_path):
     report.main(cfg)
     result = json.loads((out / "eval.json").read_text())
     assert result["gen/nfe"] == 7 and result["eval/sampler"] == "sample_ddpm"
+    # a metrics override on the command line wins over the run's own metrics config: no feature metrics
+    assert result.get("gen/fid") is None and result["recon/psnr"] > 0
 
 
 def test_table_reevaluates_every_finished_job(finished_run, tmp_path):

@@ -43,12 +43,9 @@ def no_weights_only_default(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A finished stage-1 + stage-2 run (tiny), its directory."""
-    out = tmp_path_factory.mktemp("trained") / "run"
-    cfg = compose_cfg(QUICK, output_dir=out)
-    pipeline.main(cfg)
-    return out
+def trained(fast_run) -> Path:
+    """A finished stage-1 + stage-2 run (tiny), its directory (shared: tests copy it before changing it)."""
+    return fast_run
 
 
 def foreign_target(ckpt: Path, out: Path, target: Path) -> Path:
@@ -146,7 +143,7 @@ def test_evaluate_refuses_a_run_config_with_a_foreign_target(trained, tmp_path, 
     line = evaluate(run, tmp_path, capsys)
     assert line == (f"error: run_dir={run} (.hydra/config.yaml): data._target_=builtins.open is not an allowed "
                     "target: only this package's classes, torch.optim, torch.nn and Lightning's "
-                    "Trainer/callbacks/loggers may be instantiated; if you trust it, add its module to "
+                    "Trainer/callbacks/loggers/profilers may be instantiated; if you trust it, add its module to "
                     "LDM_EXTRA_TARGETS")
     assert target.read_text() == "precious"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Callable, Optional, Sequence
 
 import lightning as L
@@ -15,6 +16,7 @@ from ldm.utils.checkpoint import CLASS_KEY, qualname
 from ldm.utils.config import build, build_optimizer
 from ldm.utils.seeds import VALIDATION_SEED
 from ldm.utils.figures import log_grid
+from ldm.utils.progress import progress
 
 LATENTS = ("mean", "sample")
 SCALINGS = ("global", "channel")
@@ -173,12 +175,21 @@ class LatentDiffusion(L.LightningModule):
         return z, denoiser.nfe
 
     @torch.no_grad()
-    def generate(self, n: int, seed: int = 0, batch_size: int = 500, **kw) -> tuple[torch.Tensor, int]:
-        """n decoded images (CPU, clamped to [-1, 1]) and the NFE per sample."""
+    def generate(self, n: int, seed: int = 0, batch_size: int = 500, show: bool = False,
+                 label: Optional[int] = None, **kw) -> tuple[torch.Tensor, int]:
+        """n decoded images (CPU, clamped to [-1, 1]) and the NFE per sample; batch i draws from seed + i.
+        `label`: every image of this class (class-conditional models); `show`: a bar of sampler steps."""
         out, nfe = [], 0
-        for i in range(0, n, batch_size):
-            z, nfe = self.sample_latents(min(batch_size, n - i), seed=seed + i, **kw)
-            out.append(self.decode(z).clamp(-1, 1).cpu())
+        steps = getattr(self.sampler, "keywords", {}).get("steps")  # the bar's total, where the sampler says
+        total = -(-n // batch_size) * steps if steps else None
+        with progress(desc="sampling", unit="step", total=total, leave=False) if show else nullcontext() as bar:
+            for i in range(0, n, batch_size):
+                step = (lambda state: bar.update(1)) if show else None
+                b = min(batch_size, n - i)
+                if label is not None:
+                    kw["y"] = torch.full((b,), label, dtype=torch.long, device=self.device)
+                z, nfe = self.sample_latents(b, seed=seed + i, callback=step, **kw)
+                out.append(self.decode(z).clamp(-1, 1).cpu())
         return torch.cat(out), nfe
 
     def on_validation_epoch_end(self) -> None:
@@ -191,12 +202,13 @@ class LatentDiffusion(L.LightningModule):
         """Sample grid (EMA weights, fixed seed) and the sampler's trajectory for `rows` samples: x_t decoded
         above the x0 prediction at `cols` of its steps, recorded by the sampler's callback."""
         images, _ = self.generate(self.hparams.num_vis, seed=self.hparams.vis_seed)
-        log_grid(self.trainer, "stage2_samples", images, nrow=6)
+        log_grid(self.trainer, "stage2_samples", images, nrow=6, title=f"samples (EMA), step {self.global_step}")
         steps: list[dict] = []
         self.sample_latents(rows, seed=self.hparams.vis_seed, callback=steps.append)
-        picked = [steps[round(i * (len(steps) - 1) / max(1, cols - 1))] for i in range(min(cols, len(steps)))]
+        picked = [steps[i] for i in sorted({round(j * (len(steps) - 1) / max(1, cols - 1)) for j in range(cols)})]
         grid = []
         for r in range(rows):
             grid += [self.decode(torch.stack([s["x"][r] for s in picked])).clamp(-1, 1),
                      self.decode(torch.stack([s["denoised"][r] for s in picked])).clamp(-1, 1)]
-        log_grid(self.trainer, "stage2_denoising", torch.cat(grid), nrow=len(picked))
+        log_grid(self.trainer, "stage2_denoising", torch.cat(grid), nrow=len(picked), rows=["x_t", "x0 pred"] * rows,
+                 cols=[f"t={s['t']}" for s in picked], title=f"sampling trajectory, step {self.global_step}")

@@ -1,0 +1,197 @@
+"""A trained model, from a run directory or an export: `load(path)`; `export(model, out_dir)`.
+
+An export is one directory that holds everything sampling and evaluation need, without the run:
+`autoencoder.safetensors` and `diffusion.safetensors` (the latter with the latent scale and shift
+buffers and the EMA weights), and `model.json` (each module's class and hyper-parameters, the run's
+resolved config, the data's class names, and where it came from). Loading either checks what it
+reads as every load does: the `_target_` allowlist on configs and hyper-parameters, weights-only reads,
+the class and shapes of each module against its config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from ldm.autoencoders.base import Autoencoder
+from ldm.errors import ConfigError
+from ldm.task import UNFINISHED, read_status
+from ldm.utils.checkpoint import check_fits, load_module, qualname, state_mismatch
+from ldm.utils.config import MODEL_TARGETS, check_targets, get_class, instantiate_module, plain
+
+EXPORT = "model.json"
+FORMAT = 1
+
+
+@dataclass
+class Model:
+    """A run's config (the run's own, resolved) and its two stages, ready to sample or evaluate."""
+
+    config: DictConfig
+    autoencoder: Any
+    diffusion: Optional[Any]
+    info: dict = field(default_factory=dict)
+    class_names: list[str] = field(default_factory=list)
+
+    def sample(self, n: int, seed: int = 0, batch_size: int = 64, label: Optional[int] = None,
+               device: str = "cpu", show: bool = False):
+        """n decoded samples, a (n, C, H, W) CPU tensor in [-1, 1]; batch i draws its noise from seed + i, as
+        evaluation does, so the same arguments give the same images. `label`: a class index (class-conditional
+        runs); `show`: a progress bar of sampler steps."""
+        import torch
+
+        if self.diffusion is None:
+            raise ConfigError("this model has no stage-2 model to sample (its run ran stage=stage1)")
+        ld = self.diffusion.to(torch.device(device)).eval()
+        self.autoencoder.to(torch.device(device)).eval()
+        with torch.no_grad():
+            return ld.generate(n, seed=seed, batch_size=batch_size, show=show, label=label)[0]
+
+
+PATTERN = {"last": "last.ckpt", "best": "best-*.ckpt"}  # checkpoint=... -> file name in checkpoints/<stage>/
+
+
+def pick_checkpoint(run_dir: Path, stage: str, which: str) -> Optional[Path]:
+    """checkpoints/<stage>/last.ckpt or the (latest) best-*.ckpt; None when the stage has no such checkpoint."""
+    if which not in PATTERN:
+        raise ConfigError(f"checkpoint={which}: choose last or best")
+    found = sorted((run_dir / "checkpoints" / stage).glob(PATTERN[which]))
+    return found[-1] if found else None
+
+
+def load_run(run_dir: Path, which: str = "last") -> tuple[DictConfig, Any, Optional[Any], dict]:
+    """(training config, autoencoder, latent diffusion or None, info) of a finished run.
+
+    The run's config passes the `_target_` allowlist before anything is built from it; checkpoints are
+    read weights-only and checked against that config; a run whose training did not finish is refused.
+    """
+    cfg_path = run_dir / ".hydra" / "config.yaml"
+    if not cfg_path.is_file():
+        raise ConfigError(f"run_dir={run_dir} has no .hydra/config.yaml: point run_dir at a train.py run directory")
+    where = f"run_dir={run_dir} (.hydra/config.yaml)"
+    try:
+        cfg = OmegaConf.load(cfg_path)
+    except Exception as e:
+        raise ConfigError(f"{where} cannot be read ({type(e).__name__}): the run directory is damaged") from None
+    check_targets(cfg, where)
+    status = read_status(run_dir / "metrics.json")["status"]
+    if status in UNFINISHED:
+        raise ConfigError(f"run_dir={run_dir} is {status}: its training did not finish; continue it with "
+                          f"`train.py resume={run_dir} <its overrides>`, then evaluate it")
+    ae_cfg = plain(cfg.autoencoder)
+    ae_cfg.pop("ckpt_path", None)
+    configured = instantiate_module(ae_cfg, where)
+    ae_ckpt = pick_checkpoint(run_dir, "stage1", which)
+    info = {"eval/stage1_checkpoint": str(ae_ckpt) if ae_ckpt else None}
+    if ae_ckpt is not None:
+        ae = load_module(ae_ckpt, "checkpoint", expected=type(configured))
+        check_fits(ae, configured, "checkpoint", ae_ckpt)
+    elif sum(p.numel() for p in configured.parameters()):
+        raise ConfigError(f"run_dir={run_dir} has no stage-1 checkpoint (checkpoints/stage1/{PATTERN[which]}): "
+                          f"train the run again (finished runs own their checkpoints, also when a stage came from "
+                          f"the cache)")
+    else:
+        ae = configured  # nothing to load (identity)
+    ld = None
+    ld_ckpt = pick_checkpoint(run_dir, "stage2", which)
+    info["eval/stage2_checkpoint"] = str(ld_ckpt) if ld_ckpt else None
+    if ld_ckpt is not None:
+        from ldm.diffusion.module import LatentDiffusion
+
+        ld = load_module(ld_ckpt, "checkpoint", expected=LatentDiffusion)
+        if tuple(ld.latent_shape) != tuple(ae.latent_shape):
+            raise ConfigError(f"checkpoint={ld_ckpt} models latents of shape {ld.latent_shape}, but the run's "
+                              f"autoencoder makes {tuple(ae.latent_shape)}: the run directory mixes two runs")
+        ld.set_decoder(ae.decode)
+    elif cfg.get("stage", "all") != "stage1" and isinstance(ae, Autoencoder):
+        raise ConfigError(f"run_dir={run_dir} has no stage-2 checkpoint (checkpoints/stage2/{PATTERN[which]}) "
+                          f"although its config ran stage 2: train the run again")
+    return cfg, ae, ld, info
+
+
+
+def load(path: str | os.PathLike, which: str = "last") -> Model:
+    """The model of an export (a folder with model.json) or of a finished train.py run directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ConfigError(f"run_dir={path} is not a directory: pass a train.py run directory or an export")
+    if (path / EXPORT).is_file():
+        return load_export(path)
+    cfg, ae, ld, info = load_run(path, which)
+    return Model(cfg, ae, ld, info)
+
+
+def umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def export(model: Model, out_dir: str | os.PathLike, source: str = "") -> Path:
+    """Write `model` as one directory (temporary folder, renamed into place: never half-written)."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    if out.exists():
+        raise ConfigError(f"export={out} exists: choose a new folder or remove it")
+    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        meta = {"format": FORMAT, "source": source, "config": OmegaConf.to_container(model.config, resolve=True),
+                "class_names": list(model.class_names)}
+        for name, module in (("autoencoder", model.autoencoder), ("diffusion", model.diffusion)):
+            if module is None:
+                continue
+            save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp / f"{name}.safetensors"))
+            os.chmod(tmp / f"{name}.safetensors", 0o666 & ~umask())  # safetensors writes 0600: readable as any file
+            meta[name] = {"class": qualname(type(module)), "hparams": plain(dict(module.hparams))}
+        (tmp / EXPORT).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def load_export(path: Path) -> Model:
+    """The model of an export directory written by `export`."""
+    from safetensors.torch import load_file
+
+    where = f"run_dir={path} ({EXPORT})"
+    try:
+        meta = json.loads((path / EXPORT).read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{where} cannot be read ({type(e).__name__}): export the run again") from None
+    if meta.get("format") != FORMAT:
+        raise ConfigError(f"{where} has format {meta.get('format')}, this ldm reads {FORMAT}: export the run again")
+    cfg = OmegaConf.create(meta["config"])
+    check_targets(cfg, where)
+    modules = {}
+    for name in ("autoencoder", "diffusion"):
+        if name not in meta:
+            continue
+        spec = meta[name]
+        check_targets(spec["hparams"], where, f"{name}.hparams", allowed=MODEL_TARGETS)
+        cls = get_class(spec["class"], f"{name}.class", where)
+        module = cls(**spec["hparams"])
+        try:
+            state = load_file(str(path / f"{name}.safetensors"))
+        except Exception as e:  # missing, truncated, not safetensors
+            raise ConfigError(f"{where}: {name}.safetensors cannot be read ({type(e).__name__}): export the run "
+                              f"again") from None
+        problem = state_mismatch(module, state)
+        if problem:
+            raise ConfigError(f"{where}: {name}.safetensors does not fit its {cls.__name__} ({problem})")
+        module.load_state_dict(state)
+        modules[name] = module.eval()
+    ae, ld = modules["autoencoder"], modules.get("diffusion")
+    if ld is not None:
+        ld.set_decoder(ae.decode)
+    return Model(cfg, ae, ld, {"eval/export": str(path)}, list(meta.get("class_names") or []))

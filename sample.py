@@ -1,0 +1,19 @@
+"""Sample a trained model: `python sample.py run_dir=<run or export> num_samples=64 out_dir=<dir>`."""
+
+import os
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("LDM_ROOT", os.path.dirname(os.path.abspath(__file__)))
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="sample")
+def main(cfg: DictConfig):
+    from ldm import sampling  # after Hydra parsed the CLI: `--help` and `--cfg` stay fast
+
+    return sampling.main(cfg)
+
+
+if __name__ == "__main__":
+    main()
