@@ -99,3 +99,23 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
     assert json.loads((sweep / "1" / "metrics.json").read_text())["status"] == "ok"
     t = tables.build(sweep, columns=["recon/psnr"])
     assert [b["job"] for b in t["bad"]] == ["0"]
+
+
+@pytest.mark.slow
+def test_a_two_trial_optuna_search_writes_its_result(tmp_path):
+    """hparams_search=vae_optuna: 2 TPE trials of debug=fast; the best value is the best trial's gen/fid."""
+    sweep = tmp_path / "search"
+    proc = subprocess.run([sys.executable, "train.py", "-m", "hparams_search=vae_optuna", "debug=fast", "logger=none",
+                           "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}",
+                           f"paths.cache_dir={tmp_path / 'cache'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import yaml
+    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert set(result["best_params"]) == {"autoencoder.kl_weight", "backbone.latent_channels", "diffusion"}
+    fids = [json.loads((sweep / str(i) / "metrics.json").read_text())["gen/fid"] for i in range(2)]
+    assert result["best_value"] == pytest.approx(min(fids))
+    best = fids.index(min(fids))
+    overrides = (sweep / str(best) / ".hydra/overrides.yaml").read_text()
+    assert f"backbone.latent_channels={result['best_params']['backbone.latent_channels']}" in overrides

@@ -26,7 +26,9 @@ def load_state(path: Path) -> dict:
 def test_debug_fast_writes_run_directory(make_cfg):
     cfg = make_cfg(FAST)
     out = Path(cfg.paths.output_dir)
-    assert pipeline.main(cfg) == pytest.approx(json.loads((out / "metrics.json").read_text())["recon/psnr"])
+    # train.py returns the optimized metric (gen/fid by default) for sweepers
+    assert cfg.optimized_metric == "gen/fid"
+    assert pipeline.main(cfg) == pytest.approx(json.loads((out / "metrics.json").read_text())["gen/fid"])
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "ok"
     assert metrics["stage1/steps"] == cfg.stage1.max_steps
@@ -50,6 +52,9 @@ def test_debug_fast_writes_run_directory(make_cfg):
     for png in ("stage1_recon.png", "stage1_prior.png", "stage2_samples.png", "stage2_denoising.png", "samples.png"):
         assert (out / png).stat().st_size > 100, png
     assert not list(out.rglob("*.tmp"))  # atomic writes leave no temp files behind
+    tree = (out / "config_tree.log").read_text()  # the composed config, printed and saved at the start
+    assert tree.startswith("CONFIG") and "ldm.autoencoders.vae.VAE" in tree and "kl_weight: 1.0e-06" in tree
+    assert tree.index("data") < tree.index("autoencoder") < tree.index("trainer") and "hydra" not in tree
     # stage 2 and the generation timing
     assert metrics["stage2/steps"] == cfg.stage2.max_steps and metrics["stage2/params"] > 0
     assert metrics["stage2/scale_factor"] > 0 and metrics["stage2/val_loss"] > 0

@@ -14,8 +14,11 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def targets(node):
+    """Every `_target_` our code builds; those under `hydra:` (e.g. the Optuna sweeper's sampler) Hydra builds."""
     if isinstance(node, dict):
         for k, v in node.items():
+            if k == "hydra":
+                continue
             if k == "_target_":
                 yield v
             else:
