@@ -22,10 +22,12 @@ from ldm.data.base import batches
 from ldm.data.latents import LatentDataModule
 from ldm.evaluation import evaluate
 from ldm.stages import Result, Stage, run_stage
-from ldm.task import run_task
+from ldm.task import process_rank, run_task
 from ldm.utils.checkpoint import link_or_copy, load_module, run_checkpoint
 from ldm.utils.config import plain
+from ldm.utils.config_tree import print_config_tree
 from ldm.utils.io import atomic_write
+from ldm.utils.progress import progress
 
 log = logging.getLogger(__name__)
 DISPLAY_KEYS = ("num_vis", "vis_seed", "ckpt_path")  # config keys that do not change a trained model
@@ -82,7 +84,8 @@ def encode_splits(ae: Any, datamodule: Any, device: torch.device, batch_size: in
     for name in ("train", "val", "test"):
         split = datamodule.split(name)
         means, stds = [], []
-        for images, _ in batches(split, batch_size):
+        chunks = progress(batches(split, batch_size), desc=f"encoding {name}", total=-(-len(split) // batch_size))
+        for images, _ in chunks:
             mean, std = ae.encode_distribution(images.to(device))
             means.append(mean.float().cpu())
             if std is not None:
@@ -126,7 +129,8 @@ def stage2(cfg: DictConfig, plan: preflight.Plan, s1: Result, z: dict, loggers: 
     ld, budget = plan.diffusion, cfg.stage2
     ld.fit_scaling(z["train"]["mean"], z["train"]["std"])
     ld.set_decoder(s1.module.decode)
-    data = LatentDataModule({k: z[k] for k in ("train", "val")}, batch_size=budget.batch_size, shuffle_seed=cfg.seed)
+    data = LatentDataModule({k: z[k] for k in ("train", "val")}, batch_size=budget.batch_size, shuffle_seed=cfg.seed,
+                            overfit_batches=plan.datamodule.overfit_batches)
     parts = {"stage1": s1.info["stage1/key"], "diffusion": _without(plain(cfg.diffusion), DISPLAY_KEYS),
              "seed": cfg.seed, "max_steps": budget.max_steps, "batch_size": budget.batch_size,
              "num_classes": plan.datamodule.num_classes, "precision": str(cfg.trainer.get("precision"))}
@@ -191,6 +195,8 @@ def main(cfg: DictConfig) -> Optional[float]:
     """Entry point behind train.py: `train` under the task wrapper (status file, error policy, exit codes)."""
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if (cfg.get("extras") or {}).get("print_config") and process_rank() == 0:
+        print_config_tree(cfg, save_to=run_dir / "config_tree.log")
     metrics = run_task(cfg, train, run_dir / "metrics.json")
     if metrics is None:
         return None

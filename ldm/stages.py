@@ -38,8 +38,11 @@ def make_trainer(cfg: DictConfig, stage: str, loggers: list) -> L.Trainer:
     loggers = tracking.for_stage(loggers, stage)
     if not loggers:  # nothing to report learning rates to (logger=none)
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
-    return build(cfg.trainer, callbacks=callbacks, logger=loggers or False, max_steps=-1, max_epochs=-1,
-                 val_check_interval=min(budget.val_every, budget.max_steps), check_val_every_n_epoch=None)
+    trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, max_steps=-1, max_epochs=-1,
+                    val_check_interval=min(budget.val_every, budget.max_steps), check_val_every_n_epoch=None)
+    if getattr(trainer.profiler, "filename", None):  # debug=profiler: one report per stage, not one overwritten
+        trainer.profiler.filename = f"{stage}-{trainer.profiler.filename}"
+    return trainer
 
 
 @dataclass

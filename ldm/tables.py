@@ -38,6 +38,18 @@ def direction(column: str) -> int:
     return 0
 
 
+def contends(column: str, runs: list[dict]) -> bool:
+    """Whether a row's value in `column` measures something it can be best at: not the wall time of a stage
+    that came from the cache or a checkpoint (not timed here), not the reconstruction of a row with nothing to
+    reconstruct through (identity's exact, sentinel-PSNR reconstruction)."""
+    stage = column.split("/")[0]
+    if column.endswith("wall_s") and stage in ("stage1", "stage2"):
+        return all(m.get(f"{stage}/source", "trained") in ("trained", "resumed") for m in runs)
+    if column.startswith("recon/") or column == "latent/cycle_error":
+        return not all(m.get("stage1/params") == 0 for m in runs)
+    return True
+
+
 def _overrides(job: Path) -> dict[str, str]:
     path = job / ".hydra" / "overrides.yaml"
     try:
@@ -123,12 +135,13 @@ def build(sweep_dir: str | Path, columns: Optional[Sequence[str]] = None, title:
         for c in columns:
             cells[c], means[c], stds[c] = _fmt([m.get(c) for m in runs])
         rows.append({"group": group, "n": len(runs), "cells": cells, "means": means, "stds": stds,
+                     "contends": {c: contends(c, runs) for c in columns},
                      "floor": _fmt([m.get("eval/fid_floor") for m in runs])[0],
                      "floor_n": next((m["eval/fid_floor_n"] for m in runs if m.get("eval/fid_floor_n")), None)})
     best = {}
     for c in columns:
         d = direction(c)
-        vals = [(r["means"][c], i) for i, r in enumerate(rows) if r["means"][c] is not None]
+        vals = [(r["means"][c], i) for i, r in enumerate(rows) if r["means"][c] is not None and r["contends"][c]]
         if d and len(vals) > 1:
             top = (max if d > 0 else min)(v for v, _ in vals)
             best[c] = {i for v, i in vals if v == top}  # ties: every row that reaches it
@@ -161,7 +174,8 @@ def _write(sweep_dir: Path, t: dict, title: str, name: str = "table") -> None:
     md = [f"### {title}", "",
           "Budgets: " + ", ".join(f"{label} {v}" for label, v in t["budgets"] if v is not None or "samples" in label),
           ("Shared overrides: " + " ".join(t["constant"])) if t["constant"] else "",
-          "Cells: mean ± std (number of seeds); **bold** = best in column. FID floor: real test vs train at the "
+          "Cells: mean ± std (number of seeds); **bold** = best in column among rows that measured it (not the "
+          "wall time of a cached stage, not identity's exact reconstruction). FID floor: real test vs train at the "
           "same feature extractor.",
           (f"Re-evaluated from checkpoints ({t['eval_file']} over metrics.json): {t['re_evaluated']} of {t['jobs']} "
            "jobs" + (f", sampled with {', '.join(t['samplers'])}" if t["samplers"] else "")

@@ -70,11 +70,20 @@ def for_stage(loggers: list[Logger], stage: str) -> list[Logger]:
     return loggers
 
 
+def choices() -> dict[str, str]:
+    """The option chosen in each config group (`autoencoder: vae`, `data: digits`, ...), Hydra's own left out:
+    the keys a dashboard filters and groups a sweep by."""
+    hc = _hydra()
+    if hc is None:
+        return {}
+    return {k: str(v) for k, v in hc.runtime.choices.items() if v is not None and not k.startswith("hydra")}
+
+
 def resolved(cfg: DictConfig) -> dict:
-    """The run's config as plain nested data (the `hydra` node left out)."""
+    """The run's config as plain nested data (the `hydra` node left out), with the group `choices`."""
     job = OmegaConf.to_container(cfg, resolve=True)
     job.pop("hydra", None)
-    return job
+    return {**job, "choices": choices()}
 
 
 def log_config(loggers: list[Logger], cfg: DictConfig, params: dict[str, int]) -> None:

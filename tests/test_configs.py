@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from tests.conftest import CONF, compose_cfg
 
 GROUPS = ["data", "backbone", "autoencoder", "diffusion", "sampler", "metrics", "trainer", "logger", "callbacks",
-          "paths", "hydra", "debug", "experiment"]
+          "paths", "hydra", "debug", "experiment", "hparams_search"]
 
 
 def options(group: str) -> list[str]:
@@ -116,3 +116,20 @@ def test_every_class_default_equals_its_yaml(composed):
         if default is not inspect.Parameter.empty and {repr(default)} != values:
             drift.append(f"{target}({arg}={default!r}) but the configs say {sorted(values)}")
     assert not drift, "\n".join(drift)
+
+
+def test_debug_presets_keep_their_promises(tmp_path):
+    """debug=fast keeps an experiment's task_name; overfit trains long on 2 batches; limit keeps the real network
+    sizes; profiler names Lightning's profiler; the Optuna search minimises the generation FID."""
+    fast = compose_cfg(["experiment=kl_weight", "debug=fast"], output_dir=tmp_path)
+    assert fast.task_name == "kl_weight"
+    overfit = compose_cfg(["debug=overfit"], output_dir=tmp_path)
+    assert overfit.data.overfit_batches == 2 and overfit.stage1.max_steps >= 100 and overfit.backbone.ch <= 8
+    default, limit = compose_cfg([], output_dir=tmp_path), compose_cfg(["debug=limit"], output_dir=tmp_path)
+    assert limit.backbone == default.backbone and limit.diffusion.net == default.diffusion.net
+    assert limit.stage1.max_steps < default.stage1.max_steps and default.data.overfit_batches == 0
+    profiler = compose_cfg(["debug=profiler"], output_dir=tmp_path)
+    assert profiler.trainer.profiler._target_ == "lightning.pytorch.profilers.SimpleProfiler"
+    assert compose_cfg([], output_dir=tmp_path).optimized_metric == "gen/fid"
+    search = compose_cfg(["hparams_search=vae_optuna"], output_dir=tmp_path)
+    assert search.optimized_metric == "gen/fid" and search.autoencoder._target_.endswith(".VAE")

@@ -94,3 +94,22 @@ def test_tied_best_marks_every_row(tmp_path):
     t = tables.build(tmp_path, columns=["gen/classes_covered"])
     assert t["best"]["gen/classes_covered"] == {0, 1}
     assert (tmp_path / "table.md").read_text().count("**10.00 (1)**") == 2
+
+
+def test_wall_times_of_cached_stages_and_identity_reconstruction_are_never_best(tmp_path):
+    make_job(tmp_path, 0, ["autoencoder=identity", "seed=0"],
+             {"status": "ok", "recon/psnr": 126.0, "stage1/params": 0, "stage1/wall_s": 0.0,
+              "stage1/source": "none", "gen/fid": 5.0})
+    make_job(tmp_path, 1, ["autoencoder=vae", "seed=0"],
+             {"status": "ok", "recon/psnr": 30.0, "stage1/params": 10, "stage1/wall_s": 0.5,
+              "stage1/source": "cache", "gen/fid": 4.0})
+    make_job(tmp_path, 2, ["autoencoder=ae", "seed=0"],
+             {"status": "ok", "recon/psnr": 29.0, "stage1/params": 10, "stage1/wall_s": 90.0,
+              "stage1/source": "trained", "gen/fid": 6.0})
+    make_job(tmp_path, 3, ["autoencoder=vae_gan", "seed=0"],
+             {"status": "ok", "recon/psnr": 25.0, "stage1/params": 12, "stage1/wall_s": 120.0,
+              "stage1/source": "trained", "gen/fid": 7.0})
+    t = tables.build(tmp_path, columns=["recon/psnr", "stage1/wall_s", "gen/fid"])
+    order = [dict(r["group"])["autoencoder"] for r in t["rows"]]
+    best = {c: {order[i] for i in rows} for c, rows in t["best"].items()}
+    assert best == {"recon/psnr": {"vae"}, "stage1/wall_s": {"ae"}, "gen/fid": {"vae"}}

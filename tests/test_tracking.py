@@ -12,9 +12,10 @@ import pytest
 
 from ldm import pipeline
 from tests.conftest import ROOT
-from tests.helpers.wandb_offline import summary
+from ldm.utils.wandb_offline import summary
 
 
+@pytest.mark.slow
 def test_tensorboard_gets_one_run_stage_scalars_hparams_final_metrics_and_figures(make_cfg):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
@@ -42,7 +43,7 @@ def test_tensorboard_gets_one_run_stage_scalars_hparams_final_metrics_and_figure
 
 
 @pytest.mark.slow
-def test_wandb_offline_runs_are_named_grouped_configured_and_get_final_numbers_and_figures(tmp_path):
+def test_wandb_offline_runs_are_named_grouped_configured_and_get_final_numbers_and_figures(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     proc = subprocess.run([sys.executable, "train.py", "-m", "debug=fast", "logger=wandb", "seed=0,1",
@@ -55,7 +56,9 @@ def test_wandb_offline_runs_are_named_grouped_configured_and_get_final_numbers_a
         s = summary(run_file)
         assert s["name"] == f"debug=fast,seed={seed}"  # the overrides, without where files go
         assert s["group"] == f"train/{sweep.name}" and s["tags"] == ["dev"]
-        assert {"autoencoder", "diffusion", "sampler", "seed", "params"} <= s["config"]
+        assert {"autoencoder", "diffusion", "sampler", "seed", "params"} <= set(s["config"])
+        assert s["config"]["seed"] == seed  # what a dashboard filters a sweep by: seed and the group choices
+        assert s["config"]["choices"]["autoencoder"] == "vae" and s["config"]["choices"]["data"] == "digits"
         metrics = json.loads((job / "metrics.json").read_text())
         assert s["summary"]["gen/fid"] == pytest.approx(metrics["gen/fid"]) and s["summary"]["status"] == "ok"
         assert isinstance(s["summary"]["recon/psnr"], float)  # numbers, not strings
@@ -64,3 +67,9 @@ def test_wandb_offline_runs_are_named_grouped_configured_and_get_final_numbers_a
         assert any(k.startswith("final/metrics") for k in s["history"])
         media = {p.name.split("_")[0] for p in run_file.parent.rglob("files/media/images/final/*.png")}
         assert {"samples", "recon", "class"} <= media, media  # the final figures, as images
+    # listed and filtered offline, as a dashboard would: one run is seed 1 of the vae row
+    from ldm.utils import wandb_offline
+
+    assert wandb_offline.main([str(sweep), "autoencoder=vae", "seed=1"]) == 0
+    out = capsys.readouterr().out
+    assert "| debug=fast,seed=1 |" in out and "1 of 2 runs match" in out

@@ -137,7 +137,8 @@ class LatentModel(L.LightningModule):
     @torch.no_grad()
     def log_figures(self, x: torch.Tensor) -> None:
         """The prior-sample grid: decoded z ~ N(0, I)."""
-        log_grid(self.trainer, "stage1_prior", self.sample_prior(self.num_vis, seed=0).clamp(-1, 1), nrow=8)
+        log_grid(self.trainer, "stage1_prior", self.sample_prior(self.num_vis, seed=0).clamp(-1, 1), nrow=8,
+                 title=f"decoded z ~ N(0, I), step {self.batch_step}")
 
 
 class Autoencoder(LatentModel):
@@ -169,5 +170,6 @@ class Autoencoder(LatentModel):
         for i in range(0, len(x), cols):
             real = x[i:i + cols]
             rows += [real, self.reconstruct(real).clamp(-1, 1)]
-        log_grid(self.trainer, "stage1_recon", torch.cat(rows), nrow=cols)
+        log_grid(self.trainer, "stage1_recon", torch.cat(rows), nrow=cols, rows=["real", "recon"] * (len(rows) // 2),
+                 title=f"validation images and reconstructions, step {self.batch_step}")
         super().log_figures(x)

@@ -87,9 +87,10 @@ class StepDataModule(L.LightningDataModule):
     batch_key = "data.batch_size"  # the config key that sets `batch_size`, for error messages
 
     def __init__(self, batch_size: int = 64, split_seed: int = 0, num_workers: int = 0,
-                 shuffle_seed: Optional[int] = None) -> None:
+                 shuffle_seed: Optional[int] = None, overfit_batches: int = 0) -> None:
         super().__init__()
         self.batch_size = batch_size
+        self.overfit_batches = overfit_batches  # > 0: train on only this many batches' worth of items (debug)
         self.eval_batch_size = max(batch_size, EVAL_BATCH)
         self.split_seed, self.num_workers = split_seed, num_workers
         # training order follows the run's seed (seed sweeps vary it); the split stays fixed by split_seed
@@ -110,7 +111,8 @@ class StepDataModule(L.LightningDataModule):
         start = trainer.fit_loop.epoch_loop.batch_progress.total.completed if trainer is not None else 0
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         try:
-            sampler = StepBatchSampler(len(train), self.batch_size, seed=self.shuffle_seed, start=start,
+            items = min(len(train), self.overfit_batches * self.batch_size) if self.overfit_batches else len(train)
+            sampler = StepBatchSampler(items, self.batch_size, seed=self.shuffle_seed, start=start,
                                        rank=rank, world_size=world)
         except ValueError as e:
             raise ConfigError(f"{self.batch_key}: {e}: lower {self.batch_key}") from None
@@ -136,9 +138,9 @@ class InMemoryImageDataModule(StepDataModule):
 
     def __init__(self, image_size: int, channels: int, batch_size: int = 64, val_fraction: float = 0.1,
                  test_fraction: float = 0.1, split_seed: int = 0, num_workers: int = 0,
-                 shuffle_seed: Optional[int] = None) -> None:
+                 shuffle_seed: Optional[int] = None, overfit_batches: int = 0) -> None:
         super().__init__(batch_size=batch_size, split_seed=split_seed, num_workers=num_workers,
-                         shuffle_seed=shuffle_seed)
+                         shuffle_seed=shuffle_seed, overfit_batches=overfit_batches)
         if image_size < 1:
             raise ConfigError(f"data.image_size={image_size} must be a positive integer")
         if channels not in (1, 3):

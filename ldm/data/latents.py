@@ -18,8 +18,8 @@ class LatentDataModule(StepDataModule):
 
     batch_key = "stage2.batch_size"
 
-    def __init__(self, splits: dict[str, dict], batch_size: int, shuffle_seed: int) -> None:
-        super().__init__(batch_size=batch_size, split_seed=shuffle_seed)
+    def __init__(self, splits: dict[str, dict], batch_size: int, shuffle_seed: int, overfit_batches: int = 0) -> None:
+        super().__init__(batch_size=batch_size, split_seed=shuffle_seed, overfit_batches=overfit_batches)
         for name, s in splits.items():
             std = s.get("std")
             std = torch.zeros(len(s["mean"]), 1, 1, 1) if std is None else std

@@ -14,6 +14,7 @@ from ldm import cache
 from ldm.data.base import TensorImages, batches
 from ldm.errors import DataError
 from ldm.nets.classifier import ConvClassifier
+from ldm.utils.progress import progress
 
 log = logging.getLogger(__name__)
 # data settings that do not change the images or the split, so they do not change the evaluator
@@ -57,7 +58,7 @@ def train_classifier(train, num_classes: int, *, steps: int, batch_size: int, lr
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     net.train()
-    for _ in range(steps):
+    for _ in progress(range(steps), desc="evaluator", unit="step"):
         idx = torch.randint(0, len(train), (min(batch_size, len(train)),), generator=g)
         x, y = train.__getitems__(idx.tolist())
         loss = F.cross_entropy(net(_augment(x, g)), y, label_smoothing=0.05)

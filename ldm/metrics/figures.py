@@ -45,7 +45,7 @@ def latent_histograms(scaled: torch.Tensor, path: Path, title: str = "") -> Path
         ax.plot(grid.numpy(), pdf.numpy(), "k-", lw=1.2, label="N(0, 1)")
         ax.set_title(f"channel {i}: mean {v.mean():.2f}, std {v.std():.2f}", fontsize=9)
         ax.set_xlim(-6, 6)
-    axes.flat[0].legend(fontsize=8)
+    axes.flat[0].legend(fontsize=8, loc="upper right", framealpha=0.6)
     if title:
         fig.suptitle(title, fontsize=10, y=1.04)
     return _save(fig, path)
@@ -68,7 +68,7 @@ def class_histogram_plot(generated: torch.Tensor, path: Path, real: Optional[tor
                   rotation=45 if names and max(map(len, names)) > 3 else 0)
     ax.set_xlabel("class (evaluator prediction)")
     ax.set_ylabel("fraction")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the bars
     if title:
         ax.set_title(title, fontsize=10)
     return _save(fig, path)

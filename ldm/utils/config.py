@@ -24,13 +24,14 @@ from ldm.errors import ConfigError, UserError
 # deeper). Extend both with LDM_EXTRA_TARGETS=mypkg,other.module (comma-separated) for code you trust.
 ALLOWED_TARGETS = ("ldm.nets", "ldm.losses", "ldm.autoencoders", "ldm.diffusion", "ldm.data", "ldm.callbacks",
                    "ldm.metrics.evaluator", "ldm.metrics.inception", "torch.optim", "torch.nn",
-                   "lightning.pytorch.Trainer", "lightning.pytorch.callbacks", "lightning.pytorch.loggers")
-ALLOWED_MODULES = ALLOWED_TARGETS[:-3] + ("lightning.pytorch.trainer.trainer", "lightning.pytorch.callbacks",
-                                          "lightning.pytorch.loggers")
+                   "lightning.pytorch.Trainer", "lightning.pytorch.callbacks", "lightning.pytorch.loggers",
+                   "lightning.pytorch.profilers")
+ALLOWED_MODULES = ALLOWED_TARGETS[:-4] + ("lightning.pytorch.trainer.trainer", "lightning.pytorch.callbacks",
+                                          "lightning.pytorch.loggers", "lightning.pytorch.profilers")
 # What a checkpoint's hyper-parameters may name: the parts a module builds itself (networks, losses,
 # schedules, samplers, optimizers); never a Trainer, logger, callback or data module.
 MODEL_TARGETS = ("ldm.nets", "ldm.losses", "ldm.diffusion", "torch.optim", "torch.nn")
-HINT = ("only this package's classes, torch.optim, torch.nn and Lightning's Trainer/callbacks/loggers may be "
+HINT = ("only this package's classes, torch.optim, torch.nn and Lightning's Trainer/callbacks/loggers/profilers may be "
         "instantiated; if you trust it, add its module to LDM_EXTRA_TARGETS")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -54,5 +55,36 @@ def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
-def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None) -> Path:
-    return save_png(make_grid(images, nrow=nrow, scale=auto_scale(images.shape[-1])), path)
+def label(grid: np.ndarray, cell: int, padding: int = 1, rows: Sequence[str] = (), cols: Sequence[str] = (),
+          title: str = "") -> np.ndarray:
+    """`grid` (from make_grid, cells `cell` px apart from `padding`) with row labels on the left, column labels
+    on top and a title above, in PIL's built-in font (no font files needed)."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    text_w = lambda s: int(font.getlength(s)) if s else 0  # noqa: E731
+    left = (max(map(text_w, rows)) + 6) if any(rows) else 0
+    top = (14 if any(cols) else 0) + (14 if title else 0)
+    h, w = grid.shape[:2]
+    canvas = Image.new("RGB", (w + left, h + top), "white")
+    canvas.paste(Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).convert("RGB"), (left, top))
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((left + 2, 1), title, fill="black", font=font)
+    for i, text in enumerate(cols):
+        x = left + padding + i * (cell + padding) + max(0, (cell - text_w(text)) // 2)
+        draw.text((x, top - 13), text, fill="black", font=font)
+    for i, text in enumerate(rows):
+        y = top + padding + i * (cell + padding) + max(0, cell // 2 - 6)
+        draw.text((2, y), text, fill="black", font=font)
+    return np.asarray(canvas)
+
+
+def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, rows: Sequence[str] = (),
+              cols: Sequence[str] = (), title: str = "") -> Path:
+    """A grid of (N, C, H, W) images in [-1, 1] as PNG, upscaled when tiny, with optional labels and title."""
+    scale = auto_scale(images.shape[-1])
+    grid = make_grid(images, nrow=nrow, scale=scale)
+    if rows or cols or title:
+        grid = label(grid, images.shape[-1] * scale, rows=rows, cols=cols, title=title)
+    return save_png(grid, path)
