@@ -11,8 +11,10 @@ ARGS ?=
 
 .DEFAULT_GOAL := help
 ABLATION_DIR ?= logs/ablation/autoencoders
+# sweep jobs side by side, one per usable CPU (each job then runs 1 torch thread: ldm/runtime.py)
+JOBS ?= $(shell nproc)
 
-.PHONY: help install train test test-slow test-all ablation clean clean-logs
+.PHONY: help install train test test-slow test-all ablation bench clean clean-logs
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -38,8 +40,13 @@ test-all: $(STAMP) ## run every test, slow end-to-end ones included
 	$(PY) -m pytest -q $(ARGS)
 
 ablation: $(STAMP) ## the README's headline table: experiment=autoencoders (6 rows x 3 seeds), then table.md/csv/tex
-	$(PY) train.py experiment=autoencoders hydra.sweep.dir=$(ABLATION_DIR) $(ARGS)
+	$(PY) train.py experiment=autoencoders hydra.sweep.dir=$(ABLATION_DIR) hydra/launcher=joblib \
+		hydra.launcher.n_jobs=$(JOBS) $(ARGS)
 	$(PY) evaluate.py table.dir=$(ABLATION_DIR)
+
+bench: $(STAMP) ## benchmarks -> benchmarks/RESULTS.md (UNet vs diffusers, jobs, contention, plan); ARGS=--quick: 3 min
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[bench]"
+	$(PY) benchmarks/bench.py $(ARGS)
 
 clean-logs: ## delete logs/ (all runs!)
 	rm -rf logs

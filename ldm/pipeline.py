@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 import torch
 from omegaconf import DictConfig
 
-from ldm import cache, preflight, tracking
+from ldm import cache, preflight, runtime, tracking
 from ldm.data.base import batches
 from ldm.data.latents import LatentDataModule
 from ldm.evaluation import evaluate
@@ -154,7 +154,7 @@ def train(cfg: DictConfig, report: Callable[[dict], None] = lambda metrics: None
         params["stage2"] = count_params(plan.diffusion.net)
     tracking.log_config(loggers, cfg, params)
     s1 = stage1(cfg, plan, loggers)
-    metrics, ld, rank0 = dict(s1.info), None, s1.rank0
+    metrics, ld, rank0 = {**runtime.STATE, **s1.info}, None, s1.rank0
     report(metrics)
     if plan.stage != "stage1":
         s2 = stage2(cfg, plan, s1, latents(cfg, s1, plan), loggers)

@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
+from ldm import runtime
 from ldm.autoencoders.base import Autoencoder
 from ldm.errors import ConfigError
 from ldm.task import read_status
@@ -105,7 +106,8 @@ def check(cfg: DictConfig) -> Plan:
     if stage not in STAGES:
         raise ConfigError(f"stage={stage}: choose one of {', '.join(STAGES)}")
     if cfg.get("threads") is not None:
-        torch.set_num_threads(positive(cfg, "threads"))
+        positive(cfg, "threads")
+    runtime.prepare_from_hydra(cfg.get("threads"))  # the entry script did this before importing torch
     for key in ("stage1.max_steps", "stage1.val_every", "data.batch_size"):
         positive(cfg, key)
     if stage != "stage1":

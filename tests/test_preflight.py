@@ -104,6 +104,7 @@ def test_a_checkpoint_of_another_latent_shape_shows_both(key, checkpoints, make_
 def test_a_stage2_checkpoint_of_another_latent_shape(checkpoints, make_cfg, capsys, tmp_path):
     other = make_cfg(QUICK + ["backbone.f=2"], name="f2")
     pipeline.train(other)
+    capsys.readouterr()  # that run's progress bars are not the refused run's output
     path = Path(other.paths.output_dir) / "checkpoints/stage2/last.ckpt"
     line, _ = refused(make_cfg, QUICK + [f"stage2.ckpt_path={path}"], capsys)
     assert line.startswith(f"error: stage2.ckpt_path={path} holds a LatentDiffusion, latent 2x8x8, but the config "

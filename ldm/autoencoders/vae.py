@@ -10,6 +10,7 @@ from ldm.nets.backbone import BackboneSpec
 from ldm.nets.decoder import Decoder
 from ldm.nets.encoder import Encoder
 from ldm.utils.config import build
+from ldm.utils.seeds import normal_like
 
 
 class VAE(Autoencoder):
@@ -47,7 +48,7 @@ class VAE(Autoencoder):
 
     def losses(self, x: torch.Tensor, sample: bool = True) -> dict[str, torch.Tensor]:
         mean, logvar = self.posterior(x)
-        z = mean + (0.5 * logvar).exp() * torch.randn_like(mean) if sample else mean
+        z = mean + (0.5 * logvar).exp() * normal_like(mean) if sample else mean
         x_hat = self.decode(z)
         rec = self.recon_loss(x_hat, x)
         kl = gaussian_kl(mean, logvar).mean()

@@ -14,9 +14,9 @@ from ldm.diffusion.samplers import CountingDenoiser, check_sampler, guided, upgr
 from ldm.errors import ConfigError, Diverged
 from ldm.utils.checkpoint import CLASS_KEY, qualname
 from ldm.utils.config import build, build_optimizer
-from ldm.utils.seeds import VALIDATION_SEED
 from ldm.utils.figures import log_grid
 from ldm.utils.progress import progress
+from ldm.utils.seeds import VALIDATION_SEED, normal_like
 
 LATENTS = ("mean", "sample")
 SCALINGS = ("global", "channel")
@@ -66,7 +66,7 @@ class LatentDiffusion(L.LightningModule):
     # ---- latent scaling -------------------------------------------------------------------------------
     def draw_latents(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
         """The latent stage 2 learns: the posterior mean, or a posterior sample (config `latent`)."""
-        return mean + std * torch.randn_like(mean) if self.hparams.latent == "sample" else mean
+        return mean + std * normal_like(mean) if self.hparams.latent == "sample" else mean
 
     @torch.no_grad()
     def fit_scaling(self, mean: torch.Tensor, std: Optional[torch.Tensor] = None) -> None:

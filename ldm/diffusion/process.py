@@ -7,6 +7,7 @@ from typing import Callable, Optional
 import torch
 
 from ldm.errors import ConfigError
+from ldm.utils.seeds import normal_like
 
 PARAMETERIZATIONS = ("eps", "x0", "v")
 
@@ -50,7 +51,7 @@ class GaussianDiffusion:
     # ---- forward process ----------------------------------------------------------------------------
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps."""
-        noise = torch.randn_like(x0) if noise is None else noise
+        noise = normal_like(x0) if noise is None else noise
         return self._at("sqrt_ac", t, x0) * x0 + self._at("sqrt_1m_ac", t, x0) * noise
 
     # ---- parameterisations --------------------------------------------------------------------------
@@ -91,7 +92,7 @@ class GaussianDiffusion:
              noise: Optional[torch.Tensor] = None, **model_kwargs) -> torch.Tensor:
         """Weighted MSE between model(x_t, t) and the target, mean over elements and samples."""
         t = self.sample_t(len(x0), x0.device) if t is None else t
-        noise = torch.randn_like(x0) if noise is None else noise
+        noise = normal_like(x0) if noise is None else noise
         out = model(self.q_sample(x0, t, noise), t, **model_kwargs)
         per_sample = (out - self.target(x0, noise, t)).pow(2).flatten(1).mean(1)
         per_sample = per_sample * self.loss_weight(t, x0)

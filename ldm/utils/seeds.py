@@ -17,3 +17,11 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def step_seed(seed: int, step: int, rank: int = 0) -> int:
     """All noise drawn in one training step on one rank (posterior samples, t and eps, dropout)."""
     return epoch_seed(seed, step) * RANK_STRIDE + rank
+
+
+def normal_like(x):
+    """N(0, 1) noise of x's shape, dtype and device, drawn as a contiguous tensor: the same numbers whatever
+    x's memory format (`torch.randn_like` follows it, so channels_last would change the random stream)."""
+    import torch
+
+    return torch.randn(x.shape, dtype=x.dtype, device=x.device)
