@@ -30,7 +30,8 @@ def zero_init(module: nn.Module) -> nn.Module:
 
 
 class TimeResBlock(nn.Module):
-    """ResNet block with scale-shift conditioning on the time (and class) embedding: norm(h)(1 + s) + b."""
+    """ResNet block with scale-shift conditioning on the time (and class) embedding: norm(h)(1 + s) + b.
+    `forward` takes the embedding after its SiLU (computed once per UNet call, not once per block)."""
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -43,13 +44,17 @@ class TimeResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
+        scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)
         h = self.norm2(h) * (1 + scale) + shift
         return self.skip(x) + self.conv2(self.dropout(F.silu(h)))
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention over spatial positions (torch SDPA), residual."""
+    """Multi-head self-attention over spatial positions (torch SDPA), residual.
+
+    The q/k/v and output projections are stored as 1x1 convolutions (the checkpoint format) but applied as
+    matmuls on the (n, hw, c) token layout: q, k and v then reach SDPA with a contiguous last dimension, which
+    lets CPU SDPA take its fused kernel instead of the bmm + softmax fallback (benchmarks/RESULTS.md)."""
 
     def __init__(self, ch: int, num_heads: int = 4) -> None:
         super().__init__()
@@ -60,9 +65,12 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(n, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)
-        out = F.scaled_dot_product_attention(q, k, v)  # (n, heads, hw, c/heads)
-        return x + self.proj(out.transpose(-1, -2).reshape(n, c, h, w))
+        tokens = self.norm(x).flatten(2).transpose(1, 2)                                   # (n, hw, c)
+        qkv = F.linear(tokens, self.qkv.weight.view(3 * c, c), self.qkv.bias)               # (n, hw, 3c)
+        q, k, v = qkv.view(n, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)  # (n, heads, hw, d)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, h * w, c)
+        out = F.linear(out, self.proj.weight.view(c, c), self.proj.bias)
+        return x + out.transpose(1, 2).reshape(n, c, h, w)
 
 
 class Level(nn.Module):
@@ -133,6 +141,7 @@ class UNet(nn.Module):
         if self.class_emb is not None:
             y = torch.full((len(x),), self.num_classes, device=x.device, dtype=torch.long) if y is None else y
             emb = emb + self.class_emb(y)
+        emb = F.silu(emb)  # every block's projection starts with it
         h = self.conv_in(x)
         skips = [h]
         blocks = iter(self.down)
