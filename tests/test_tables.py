@@ -97,18 +97,16 @@ def test_tied_best_marks_every_row(tmp_path):
 
 
 def test_wall_times_of_cached_stages_and_identity_reconstruction_are_never_best(tmp_path):
-    make_job(tmp_path, 0, ["autoencoder=identity", "seed=0"],
-             {"status": "ok", "recon/psnr": 126.0, "stage1/params": 0, "stage1/wall_s": 0.0,
-              "stage1/source": "none", "gen/fid": 5.0})
-    make_job(tmp_path, 1, ["autoencoder=vae", "seed=0"],
-             {"status": "ok", "recon/psnr": 30.0, "stage1/params": 10, "stage1/wall_s": 0.5,
-              "stage1/source": "cache", "gen/fid": 4.0})
-    make_job(tmp_path, 2, ["autoencoder=ae", "seed=0"],
-             {"status": "ok", "recon/psnr": 29.0, "stage1/params": 10, "stage1/wall_s": 90.0,
-              "stage1/source": "trained", "gen/fid": 6.0})
-    make_job(tmp_path, 3, ["autoencoder=vae_gan", "seed=0"],
-             {"status": "ok", "recon/psnr": 25.0, "stage1/params": 12, "stage1/wall_s": 120.0,
-              "stage1/source": "trained", "gen/fid": 7.0})
+    jobs = [  # row, recon/psnr, stage1/params, stage1/wall_s, stage1/source, gen/fid
+        ("identity", 126.0, 0, 0.0, "none", 5.0),    # a sentinel PSNR (no reconstruction), no stage 1
+        ("vae", 30.0, 10, 0.5, "cache", 4.0),        # a stage taken from the cache: its wall time is not its own
+        ("ae", 29.0, 10, 90.0, "trained", 6.0),
+        ("vae_gan", 25.0, 12, 120.0, "trained", 7.0),
+    ]
+    for n, (row, psnr, params, wall, source, fid) in enumerate(jobs):
+        make_job(tmp_path, n, [f"autoencoder={row}", "seed=0"],
+                 {"status": "ok", "recon/psnr": psnr, "stage1/params": params, "stage1/wall_s": wall,
+                  "stage1/source": source, "gen/fid": fid})
     t = tables.build(tmp_path, columns=["recon/psnr", "stage1/wall_s", "gen/fid"])
     order = [dict(r["group"])["autoencoder"] for r in t["rows"]]
     best = {c: {order[i] for i in rows} for c, rows in t["best"].items()}
