@@ -54,6 +54,13 @@ class Model:
             return ld.generate(n, seed=seed, batch_size=batch_size, show=show, label=label)[0]
 
 
+def device_for(name: str):
+    """`device=` of evaluate.py / sample.py as a torch.device: `auto` is cuda where there is one, else cpu."""
+    import torch
+
+    return torch.device(name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 PATTERN = {"last": "last.ckpt", "best": "best-*.ckpt"}  # checkpoint=... -> file name in checkpoints/<stage>/
 
 

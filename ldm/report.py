@@ -7,13 +7,12 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ldm.diffusion.samplers import check_sampler
 from ldm.errors import ConfigError, UserError
 from ldm.evaluation import evaluate, upgrade_metrics
-from ldm.models import export, load
+from ldm.models import device_for, export, load
 from ldm.task import one_line, run_task
 from ldm.utils.config import build, plain
 from ldm.utils.io import write_json
@@ -55,12 +54,11 @@ def evaluate_run(cfg: DictConfig, run_dir: Path, out_dir: Path) -> dict:
         info["eval/sampler"] = cfg.sampler._target_.rsplit(".", 1)[-1]
     datamodule = build(model.config.data)
     datamodule.setup()
-    dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     metrics = metrics_config(cfg, model.config)
     info["eval/seed"] = metrics["seed"]
     t0 = time.perf_counter()
     result = evaluate(model.autoencoder, ld, datamodule, metrics, model.config.data, cfg.paths.cache_dir, out_dir,
-                      torch.device(dev))
+                      device_for(cfg.device))
     result.update(info)
     result["eval/wall_s"] = time.perf_counter() - t0
     write_json(out_dir / "eval.json", {"status": "ok", **result})

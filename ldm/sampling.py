@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from ldm.diffusion.samplers import check_sampler
 from ldm.errors import ConfigError
-from ldm.models import Model, load
+from ldm.models import Model, device_for, load
 from ldm.task import run_task
 from ldm.utils.config import build, get_class, plain
 from ldm.utils.images import make_grid, save_png, to_uint8
@@ -25,7 +25,7 @@ from ldm.utils.images import make_grid, save_png, to_uint8
 log = logging.getLogger(__name__)
 
 
-def class_index(model: Model, wanted, cfg: DictConfig) -> Optional[int]:
+def class_index(model: Model, wanted) -> Optional[int]:
     """`class=` as an index into the run's classes (a name is looked up in the data's class names)."""
     if wanted is None:
         return None
@@ -112,8 +112,8 @@ def sample(cfg: DictConfig, report=None) -> dict:
     if model.diffusion is None:
         raise ConfigError(f"run_dir={cfg.run_dir} has no stage-2 model to sample (it ran stage=stage1)")
     configure(model, cfg)
-    label = class_index(model, cfg.get("class"), cfg)
-    device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    label = class_index(model, cfg.get("class"))
+    device = device_for(cfg.device)
     images = model.sample(int(cfg.num_samples), int(cfg.seed), int(cfg.batch_size), label, device, show=True)
     out = write(images, label, Path(cfg.out_dir), bool(cfg.overwrite))
     log.info("wrote %d samples to %s (PNGs, samples.npz, grid.png)", len(images), out)

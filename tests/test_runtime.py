@@ -25,14 +25,16 @@ def test_prepare_after_torch_sets_the_thread_count(monkeypatch):
     import torch
 
     before = torch.get_num_threads()
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    for var in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # restored after the test
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(runtime, "STATE", {})
     try:
         assert runtime.prepare(1) == 1
         assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
         assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+        assert runtime.STATE["runtime/before_torch"] is False and runtime.STATE["runtime/threads"] == 1
     finally:
         torch.set_num_threads(before)
-        monkeypatch.setenv("OMP_NUM_THREADS", str(before))
 
 
 @pytest.mark.slow
