@@ -46,7 +46,8 @@ SECTIONS = {"machine": "Machine and load", "conv": "Conv peak", "unet": "UNet: o
             "jobs": "Stage steps/s and the per-job wall-time split", "contention": "Contention",
             "plan": "Planning"}
 COMPILED = ("ours", U.BASELINE)  # implementations that also get torch.compile rows (not in --quick)
-BF16 = ("ours",)  # implementations that also get a bf16-autocast row (not in --quick)
+FOREACH = ("ours", U.BASELINE)  # implementations that also get an eager row with multi-tensor AdamW (the training path)
+BF16 = ("ours",)  # implementations that also get a bf16-autocast row (not in --quick; only with native bf16)
 COUNT_BATCH = 8  # FLOPs and ops are counted at this batch, then scaled
 GPU_NAME, GPU_PEAK_TFLOPS, GPU_UTIL, GPU_LAUNCH_US = "H200 SXM", 989.0, 0.30, 5.0  # assumptions, not measured
 JOB_ROWS = ("vae", "identity")
@@ -174,14 +175,17 @@ class Row:
     """One measured configuration: an implementation, eager or compiled, fp32 or bf16 autocast."""
 
     def __init__(self, impl: str, ctor: U.Constructor, shape: tuple[int, int], batch: int, compiled: bool,
-                 bf16: bool) -> None:
+                 bf16: bool, foreach: bool = False) -> None:
         c, s = shape
         torch.manual_seed(0)
         self.impl, self.compiled, self.bf16 = impl, compiled, bf16
-        self.label = f"{impl} ({'compiled' if compiled else 'eager'}{', bf16 autocast' if bf16 else ''})"
+        self.label = (f"{impl} ({'compiled' if compiled else 'eager'}{', bf16 autocast' if bf16 else ''}"
+                      f"{', foreach AdamW' if foreach else ''})")
         self.module = ctor(c, s)
         self.net = torch.compile(self.module) if compiled else self.module
-        self.opt = torch.optim.AdamW(self.module.parameters(), lr=1e-3)
+        # torch's CPU default is the per-parameter AdamW; ldm's training builds it with foreach=True
+        # (ldm.utils.config.build_optimizer: bit-identical updates, tests/test_speed.py)
+        self.opt = torch.optim.AdamW(self.module.parameters(), lr=1e-3, foreach=foreach or None)
         g = torch.Generator().manual_seed(1)
         self.x, self.target = torch.randn(batch, c, s, s, generator=g), torch.randn(batch, c, s, s, generator=g)
         self.t = torch.randint(0, 1000, (batch,), generator=g)
@@ -234,9 +238,13 @@ def _unet_section(args, ctx: dict) -> tuple[str, dict]:
                     eq = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"}
                 raw["equivalence"].setdefault(name, {})[shape_name] = eq
         rows = [Row(name, ctor, shape, args.batch, False, False) for name, ctor in impls.items()]
+        rows += [Row(name, impls[name], shape, args.batch, False, False, foreach=True)
+                 for name in FOREACH if name in impls]
         if not args.quick:
-            rows += [Row(name, impls[name], shape, args.batch, False, True) for name in BF16 if name in impls]
-            rows += [Row(name, impls[name], shape, args.batch, True, False) for name in COMPILED if name in impls]
+            if native_bf16():  # emulated bf16 is ~50x slower than fp32 (section 2): minutes per row, no information
+                rows += [Row(name, impls[name], shape, args.batch, False, True) for name in BF16 if name in impls]
+            rows += [Row(name, impls[name], shape, args.batch, True, False, foreach=True)
+                     for name in COMPILED if name in impls]
         # FLOPs of one train step and one forward, counted on a batch of COUNT_BATCH and scaled to the batch (every
         # counted op is linear in the batch); all implementations compute the same function, so the largest count
         # (the one that sees every matmul) is the model's FLOPs for every row. Op counts do not depend on the batch.
@@ -311,7 +319,9 @@ def unet_md(args, raw, peak, train_rows, infer_rows, compile_rows, flop_rows) ->
     parts = [
         f"Config: conf/diffusion/unet_s.yaml (`{U.UNET_S}`) vs `diffusers.UNet2DModel` with the equal settings listed "
         "in benchmarks/unets.py. Batch "
-        f"{args.batch}, {args.threads} thread(s). Train step = forward, MSE to a fixed target, backward, AdamW step; "
+        f"{args.batch}, {args.threads} thread(s). Train step = forward, MSE to a fixed target, backward, AdamW step "
+        "(torch's default AdamW, per-parameter on CPU, unless the row says `foreach AdamW`: the multi-tensor AdamW "
+        "ldm's training uses, bit-identical updates; `ours (eager, foreach AdamW)` is ldm's default stage-2 path); "
         "inference = one forward under `torch.no_grad()`. Ratios are time ÷ the same mode's "
         f"`{U.BASELINE} (eager)` time (< 1: faster than diffusers). % of peak: fp32 rows against the fp32 conv "
         f"peak, bf16 rows against the bf16 peak: {peak_txt}. {same}",
@@ -332,22 +342,26 @@ def unet_md(args, raw, peak, train_rows, infer_rows, compile_rows, flop_rows) ->
                          "steady train ms/step"], compile_rows)]
     else:
         parts.append("torch.compile and bf16-autocast rows: skipped (--quick).")
+    if not args.quick and not native_bf16():
+        parts.append("bf16-autocast UNet rows: skipped, this CPU has no native bf16 (section 2: emulated bf16 runs "
+                     "far slower than fp32, so a bf16 row would take minutes and show only that).")
     parts += [
         "**FLOPs counted** (`torch.utils.flop_counter.FlopCounterMode`, one call; the GFLOP/s above use the "
         "largest count per shape for every row, since all rows compute the same function: FlopCounterMode has no "
-        "formula for the CPU flash-attention kernel diffusers' SDPA call takes, while ours' SDPA call falls back "
-        "to the math path whose bmm it counts). aten ops = non-view ops dispatched by forward + backward (the "
-        "optimizer excluded: on a GPU AdamW runs as a few foreach kernels), a floor on GPU kernel launches used in "
-        "section 6:",
+        "formula for the CPU flash-attention kernel diffusers' and ours' SDPA calls take, while `before`'s call "
+        "falls back to the math path whose bmm it counts). aten ops = non-view ops dispatched by forward + "
+        "backward (the optimizer excluded: on a GPU AdamW runs as a few foreach kernels), a floor on GPU kernel "
+        "launches used in section 6:",
         table(["shape", "implementation", "GFLOP / train step", "GFLOP / forward", "aten ops / fwd+bwd"],
               flop_rows),
         "**Structural differences that remain** (none changes the parameter count or the function):\n"
         "- Attention projections: ours is one 1x1 `Conv2d(C, 3C)` for q, k, v and a 1x1 conv out; diffusers uses "
         "three `Linear(C, C)` (`to_q/to_k/to_v`) and a `Linear` out on the (B, HW, C) token layout. Same "
         "parameters (the 1x1 conv weight splits into the three Linear weights).\n"
-        "- SDPA inputs: ours passes q, k, v as strided views (`reshape(...).transpose(-1, -2)`, last-dim stride "
-        "HW), which sends CPU SDPA to the math fallback (bmm + softmax); diffusers' contiguous-last-dim views take "
-        "`_scaled_dot_product_flash_attention_for_cpu`.\n"
+        "- SDPA inputs: `before` passed q, k, v as strided views (`reshape(...).transpose(-1, -2)`, last-dim stride "
+        "HW), which sends CPU SDPA to the math fallback (bmm + softmax); ours now applies the projections as "
+        "matmuls on the (B, HW, C) token layout, so, as in diffusers, q, k, v have a contiguous last dimension and "
+        "take `_scaled_dot_product_flash_attention_for_cpu`.\n"
         "- diffusers divides every ResNet and attention output by `output_scale_factor` (1.0), casts the attention "
         "output with `.to(query.dtype)`, and calls `.contiguous()` on the shortcut input while training: extra "
         "no-op kernels.\n"

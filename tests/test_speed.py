@@ -28,6 +28,39 @@ def test_noise_does_not_depend_on_memory_format():
     assert draws[1].is_contiguous()
 
 
+@pytest.mark.parametrize("target,extra", [("torch.optim.AdamW", {"weight_decay": 0.01}),
+                                          ("torch.optim.Adam", {"betas": [0.5, 0.9]})])
+def test_multi_tensor_optimizer_and_ema_are_bit_identical(target, extra):
+    """build_optimizer picks the foreach implementation (CPU default: per-parameter) and EMA updates with one
+    multi-tensor lerp: both must give exactly the weights the per-parameter loops give, not nearly."""
+    from ldm.diffusion.ema import EMA
+    from ldm.utils.config import build_optimizer
+
+    cfg = {"_target_": target, "_partial_": True, "lr": 1e-2, **extra}
+    weights = []
+    for foreach in (None, False):  # None: the config does not choose, build_optimizer does
+        torch.manual_seed(0)
+        net = UNet(2, **TINY)
+        init = torch.cat([p.detach().flatten() for p in net.parameters()])
+        opt = build_optimizer(cfg if foreach is None else {**cfg, "foreach": foreach}, net.parameters())
+        assert opt.defaults["foreach"] is (True if foreach is None else False)
+        ema = EMA(net, 0.9)
+        loop = [p.detach().clone() for p in ema.net.parameters()]
+        for step in range(3):
+            x, t = torch.randn(4, 2, 4, 4), torch.randint(0, 1000, (4,))
+            opt.zero_grad()
+            (net(x, t) - x).square().mean().backward()  # a target: at the zero-initialised output, not 0
+            opt.step()
+            d = ema.current_decay()
+            ema.update(net)
+            for e, p in zip(loop, net.parameters()):
+                e.lerp_(p.detach(), 1 - d)
+        assert all(torch.equal(a, b) for a, b in zip(loop, ema.net.parameters()))
+        weights.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
+        assert (weights[-1] - init).abs().max() > 1e-3  # the steps moved the weights: the comparison has teeth
+    assert torch.equal(weights[0], weights[1])
+
+
 def test_bf16_autocast_unet_is_finite_and_close():
     torch.manual_seed(0)
     net = UNet(2, **TINY).eval()

@@ -7,6 +7,9 @@ data, and data must not be able to call `builtins.open` or `os.system`.
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import os
 from typing import Any, Iterable, Optional
 
@@ -119,8 +122,17 @@ def build(cfg: Any, *args: Any, where: str = "the config", **kwargs: Any) -> Any
 
 
 def build_optimizer(cfg: Any, params: Iterable) -> Any:
-    """An optimizer config (`_target_`, `_partial_: true`, lr, ...) applied to `params`."""
-    return _instantiate(cfg, "the optimizer config")(params=params)
+    """An optimizer config (`_target_`, `_partial_: true`, lr, ...) applied to `params`.
+
+    Optimizers that have a multi-tensor (`foreach`) implementation get it unless the config chooses: torch
+    picks it by default on GPUs only, while on CPU it gives bit-identical updates with one call per step
+    instead of several per parameter (tests/test_speed.py checks the identity; benchmarks/RESULTS.md the time).
+    """
+    opt = _instantiate(cfg, "the optimizer config")
+    if isinstance(opt, functools.partial) and "foreach" not in opt.keywords and \
+            "foreach" in inspect.signature(opt.func).parameters:
+        opt = functools.partial(opt, foreach=True)
+    return opt(params=params)
 
 
 def instantiate_dict(cfg: Any) -> list[Any]:
