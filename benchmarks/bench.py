@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
@@ -292,7 +293,58 @@ def _unet_section(args, ctx: dict) -> tuple[str, dict]:
                                      fmt_range(scale(out["train"]["s"], 1e3))))
         compile_rows += [(f"{c}x{s}x{s}", r.label, "failed", sr["rows"][r.label]["cold_compile"]["error"], "")
                          for r in failed]
-    return unet_md(args, raw, peak, train_rows, infer_rows, compile_rows, flop_rows), raw
+    md = unet_md(args, raw, peak, train_rows, infer_rows, compile_rows, flop_rows)
+    if "ours" in impls:
+        raw["stacked_seeds"] = stacked_seeds(args)
+        st = raw["stacked_seeds"]
+        md += ("\n\n**Seeds stacked in one process** (`torch.func.stack_module_state` + `vmap(grad(...))`: the "
+               f"{st['k']} seeds of a row as one batched computation, an idea for filling the machine with small "
+               f"latents) vs the same {st['k']} models stepped one after another; forward + backward, batch "
+               f"{args.batch} per model, {st['shape']}, {args.threads} thread(s); gradients agree to "
+               f"{st['max_grad_diff']:.1e}:\n\n"
+               + table(["way", f"ms for {st['k']} models' fwd+bwd, median (min–max)", "time ÷ one after another"],
+                       [(k, fmt_range(scale(v, 1e3)), fmt(v["median"] / st["rows"]["one after another"]["median"]))
+                        for k, v in st["rows"].items()]))
+    return md, raw
+
+
+def stacked_seeds(args, k: int = 3) -> dict:
+    """K UNets' gradients as one vmapped computation vs K separate forward + backward passes (latent shape)."""
+    from torch.func import functional_call, grad, stack_module_state, vmap
+
+    c, s = U.SHAPES["latent"]
+    torch.manual_seed(0)
+    models = [U.our_unet(c, s) for _ in range(k)]
+    for m in models:  # randomise the zero-initialised layers, so every gradient is non-trivial
+        for p in m.parameters():
+            torch.nn.init.normal_(p, std=0.05)
+    params, buffers = stack_module_state(models)
+    skeleton = U.our_unet(c, s).to("meta")
+    g = torch.Generator().manual_seed(1)
+    x, target = torch.randn(k, args.batch, c, s, s, generator=g), torch.randn(k, args.batch, c, s, s, generator=g)
+    t = torch.randint(0, 1000, (k, args.batch), generator=g)
+
+    def loss(p, b, x, t, target):
+        return F.mse_loss(functional_call(skeleton, (p, b), (x, t)), target)
+
+    batched = vmap(grad(loss))
+
+    def stacked():
+        return batched(params, buffers, x, t, target)
+
+    def separate():
+        for i, m in enumerate(models):
+            m.zero_grad(set_to_none=True)
+            F.mse_loss(m(x[i], t[i]), target[i]).backward()
+
+    with warnings.catch_warnings():  # vmap's "no batching rule for the CPU flash-attention kernel" warning
+        warnings.simplefilter("ignore")
+        grads = stacked()
+        separate()
+        diff = max((grads[n][i] - p.grad).abs().max().item() for i, m in enumerate(models)
+                   for n, p in m.named_parameters())
+        res = interleaved({"stacked (vmap)": stacked, "one after another": separate}, args.reps)
+    return {"k": k, "shape": f"{c}x{s}x{s}", "max_grad_diff": diff, "rows": res}
 
 
 def unet_md(args, raw, peak, train_rows, infer_rows, compile_rows, flop_rows) -> str:
