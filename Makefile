@@ -39,7 +39,7 @@ test-slow: $(STAMP) ## run only the slow tier: subprocess CLI runs, SIGKILL + re
 test-all: $(STAMP) ## run every test, slow end-to-end ones included
 	$(PY) -m pytest -q $(ARGS)
 
-ablation: $(STAMP) ## the README's headline table: experiment=autoencoders (6 rows x 3 seeds), then table.md/csv/tex
+ablation: $(STAMP) ## the README's headline table: experiment=autoencoders (6 rows x 5 seeds), then table.md/csv/tex
 	$(PY) train.py experiment=autoencoders hydra.sweep.dir=$(ABLATION_DIR) hydra/launcher=joblib \
 		hydra.launcher.n_jobs=$(JOBS) $(ARGS)
 	$(PY) evaluate.py table.dir=$(ABLATION_DIR)

@@ -104,7 +104,8 @@ def table(cfg: DictConfig) -> None:
                 evaluate_run(cfg, job, (job / eval_file).parent)
             except UserError as e:  # one bad job does not cost the others their table
                 log.error("job %s not re-evaluated: %s", r["job"], one_line(e))
-    result = tables.build(out, plain(cfg.table.columns), cfg.table.title, eval_file=eval_file, name=name)
+    result = tables.build(out, plain(cfg.table.columns), cfg.table.title, eval_file=eval_file, name=name,
+                          reference=cfg.table.get("reference"))
     print((out / f"{name}.md").read_text())
     log.info("wrote %s, %s.csv, %s.tex (%d rows, %d failed/missing jobs)", out / f"{name}.md", name, name,
              len(result["rows"]), len(result["bad"]))

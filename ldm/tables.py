@@ -1,16 +1,20 @@
-"""Sweep directory -> ablation table (mean ± std (n) over seeds) as table.md, table.csv and table.tex."""
+"""Sweep directory -> ablation table as table.md, table.csv and table.tex.
+
+Cells are the mean over seeds with its 95 % Student-t interval; each row is compared with a reference row (default
+`autoencoder=vae`) by the difference of means, its interval and p-value (paired by seed where both rows ran the
+same seeds, Welch otherwise; ldm/stats.py); a column's best is marked only where it differs from the runner-up
+(p < 0.05), so two rows within noise of each other are never told apart by bold type."""
 
 from __future__ import annotations
 
 import csv
 import io
-import math
-import statistics
 from pathlib import Path
 from typing import Optional, Sequence
 
 import yaml
 
+from ldm import stats
 from ldm.errors import ConfigError
 from ldm.task import read_status
 from ldm.utils.io import atomic_write
@@ -103,21 +107,67 @@ def collect(sweep_dir: Path, eval_file: str = "eval.json") -> tuple[list[dict], 
     return records, swept
 
 
-def _fmt(values: list[float]) -> tuple[str, Optional[float], Optional[float]]:
-    """(cell text, mean, sample std or None when n < 2) of the numeric values."""
-    vals = [v for v in values if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))]
-    if not vals:
-        return "–", None, None
-    mean = statistics.fmean(vals)
-    digits = 3 if abs(mean) < 10 else (2 if abs(mean) < 100 else 1)
-    if len(vals) == 1:
-        return f"{mean:.{digits}f} (1)", mean, None
-    std = statistics.stdev(vals)
-    return f"{mean:.{digits}f} ± {std:.{digits}f} ({len(vals)})", mean, std
+def _digits(x: float) -> int:
+    return 3 if abs(x) < 10 else (2 if abs(x) < 100 else 1)
+
+
+def _fmt(values: list[float]) -> tuple[str, dict]:
+    """(cell text, stats.mean_interval) of the numeric values: `mean [lo, hi] (n)`, `mean (1)` for one value."""
+    s = stats.mean_interval(values)
+    if s["mean"] is None:
+        return "–", s
+    d = _digits(s["mean"])
+    if s["lo"] is None:
+        return f"{s['mean']:.{d}f} (1)", s
+    return f"{s['mean']:.{d}f} [{s['lo']:.{d}f}, {s['hi']:.{d}f}] ({s['n']})", s
+
+
+def _fmt_diff(diff: Optional[dict]) -> str:
+    if diff is None:
+        return "–"
+    d = _digits(max(abs(diff["diff"]), abs(diff["lo"]), abs(diff["hi"])))
+    p = f"{diff['p']:.3f}" if diff["p"] >= 0.001 else "<0.001"
+    return f"{diff['diff']:+.{d}f} [{diff['lo']:+.{d}f}, {diff['hi']:+.{d}f}] p={p}"
+
+
+def _per_seed(runs: list[dict], column: str) -> dict:
+    """{seed: value} of one row's runs (the job name stands in for a run without a seed: never paired)."""
+    return {m["_seed"]: m.get(column) for m in runs if stats.numbers([m.get(column)])}
+
+
+def find_reference(rows: list[dict], reference: Optional[str]) -> Optional[int]:
+    """Index of the row `reference` names (`key=value[,key=value]`, matched against the row's swept values);
+    None gives `autoencoder=vae` when such a row exists. A named reference that matches no row is an error."""
+    wanted = reference or "autoencoder=vae"
+    pairs = dict(p.split("=", 1) for p in wanted.split(",") if "=" in p)
+    if not pairs:
+        raise ConfigError(f"table.reference={reference!r} must look like key=value, e.g. autoencoder=vae")
+    hits = [i for i, r in enumerate(rows) if all(dict(r["group"]).get(k) == v for k, v in pairs.items())]
+    if reference and len(hits) != 1:
+        labels = "; ".join(_label(r["group"]) for r in rows)
+        raise ConfigError(f"table.reference={reference} matches {len(hits)} rows (rows: {labels}): name one row")
+    return hits[0] if len(hits) == 1 else None
+
+
+def mark_best(rows: list[dict], column: str) -> set[int]:
+    """The row with the best mean, if it beats the runner-up: the difference's interval excludes 0 (p < 0.05).
+    Rows that do not contend in the column (ldm.tables.contends) are left out; none is marked where the column
+    has no direction, where fewer than 2 rows measured it, or where the top two cannot be told apart."""
+    d = direction(column)
+    cands = [(r["means"][column], i) for i, r in enumerate(rows)
+             if r["means"][column] is not None and r["contends"][column]]
+    if not d or len(cands) < 2:
+        return set()
+    cands.sort(key=lambda vi: -d * vi[0])
+    (top, i), (runner, j) = cands[0], cands[1]
+    if top == runner:
+        return set()
+    diff = stats.difference(rows[i]["seeds"][column], rows[j]["seeds"][column])
+    return {i} if diff is not None and diff["p"] < stats.ALPHA else set()
 
 
 def build(sweep_dir: str | Path, columns: Optional[Sequence[str]] = None, title: str = "",
-          eval_file: str = "eval.json", name: str = "table") -> dict:
+          eval_file: str = "eval.json", name: str = "table", reference: Optional[str] = None) -> dict:
     """Write <name>.md / .csv / .tex into `sweep_dir`; returns the rows and the lists of bad jobs."""
     sweep_dir = Path(sweep_dir)
     records, swept = collect(sweep_dir, eval_file)
@@ -128,23 +178,25 @@ def build(sweep_dir: str | Path, columns: Optional[Sequence[str]] = None, title:
     for r in records:
         groups.setdefault(r["group"], [])
         if r["status"] == "ok":
-            groups[r["group"]].append(r["metrics"])
+            seed = r["seed"] if r["seed"] is not None else f"job{r['job']}"
+            groups[r["group"]].append({**r["metrics"], "_seed": seed})
     rows = []
     for group, runs in groups.items():
-        cells, means, stds = {}, {}, {}
+        cells, summaries = {}, {}
         for c in columns:
-            cells[c], means[c], stds[c] = _fmt([m.get(c) for m in runs])
-        rows.append({"group": group, "n": len(runs), "cells": cells, "means": means, "stds": stds,
+            cells[c], summaries[c] = _fmt([m.get(c) for m in runs])
+        rows.append({"group": group, "n": len(runs), "cells": cells, "stats": summaries,
+                     "means": {c: s["mean"] for c, s in summaries.items()},
+                     "stds": {c: s["std"] for c, s in summaries.items()},
+                     "seeds": {c: _per_seed(runs, c) for c in columns},
                      "contends": {c: contends(c, runs) for c in columns},
-                     "floor": _fmt([m.get("eval/fid_floor") for m in runs])[0],
+                     "floor": _floor_cell(runs),
                      "floor_n": next((m["eval/fid_floor_n"] for m in runs if m.get("eval/fid_floor_n")), None)})
-    best = {}
-    for c in columns:
-        d = direction(c)
-        vals = [(r["means"][c], i) for i, r in enumerate(rows) if r["means"][c] is not None and r["contends"][c]]
-        if d and len(vals) > 1:
-            top = (max if d > 0 else min)(v for v, _ in vals)
-            best[c] = {i for v, i in vals if v == top}  # ties: every row that reaches it
+    best = {c: b for c in columns if (b := mark_best(rows, c))}
+    ref = find_reference(rows, reference)
+    for i, r in enumerate(rows):
+        r["vs_ref"] = {c: (None if ref is None or i == ref else
+                           stats.difference(r["seeds"][c], rows[ref]["seeds"][c])) for c in columns}
     bad = [r for r in records if r["status"] != "ok"]
     first_cfg_path = next((sweep_dir / r["job"] / ".hydra" / "config.yaml" for r in records
                            if (sweep_dir / r["job"] / ".hydra" / "config.yaml").is_file()), None)
@@ -154,12 +206,26 @@ def build(sweep_dir: str | Path, columns: Optional[Sequence[str]] = None, title:
                        if k not in swept and k not in IGNORED_OVERRIDES})
     re_evaluated = [r for r in records if r["re_evaluated"]]
     samplers = sorted({r["metrics"]["eval/sampler"] for r in re_evaluated if r["metrics"].get("eval/sampler")})
-    result = {"rows": rows, "columns": columns, "best": best, "bad": bad, "swept": swept, "budgets": budgets,
-              "constant": constant, "re_evaluated": len(re_evaluated), "jobs": len(records), "samplers": samplers,
+    result = {"rows": rows, "columns": columns, "best": best, "bad": bad, "reference": ref, "swept": swept,
+              "budgets": budgets, "constant": constant, "re_evaluated": len(re_evaluated), "jobs": len(records),
+              "samplers": samplers,
               "eval_file": eval_file, "num_samples": sorted({r["metrics"].get("eval/num_samples") for r in re_evaluated
                                                              if r["metrics"].get("eval/num_samples")})}
     _write(sweep_dir, result, title or sweep_dir.name, name)
     return result
+
+
+def _floor_cell(runs: list[dict]) -> str:
+    """The FID floor: median over held-out subsets with its 5-95 % range (runs written before floors were
+    distributions have one value: shown as the mean over the row's runs)."""
+    med = stats.numbers([m.get("eval/fid_floor") for m in runs])
+    lo = stats.numbers([m.get("eval/fid_floor_lo") for m in runs])
+    hi = stats.numbers([m.get("eval/fid_floor_hi") for m in runs])
+    if med and lo and hi:
+        mid = sum(med) / len(med)
+        d = _digits(mid)
+        return f"{mid:.{d}f} ({min(lo):.{d}f}–{max(hi):.{d}f})"
+    return _fmt(med)[0]
 
 
 def _label(group: tuple) -> str:
@@ -174,9 +240,12 @@ def _write(sweep_dir: Path, t: dict, title: str, name: str = "table") -> None:
     md = [f"### {title}", "",
           "Budgets: " + ", ".join(f"{label} {v}" for label, v in t["budgets"] if v is not None or "samples" in label),
           ("Shared overrides: " + " ".join(t["constant"])) if t["constant"] else "",
-          "Cells: mean ± std (number of seeds); **bold** = best in column among rows that measured it (not the "
-          "wall time of a cached stage, not identity's exact reconstruction). FID floor: real test vs train at the "
-          "same feature extractor.",
+          "Cells: mean [95 % Student-t interval over seeds] (number of seeds). **Bold** = best in its column, marked "
+          "only where the difference to the runner-up excludes 0 at 95 % (p < 0.05; paired t by seed where both "
+          "rows ran the same seeds, Welch t otherwise), among rows that measured it (not the wall time of a cached "
+          "stage, not identity's exact reconstruction); no bold: the top rows cannot be told apart. FID floor: "
+          "held-out real images vs train at the same feature extractor, median (5–95 % range over random "
+          "held-out subsets of the generated set's size) where the run measured its spread.",
           (f"Re-evaluated from checkpoints ({t['eval_file']} over metrics.json): {t['re_evaluated']} of {t['jobs']} "
            "jobs" + (f", sampled with {', '.join(t['samplers'])}" if t["samplers"] else "")
            + (f", {'/'.join(map(str, t['num_samples']))} samples" if t["num_samples"] else "") + ".")
@@ -186,18 +255,34 @@ def _write(sweep_dir: Path, t: dict, title: str, name: str = "table") -> None:
     for i, r in enumerate(rows):
         cells = [f"**{r['cells'][c]}**" if i in best.get(c, ()) else r["cells"][c] for c in cols]
         md.append("| " + " | ".join([_label(r["group"])] + cells + [r["floor"]]) + " |")
+    ref = t["reference"]
+    if ref is not None and len(rows) > 1:
+        ref_label = _label(rows[ref]["group"])
+        md += ["", f"Difference from the reference row ({ref_label}): row mean − reference mean [95 % interval] "
+               "and the two-sided p-value (paired t by seed where both rows ran the same seeds, Welch t otherwise; "
+               "– where a row has fewer than 2 seeds).", "",
+               "| config | " + " | ".join(cols) + " |", "|" + "|".join(["---"] * (len(cols) + 1)) + "|"]
+        for i, r in enumerate(rows):
+            if i != ref:
+                md.append("| " + " | ".join([_label(r["group"])] + [_fmt_diff(r["vs_ref"][c]) for c in cols]) + " |")
     if t["bad"]:
         md += ["", "Jobs without results (failed, diverged, interrupted, corrupt or missing):"]
         md += [f"- job {b['job']} ({_label(b['group'])}, seed={b['seed']}): {b['status']}"
                + (f": {b['error']}" if b["error"] else "") for b in t["bad"]]
     atomic_write(sweep_dir / f"{name}.md", lambda tmp: Path(tmp).write_text("\n".join(md) + "\n"))
-    # csv: machine-readable means, stds and counts
+    # csv: machine-readable means, stds, intervals and the comparison with the reference row
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["config", "n"] + [h for c in cols for h in (c, f"{c}_std")])
+    w.writerow(["config", "n"] + [h for c in cols for h in (c, f"{c}_std", f"{c}_lo", f"{c}_hi", f"{c}_vs_ref",
+                                                                f"{c}_vs_ref_p")])
     blank = lambda v: "" if v is None else v  # noqa: E731
     for r in rows:
-        w.writerow([_label(r["group"]), r["n"]] + [blank(d[c]) for c in cols for d in (r["means"], r["stds"])])
+        cells = []
+        for c in cols:
+            s, d = r["stats"][c], r["vs_ref"][c] or {}
+            cells += [blank(s["mean"]), blank(s["std"]), blank(s["lo"]), blank(s["hi"]), blank(d.get("diff")),
+                      blank(d.get("p"))]
+        w.writerow([_label(r["group"]), r["n"]] + cells)
     atomic_write(sweep_dir / f"{name}.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
     # latex
     esc = lambda s: s.replace("_", r"\_").replace("%", r"\%").replace("±", r"$\pm$")  # noqa: E731

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from ldm import tables
@@ -39,27 +40,37 @@ def sweep(tmp_path):
     return tmp_path
 
 
-def test_known_means_stds_and_best(sweep):
+def test_known_means_intervals_and_best(sweep):
     t = tables.build(sweep, columns=["recon/psnr", "gen/fid"])
     assert t["swept"] == ["autoencoder"]
     rows = {r["group"]: r for r in t["rows"]}
     vae, bigan = rows[(("autoencoder", "vae"),)], rows[(("autoencoder", "bigan"),)]
-    assert vae["n"] == 3 and vae["cells"]["recon/psnr"] == "32.00 ± 2.00 (3)"  # stdev of 30, 32, 34
-    assert vae["cells"]["gen/fid"] == "12.00 ± 2.00 (3)"
-    assert bigan["n"] == 2 and bigan["cells"]["recon/psnr"] == "14.00 ± 1.41 (2)"
-    assert bigan["cells"]["gen/fid"] == "450.0 ± 70.7 (2)"
+    # 30, 32, 34: mean 32, std 2, t(0.975, 2) = 4.3027 -> half-width 4.3027 * 2 / sqrt(3) = 4.968
+    assert vae["n"] == 3 and vae["cells"]["recon/psnr"] == "32.00 [27.03, 36.97] (3)"
+    assert vae["cells"]["gen/fid"] == "12.00 [7.03, 16.97] (3)"
+    # 13, 15: std sqrt(2), t(0.975, 1) = 12.706 -> half-width 12.706
+    assert bigan["n"] == 2 and bigan["cells"]["recon/psnr"] == "14.00 [1.29, 26.71] (2)"
+    assert bigan["cells"]["gen/fid"] == "450.0 [-185.3, 1085.3] (2)"
     order = [r["group"] for r in t["rows"]]
-    assert t["best"]["recon/psnr"] == {order.index((("autoencoder", "vae"),))}  # higher PSNR is better
-    assert t["best"]["gen/fid"] == {order.index((("autoencoder", "vae"),))}  # lower FID is better
+    assert t["reference"] == order.index((("autoencoder", "vae"),))  # the default reference row
+    assert t["best"]["recon/psnr"] == {order.index((("autoencoder", "vae"),))}  # higher PSNR, Welch p = 0.0016
+    # lower FID is better and vae's mean is lower, but bigan's 2 seeds spread so much (Welch df ~ 1) that the
+    # difference is not significant (p = 0.072): no bold
+    assert "gen/fid" not in t["best"]
+    d = bigan["vs_ref"]["recon/psnr"]
+    assert d["test"] == "Welch t" and d["diff"] == -18.0 and d["p"] == pytest.approx(0.00158, abs=2e-5)
+    assert bigan["vs_ref"]["gen/fid"]["p"] == pytest.approx(0.0722, abs=2e-4)
     md = (sweep / "table.md").read_text()
-    assert "| FID floor (n=180) |" in md and "**32.00 ± 2.00 (3)**" in md
+    assert "| FID floor (n=180) |" in md and "**32.00 [27.03, 36.97] (3)**" in md
+    assert "| autoencoder=bigan | -18.00 [-22.98, -13.02] p=0.002 | +438.0 [-195.9, +1071.9] p=0.072 |" in md
     assert "stage-1 steps 1000" in md and "experiment=autoencoders" in md
     assert "job 5 (autoencoder=bigan, seed=2): failed: RuntimeError: boom" in md
     assert "job 6 (autoencoder=gan, seed=0): missing" in md
     csv = (sweep / "table.csv").read_text().splitlines()
-    assert csv[0] == "config,n,recon/psnr,recon/psnr_std,gen/fid,gen/fid_std"
-    assert "autoencoder=vae,3,32.0,2.0,12.0,2.0" in csv
-    assert r"\textbf{32.00 $\pm$ 2.00 (3)}" in (sweep / "table.tex").read_text()
+    assert csv[0] == ("config,n,recon/psnr,recon/psnr_std,recon/psnr_lo,recon/psnr_hi,recon/psnr_vs_ref,"
+                      "recon/psnr_vs_ref_p,gen/fid,gen/fid_std,gen/fid_lo,gen/fid_hi,gen/fid_vs_ref,gen/fid_vs_ref_p")
+    assert csv[1].startswith("autoencoder=vae,3,32.0,2.0,27.03") and csv[2].startswith("autoencoder=bigan,2,14.0,")
+    assert r"\textbf{32.00 [27.03, 36.97] (3)}" in (sweep / "table.tex").read_text()
 
 
 def test_direction():
@@ -81,19 +92,45 @@ def test_re_evaluated_jobs_take_eval_json(sweep):
     (sweep / "5" / "eval.json").write_text(json.dumps({"status": "ok", "gen/fid": 1.0}))
     t = tables.build(sweep, columns=["gen/fid", "recon/class_accuracy"])
     vae = {r["group"]: r for r in t["rows"]}[(("autoencoder", "vae"),)]
-    assert vae["cells"]["gen/fid"] == "14.00 ± 2.00 (3)"  # 16, 14, 12
+    assert vae["cells"]["gen/fid"] == "14.00 [9.03, 18.97] (3)"  # 16, 14, 12
     assert vae["cells"]["recon/class_accuracy"] == "0.900 (1)" and vae["stds"]["recon/class_accuracy"] is None
     assert t["re_evaluated"] == 1 and any(b["job"] == "5" for b in t["bad"])
     md = (sweep / "table.md").read_text()
     assert "Re-evaluated from checkpoints (eval.json over metrics.json): 1 of 7 jobs." in md
 
 
-def test_tied_best_marks_every_row(tmp_path):
-    for n, (ae, classes) in enumerate([("vae", 10), ("ae", 10), ("bigan", 1)]):
-        make_job(tmp_path, n, [f"autoencoder={ae}", "seed=0"], {"status": "ok", "gen/classes_covered": classes})
-    t = tables.build(tmp_path, columns=["gen/classes_covered"])
-    assert t["best"]["gen/classes_covered"] == {0, 1}
-    assert (tmp_path / "table.md").read_text().count("**10.00 (1)**") == 2
+def _rows(tmp_path, values: dict) -> dict:
+    n = 0
+    for ae, vals in values.items():
+        for seed, v in enumerate(vals):
+            make_job(tmp_path, n, [f"autoencoder={ae}", f"seed={seed}"], {"status": "ok", "gen/fid": v})
+            n += 1
+    t = tables.build(tmp_path, columns=["gen/fid"])
+    return {dict(r["group"])["autoencoder"] for i, r in enumerate(t["rows"]) if i in t["best"].get("gen/fid", ())}
+
+
+def test_best_only_where_earned(tmp_path):
+    """Two rows drawn from one distribution get no bold; the better of two clearly separated rows gets it; ties,
+    single seeds and a top row within noise of the runner-up get none."""
+    g = torch.Generator().manual_seed(0)
+    same = (10 + torch.randn(2, 5, generator=g)).tolist()
+    assert _rows(tmp_path / "same", {"vae": same[0], "ae": same[1]}) == set()
+    assert _rows(tmp_path / "apart", {"vae": [10.0, 10.5, 9.5, 10.2, 9.8], "ae": [20.0, 20.5, 19.5, 20.2, 19.8],
+                                      "gan": [90.0, 95.0, 85.0, 92.0, 88.0]}) == {"vae"}
+    assert _rows(tmp_path / "tie", {"vae": [10.0, 10.0], "ae": [10.0, 10.0], "gan": [50.0, 50.0]}) == set()
+    assert _rows(tmp_path / "one_seed", {"vae": [10.0], "ae": [20.0]}) == set()
+    # paired by seed: a small but consistent per-seed gain is significant where the unpaired spread is not
+    assert _rows(tmp_path / "paired", {"vae": [10.0, 12.0, 14.0, 16.0], "ae": [10.3, 12.3, 14.4, 16.2]}) == {"vae"}
+
+
+def test_reference_row_can_be_named(tmp_path):
+    for n, (ae, v) in enumerate([("vae", 1.0), ("vae", 2.0), ("ae", 3.0), ("ae", 4.0)]):
+        make_job(tmp_path, n, [f"autoencoder={ae}", f"seed={n % 2}"], {"status": "ok", "gen/fid": v})
+    t = tables.build(tmp_path, columns=["gen/fid"], reference="autoencoder=ae")
+    vae = next(r for r in t["rows"] if dict(r["group"])["autoencoder"] == "vae")
+    assert vae["vs_ref"]["gen/fid"]["diff"] == -2.0 and vae["vs_ref"]["gen/fid"]["test"] == "paired t"
+    with pytest.raises(ConfigError, match="matches 0 rows"):
+        tables.build(tmp_path, columns=["gen/fid"], reference="autoencoder=gan")
 
 
 def test_wall_times_of_cached_stages_and_identity_reconstruction_are_never_best(tmp_path):
@@ -104,9 +141,10 @@ def test_wall_times_of_cached_stages_and_identity_reconstruction_are_never_best(
         ("vae_gan", 25.0, 12, 120.0, "trained", 7.0),
     ]
     for n, (row, psnr, params, wall, source, fid) in enumerate(jobs):
-        make_job(tmp_path, n, [f"autoencoder={row}", "seed=0"],
-                 {"status": "ok", "recon/psnr": psnr, "stage1/params": params, "stage1/wall_s": wall,
-                  "stage1/source": source, "gen/fid": fid})
+        for seed in (0, 1):  # two seeds, 0.1 apart: every gap between rows above is far outside the noise
+            make_job(tmp_path, 2 * n + seed, [f"autoencoder={row}", f"seed={seed}"],
+                     {"status": "ok", "recon/psnr": psnr + 0.1 * seed, "stage1/params": params,
+                      "stage1/wall_s": wall + 0.1 * seed, "stage1/source": source, "gen/fid": fid + 0.1 * seed})
     t = tables.build(tmp_path, columns=["recon/psnr", "stage1/wall_s", "gen/fid"])
     order = [dict(r["group"])["autoencoder"] for r in t["rows"]]
     best = {c: {order[i] for i in rows} for c, rows in t["best"].items()}
