@@ -115,7 +115,7 @@ def load_run(run_dir: Path, which: str = "last") -> tuple[DictConfig, Any, Optio
         if tuple(ld.latent_shape) != tuple(ae.latent_shape):
             raise ConfigError(f"checkpoint={ld_ckpt} models latents of shape {ld.latent_shape}, but the run's "
                               f"autoencoder makes {tuple(ae.latent_shape)}: the run directory mixes two runs")
-        ld.set_decoder(ae.decode)
+        ld.set_decoder(ae.decode, ae.latent_range)
     elif cfg.get("stage", "all") != "stage1" and isinstance(ae, Autoencoder):
         raise ConfigError(f"run_dir={run_dir} has no stage-2 checkpoint (checkpoints/stage2/{PATTERN[which]}) "
                           f"although its config ran stage 2: train the run again")
@@ -200,5 +200,5 @@ def load_export(path: Path) -> Model:
         modules[name] = module.eval()
     ae, ld = modules["autoencoder"], modules.get("diffusion")
     if ld is not None:
-        ld.set_decoder(ae.decode)
+        ld.set_decoder(ae.decode, ae.latent_range)
     return Model(cfg, ae, ld, {"eval/export": str(path)}, list(meta.get("class_names") or []))

@@ -128,7 +128,7 @@ def stage2(cfg: DictConfig, plan: preflight.Plan, s1: Result, z: dict, loggers: 
 
     ld, budget = plan.diffusion, cfg.stage2
     ld.fit_scaling(z["train"]["mean"], z["train"]["std"])
-    ld.set_decoder(s1.module.decode)
+    ld.set_decoder(s1.module.decode, s1.module.latent_range)
     data = LatentDataModule({k: z[k] for k in ("train", "val")}, batch_size=budget.batch_size, shuffle_seed=cfg.seed,
                             overfit_batches=plan.datamodule.overfit_batches)
     parts = {"stage1": s1.info["stage1/key"], "diffusion": _without(plain(cfg.diffusion), DISPLAY_KEYS),
@@ -138,7 +138,7 @@ def stage2(cfg: DictConfig, plan: preflight.Plan, s1: Result, z: dict, loggers: 
                                     sampler=plain(cfg.sampler))
     result = run_stage(cfg, Stage("stage2", ld, data, "diffusion.ckpt", load, parts, plan.resume2, summary=ld_info),
                        loggers)
-    result.module.set_decoder(s1.module.decode)
+    result.module.set_decoder(s1.module.decode, s1.module.latent_range)
     return result
 
 

@@ -26,6 +26,10 @@ class LatentModel(L.LightningModule):
     can take part in latent diffusion is a question of its type, not of a flag.
     """
 
+    # (lo, hi) where the latents are bounded by construction (identity: the pixels), else None; latent diffusion
+    # clips its x0 predictions to it (diffusion.clip_x0)
+    latent_range: Optional[tuple[float, float]] = None
+
     def __init__(self, *, image_size: int, in_channels: int, num_vis: int, optimizer: Optional[dict] = None) -> None:
         super().__init__()
         self.image_size, self.in_channels, self.num_vis = image_size, in_channels, num_vis

@@ -10,7 +10,7 @@ import torch
 
 from ldm.diffusion.ema import EMA
 from ldm.diffusion.process import GaussianDiffusion
-from ldm.diffusion.samplers import CountingDenoiser, check_sampler, guided, upgrade
+from ldm.diffusion.samplers import CountingDenoiser, check_sampler, clipped, guided, upgrade
 from ldm.errors import ConfigError, Diverged
 from ldm.utils.checkpoint import CLASS_KEY, qualname
 from ldm.utils.config import build, build_optimizer
@@ -35,8 +35,10 @@ class LatentDiffusion(L.LightningModule):
                  grad_clip: Optional[float] = 1.0, latent: str = "mean", scaling: str = "global",
                  center: bool = False, class_conditional: bool = False, num_classes: int = 0,
                  cond_drop_prob: float = 0.1, guidance_scale: float = 1.0, sampler: Optional[dict] = None,
-                 num_vis: int = 36, vis_seed: int = 0) -> None:
+                 num_vis: int = 36, vis_seed: int = 0, clip_x0: str | bool = "auto") -> None:
         super().__init__()
+        if clip_x0 not in ("auto", True, False):
+            raise ConfigError(f"diffusion.clip_x0={clip_x0!r}: choose auto, true or false")
         if latent not in LATENTS:
             raise ConfigError(f"diffusion.latent={latent!r}: choose one of {', '.join(LATENTS)}")
         if scaling not in SCALINGS:
@@ -58,6 +60,7 @@ class LatentDiffusion(L.LightningModule):
         self.sampler = build(upgrade(sampler)) if sampler else None
         check_sampler(self.sampler, self.process.num_timesteps)
         self._decode: Optional[Callable] = None
+        self._latent_range: Optional[tuple[float, float]] = None
         self.stage_name = "stage2"
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -98,8 +101,26 @@ class LatentDiffusion(L.LightningModule):
         return float(self.latent_scale.mean())
 
     # ---- decoding (the frozen autoencoder stays outside: not a submodule, not in the checkpoint) -------
-    def set_decoder(self, decode: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def set_decoder(self, decode: Callable[[torch.Tensor], torch.Tensor],
+                    latent_range: Optional[tuple[float, float]] = None) -> None:
+        """The autoencoder's decoder, and the range its latents are bounded to where it has one (`Identity`:
+        pixels in [-1, 1]), which `clip_x0` clips each step's x0 prediction to."""
         self._decode = decode
+        self._latent_range = tuple(latent_range) if latent_range is not None else None
+
+    def clip_range(self) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """The (lo, hi) bounds of x0 in the diffusion's scaled space, or None where x0 is not clipped.
+
+        `clip_x0=auto` clips where the autoencoder bounds its latents (pixel-space diffusion, as pixel DDPM does:
+        Ho et al., 2020, clip_denoised; Dhariwal & Nichol, 2021); `true` insists on it; `false` never clips."""
+        mode = self.hparams.get("clip_x0", "auto")
+        if mode is False or (mode == "auto" and self._latent_range is None):
+            return None
+        if self._latent_range is None:
+            raise ConfigError("diffusion.clip_x0=true needs an autoencoder with a bounded latent range "
+                              "(autoencoder=identity); use diffusion.clip_x0=auto or false")
+        lo, hi = (self.scale(torch.full((1, *self.latent_shape), v, device=self.device)) for v in self._latent_range)
+        return torch.minimum(lo, hi), torch.maximum(lo, hi)  # a negative scale would swap them
 
     def decode(self, z_scaled: torch.Tensor) -> torch.Tensor:
         if self._decode is None:
@@ -169,8 +190,9 @@ class LatentDiffusion(L.LightningModule):
         net = self.ema.net if use_ema else self.net
         if y is None and self.num_classes:
             y = torch.arange(n, device=self.device) % self.num_classes
-        denoiser = CountingDenoiser(guided(net, y if self.num_classes else None, self.hparams.guidance_scale,
-                                           self.num_classes))
+        denoiser = guided(net, y if self.num_classes else None, self.hparams.guidance_scale, self.num_classes)
+        bounds = self.clip_range()
+        denoiser = CountingDenoiser(clipped(denoiser, self.process, *bounds) if bounds else denoiser)
         z = sampler(denoiser, self.process, x, generator=g, callback=callback)
         return z, denoiser.nfe
 

@@ -117,6 +117,20 @@ def check_sampler(sampler: Optional[Callable], num_timesteps: int) -> None:
         keywords["spacing"](num_timesteps, keywords["steps"])
 
 
+def clipped(denoiser: Denoiser, process: GaussianDiffusion, lo: torch.Tensor, hi: torch.Tensor) -> Denoiser:
+    """`denoiser` whose x0 prediction is clamped to [lo, hi] at every step, with eps recomputed from the clamped
+    x0 (guided-diffusion's clip_denoised + _predict_eps_from_xstart), returned in the process's parameterisation,
+    so every sampler clips without knowing it."""
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        x0, _ = process.to_x0_eps(denoiser(x, t), x, t)
+        x0 = torch.maximum(torch.minimum(x0, hi), lo)
+        a = process.alpha_bar(t, x).reshape(-1, *[1] * (x.dim() - 1))
+        eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
+        return process.from_x0_eps(x0, eps, t)
+    return denoise
+
+
 class CountingDenoiser:
     """Wraps a denoiser and counts its network evaluations (NFE)."""
 

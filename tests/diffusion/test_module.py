@@ -138,3 +138,28 @@ def test_class_conditional_sampling_shapes():
     assert images.shape == (12, 1, 16, 16) and nfe == 5
     with pytest.raises(ConfigError, match="labelled"):
         make_ld(class_conditional=True, num_classes=0)
+
+
+def test_clip_x0_follows_the_autoencoders_latent_range():
+    """auto: clip only where the autoencoder bounds its latents (identity); the bounds live in the scaled space."""
+    ld = make_ld()
+    mean, std = latents()
+    ld.fit_scaling(mean, std)
+    assert ld.clip_range() is None  # no range given: a learned latent is not clipped
+    ld.set_decoder(lambda z: z, (-1.0, 1.0))
+    lo, hi = ld.clip_range()
+    assert torch.allclose(ld.unscale(lo), torch.full_like(lo, -1.0), atol=1e-5)
+    assert torch.allclose(ld.unscale(hi), torch.full_like(hi, 1.0), atol=1e-5)
+    for p in ld.ema.net.parameters():  # a wild network: its unclipped samples leave the data range
+        torch.nn.init.normal_(p, std=0.5)
+    z, _ = ld.sample_latents(16, seed=0)
+    assert ld.unscale(z).abs().max() <= 1 + 1e-4
+    off = make_ld(clip_x0=False)
+    off.fit_scaling(mean, std)
+    off.ema.net.load_state_dict(ld.ema.net.state_dict())
+    off.set_decoder(lambda z: z, (-1.0, 1.0))
+    assert off.clip_range() is None and off.unscale(off.sample_latents(16, seed=0)[0]).abs().max() > 1.5
+    with pytest.raises(ConfigError, match="bounded latent range"):
+        make_ld(clip_x0=True).clip_range()
+    with pytest.raises(ConfigError, match="clip_x0"):
+        make_ld(clip_x0="sometimes")

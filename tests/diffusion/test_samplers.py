@@ -110,3 +110,34 @@ def test_a_sampler_config_from_before_spacings_samples_evenly():
     build(upgrade(old))(gaussian_denoiser(proc), proc, torch.randn(2, 1, 1, 1), callback=seen.append)
     assert [s["t"] for s in seen] == even(1000, 10)
     assert upgrade({**old, "spacing": "kept"})["spacing"] == "kept" and upgrade(None) is None
+
+
+@pytest.mark.parametrize("parameterization", ["eps", "x0", "v"])
+def test_clipped_denoiser_bounds_x0_and_stays_consistent(parameterization):
+    """x0 clipping (pixel DDPM): the clamped x0 and the recomputed eps still explain x_t, in-range predictions
+    pass unchanged, and every sampler's output lands inside the bounds (the last step returns x0)."""
+    from ldm.diffusion.samplers import clipped
+
+    proc = GaussianDiffusion(schedules.linear(1000), parameterization)
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(64, 1, 2, 2, generator=g, dtype=torch.float64), torch.randint(0, 1000, (64,), generator=g)
+    lo, hi = torch.tensor(-1.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+    wild = lambda x, t: 3 * torch.randn(x.shape, generator=g, dtype=x.dtype)  # noqa: E731
+    out = clipped(wild, proc, lo, hi)(x, t)
+    x0, eps = proc.to_x0_eps(out, x, t)
+    assert x0.abs().max() <= 1 + 1e-9 and (x0.abs() > 0.999).any()  # clamped, and clamping happened
+    a = proc.alpha_bar(t, x)
+    assert torch.allclose(a.sqrt() * x0 + (1 - a).sqrt() * eps, x, atol=1e-8)
+    x0_in, eps_in = x.clamp(-0.5, 0.5), torch.randn(x.shape, generator=g, dtype=x.dtype)  # x0 inside the bounds
+    x_t = a.sqrt() * x0_in + (1 - a).sqrt() * eps_in
+    tame = proc.from_x0_eps(x0_in, eps_in, t)
+    got = clipped(lambda x_, t_: tame, proc, lo, hi)(x_t, t)
+    assert torch.allclose(got, tame, atol=1e-8)  # passes unchanged
+    for sampler, kw in ((sample_ddim, {"steps": 10, "eta": 0.0}), (sample_ddpm, {"steps": 10}),
+                        (sample_dpmpp_2m, {"steps": 10})):
+        z = sampler(clipped(wild, proc, lo, hi), proc, torch.randn(32, 1, 2, 2, generator=g, dtype=torch.float64),
+                    generator=g, spacing=even, **kw)
+        assert z.abs().max() <= 1 + 1e-6, sampler.__name__
+        unclipped = sampler(wild, proc, torch.randn(32, 1, 2, 2, generator=g, dtype=torch.float64), generator=g,
+                            spacing=even, **kw)
+        assert unclipped.abs().max() > 1.5, sampler.__name__  # without the clip the same denoiser leaves the range
