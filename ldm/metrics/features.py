@@ -68,9 +68,14 @@ class FeatureMetrics:
         self._fid.update(feats, real=False)
         return float(self._fid.compute())
 
+    def kid_size(self, n: int) -> int:
+        """KID's subset size: at most half of either set, so the subsets differ and their std means something
+        (a subset the size of the set is the whole set every time: std 0 whatever the model)."""
+        return max(2, min(self.kid_subset_size, n // 2, len(self.real) // 2))
+
     def kid(self, feats: torch.Tensor) -> tuple[float, float]:
-        """(mean, std) over random subsets of min(kid_subset_size, n) images."""
-        size = min(self.kid_subset_size, len(feats), len(self.real))
+        """(mean, std) over random subsets of `kid_size(n)` images (unbiased MMD^2 per subset)."""
+        size = self.kid_size(len(feats))
         if size not in self._kid:
             with warnings.catch_warnings():  # "will save all extracted features": intended, the sets are small
                 warnings.simplefilter("ignore")
@@ -87,13 +92,15 @@ class FeatureMetrics:
             mean, std = kid.compute()
         return float(mean), float(std)
 
-    def prdc_k_for(self, n: int) -> int:
-        """k clamped to what both sets allow: the prdc package takes the (k+1)-th smallest of n distances."""
-        return max(1, min(self.prdc_k, n - 2, len(self.real) - 2))
-
-    def prdc(self, feats: torch.Tensor) -> dict[str, float]:
-        k = self.prdc_k_for(len(feats))
-        return {**prdc(self.real.numpy(), feats.double().numpy(), k), "prdc_k": k}
+    def prdc(self, feats: torch.Tensor, seed: int = 0) -> dict[str, float]:
+        """PRDC against an equal number of real reference images (a random subset of the reference when it is
+        larger): with 8x more real than fake points recall saturates near 1 for any model."""
+        real = self.real
+        if len(real) > len(feats):
+            g = torch.Generator().manual_seed(seed)
+            real = real[torch.randperm(len(real), generator=g)[:len(feats)]]
+        k = max(1, min(self.prdc_k, len(feats) - 2, len(real) - 2))  # prdc takes the (k+1)-th smallest of n
+        return {**prdc(real.numpy(), feats.double().numpy(), k), "prdc_k": k}
 
     def all(self, feats: torch.Tensor) -> dict[str, float]:
         kid, kid_std = self.kid(feats)
