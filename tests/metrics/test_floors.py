@@ -1,0 +1,49 @@
+"""Floors as distributions: stratified subsets, the spread of a metric over them, equal-n bookkeeping."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ldm.metrics.features import FeatureMetrics
+from ldm.metrics.floors import stratified_subset, subset_distribution
+
+
+def test_stratified_subset_keeps_class_proportions():
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    g = torch.Generator().manual_seed(0)
+    idx = stratified_subset(labels, 40, g)
+    assert len(idx) == 40 == len(set(idx.tolist()))
+    assert torch.bincount(labels[idx]).tolist() == [20, 12, 8]  # the set's own 50/30/20 %
+    # other proportions (e.g. the train split's): uniform over 3 classes -> 14/13/13, within one image each
+    counts = torch.bincount(labels[stratified_subset(labels, 40, g, torch.tensor([1.0, 1.0, 1.0]))]).tolist()
+    assert sorted(counts) == [13, 13, 14]
+    capped = torch.bincount(labels[stratified_subset(labels, 90, g, torch.tensor([0.1, 0.1, 0.8]))]).tolist()
+    assert capped[2] == 20 and sum(capped) == 90  # class 2 has only 20: the rest go to the others
+    assert len(stratified_subset(torch.full((30,), -1), 10, g)) == 10  # unlabelled: plain random subset
+
+
+def _fm(reference):
+    return FeatureMetrics(lambda x: x, reference.shape[1], reference, kid_subsets=10, kid_subset_size=100,
+                          prdc_k=5)
+
+
+def test_floor_of_a_set_against_itself_is_near_zero_and_narrow():
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(2000, 4, generator=g, dtype=torch.float64)
+    fm = _fm(ref)
+    out = subset_distribution(lambda idx: {"fid": fm.fid(ref[idx])}, len(ref), 1800, subsets=20, seed=0)
+    f = out["fid"]
+    assert out["equal_n"] and out["subset_n"] == 1800 and f["n"] == 20
+    assert 0 <= f["lo"] <= f["median"] <= f["hi"] < 0.01
+    held = torch.randn(3000, 4, generator=g, dtype=torch.float64)  # other draws of the same distribution
+    small = subset_distribution(lambda idx: {"fid": fm.fid(held[idx])}, len(held), 100, subsets=20, seed=0)
+    assert small["fid"]["hi"] - small["fid"]["lo"] > 5 * (f["hi"] - f["lo"])  # n = 100: a wide floor
+    again = subset_distribution(lambda idx: {"fid": fm.fid(held[idx])}, len(held), 100, subsets=20, seed=0)
+    assert again["fid"]["values"] == small["fid"]["values"]  # deterministic per seed
+
+
+def test_unequal_n_is_reported():
+    out = subset_distribution(lambda idx: {"n": len(idx)}, 50, 80, subsets=20, seed=0)
+    assert out["equal_n"] is False and out["subset_n"] == 50 and out["n"]["values"] == [50.0]
+    assert out["n"]["median"] == pytest.approx(50.0)
