@@ -22,8 +22,8 @@ from ldm.utils.io import atomic_write
 DEFAULT_COLUMNS = ["recon/psnr", "recon/rfid", "recon/class_accuracy", "latent/kl_to_prior", "latent/interp_uniformity",
                    "latent/cycle_error", "latent/prior_fid", "gen/fid", "gen/kid", "gen/precision", "gen/recall",
                    "gen/coverage", "gen/classes_covered", "stage1/wall_s", "stage2/wall_s"]
-HIGHER_IS_BETTER = ("psnr", "ssim", "precision", "recall", "coverage", "density", "classes_covered", "accuracy",
-                    "confidence", "evaluator_acc")
+HIGHER_IS_BETTER = ("psnr", "ssim", "precision", "recall", "coverage", "density", "classes_covered", "modes_covered",
+                    "accuracy", "confidence", "evaluator_acc")
 LOWER_IS_BETTER = ("mse", "fid", "kid", "kl", "ppl", "uniformity", "cycle_error", "wall_s", "sec_per_sample",
                    "val_loss")
 IGNORED_OVERRIDES = ("seed",)
@@ -191,6 +191,8 @@ def build(sweep_dir: str | Path, columns: Optional[Sequence[str]] = None, title:
                      "seeds": {c: _per_seed(runs, c) for c in columns},
                      "contends": {c: contends(c, runs) for c in columns},
                      "floor": _floor_cell(runs),
+                     "floor_lo": min(stats.numbers([m.get("eval/fid_floor_lo") for m in runs]), default=None),
+                     "floor_hi": max(stats.numbers([m.get("eval/fid_floor_hi") for m in runs]), default=None),
                      "floor_n": next((m["eval/fid_floor_n"] for m in runs if m.get("eval/fid_floor_n")), None)})
     best = {c: b for c in columns if (b := mark_best(rows, c))}
     ref = find_reference(rows, reference)
@@ -212,6 +214,7 @@ def build(sweep_dir: str | Path, columns: Optional[Sequence[str]] = None, title:
               "eval_file": eval_file, "num_samples": sorted({r["metrics"].get("eval/num_samples") for r in re_evaluated
                                                              if r["metrics"].get("eval/num_samples")})}
     _write(sweep_dir, result, title or sweep_dir.name, name)
+    result["figures"] = plot(result, sweep_dir, name)
     return result
 
 
@@ -294,3 +297,69 @@ def _write(sweep_dir: Path, t: dict, title: str, name: str = "table") -> None:
         tex.append(" & ".join([esc(_label(r["group"]))] + cells + [esc(r["floor"])]) + r" \\")
     tex += [r"\bottomrule", r"\end{tabular}"]
     atomic_write(sweep_dir / f"{name}.tex", lambda tmp: Path(tmp).write_text("\n".join(tex) + "\n"))
+
+
+# ---- figures next to the table ------------------------------------------------------------------------------
+def _floor_band(runs_rows: list[dict]) -> Optional[tuple[float, float]]:
+    lo = [r["floor_lo"] for r in runs_rows if r.get("floor_lo") is not None]
+    hi = [r["floor_hi"] for r in runs_rows if r.get("floor_hi") is not None]
+    return (min(lo), max(hi)) if lo and hi else None
+
+
+def plot(t: dict, sweep_dir: Path, name: str = "table") -> list[Path]:
+    """`<name>_bars.png`: one panel per column, each row's mean with its 95 % interval as an error bar (the
+    FID floor's 5-95 % range as a band on gen/fid), best marks as in the table; `<name>_rate_distortion.png`
+    where the sweep varies the KL weight and the table has latent/rate and a reconstruction column."""
+    from ldm.metrics.figures import _pyplot, _save
+
+    plt = _pyplot()
+    rows, cols = t["rows"], [c for c in t["columns"] if any(r["means"][c] is not None for r in t["rows"])]
+    written: list[Path] = []
+    if not rows or not cols:
+        return written
+    labels = [", ".join(v for _, v in r["group"]) or "(all)" for r in rows]
+    ncol = min(4, len(cols))
+    nrow = -(-len(cols) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 0.35 * len(rows) * nrow + 1.6 * nrow), squeeze=False)
+    for ax, c in zip(axes.flat, cols):
+        y = list(range(len(rows)))
+        means = [r["means"][c] if r["means"][c] is not None else float("nan") for r in rows]
+        err = [[(m - r["stats"][c]["lo"]) if r["stats"][c]["lo"] is not None else 0 for m, r in zip(means, rows)],
+               [(r["stats"][c]["hi"] - m) if r["stats"][c]["hi"] is not None else 0 for m, r in zip(means, rows)]]
+        colours = ["tab:orange" if i in t["best"].get(c, ()) else "tab:blue" for i in range(len(rows))]
+        ax.barh(y, means, xerr=err, color=colours, capsize=3)
+        band = _floor_band(rows) if c == "gen/fid" else None
+        if band:
+            ax.axvspan(*band, color="grey", alpha=0.3, label="real-data floor (5-95 %)")
+            ax.legend(fontsize=7, loc="lower right")
+        ax.set_yticks(y)
+        ax.set_yticklabels(labels, fontsize=7)
+        ax.invert_yaxis()
+        d = direction(c)
+        ax.set_title(c + (" (higher is better)" if d > 0 else " (lower is better)" if d < 0 else ""), fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+    for ax in list(axes.flat)[len(cols):]:
+        ax.axis("off")
+    fig.suptitle(f"{sweep_dir.name}: mean and 95 % interval over seeds (orange: best, p < 0.05 vs runner-up)",
+                 fontsize=9, y=1.0 + 0.12 / nrow)
+    written.append(_save(fig, sweep_dir / f"{name}_bars.png"))
+    kl_key = next((k for k in t["swept"] if k.endswith("kl_weight")), None)
+    distortion = next((c for c in ("recon/mse", "recon/psnr") if c in t["columns"]), None)
+    if kl_key and "latent/rate" in t["columns"] and distortion:
+        pts = [(r["means"]["latent/rate"], r["means"][distortion], r["stats"][distortion], dict(r["group"])[kl_key])
+               for r in rows if r["means"]["latent/rate"] is not None and r["means"][distortion] is not None]
+        if pts:
+            fig, ax = plt.subplots(figsize=(4.5, 3.5))
+            pts.sort(key=lambda p: p[0])
+            x = [p[0] for p in pts]
+            yv = [p[1] for p in pts]
+            yerr = [[p[1] - (p[2]["lo"] if p[2]["lo"] is not None else p[1]) for p in pts],
+                    [(p[2]["hi"] if p[2]["hi"] is not None else p[1]) - p[1] for p in pts]]
+            ax.errorbar(x, yv, yerr=yerr, marker="o", capsize=3)
+            for xi, yi, p in zip(x, yv, pts):
+                ax.annotate(f"β={p[3]}", (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.set_xlabel("rate: mean KL(q(z|x) || N(0, I)) per image (bits)")
+            ax.set_ylabel(distortion)
+            ax.set_title("rate-distortion across the KL weight (95 % intervals over seeds)", fontsize=9)
+            written.append(_save(fig, sweep_dir / f"{name}_rate_distortion.png"))
+    return written

@@ -76,6 +76,7 @@ def test_known_means_intervals_and_best(sweep):
 def test_direction():
     assert tables.direction("recon/psnr") == 1 and tables.direction("gen/fid") == -1
     assert tables.direction("gen/classes_covered") == 1 and tables.direction("latent/cycle_error") == -1
+    assert tables.direction("gen/modes_covered") == 1 and tables.direction("gen/mode_kl") == -1
 
 
 def test_not_a_sweep(tmp_path):
@@ -149,3 +150,19 @@ def test_wall_times_of_cached_stages_and_identity_reconstruction_are_never_best(
     order = [dict(r["group"])["autoencoder"] for r in t["rows"]]
     best = {c: {order[i] for i in rows} for c, rows in t["best"].items()}
     assert best == {"recon/psnr": {"vae"}, "stage1/wall_s": {"ae"}, "gen/fid": {"vae"}}
+
+
+def test_figures_next_to_the_table(tmp_path):
+    """Bars with intervals for every table, and a rate-distortion curve when the sweep varies the KL weight."""
+    n = 0
+    for beta, (rate, mse) in {"0.0": (40.0, 0.01), "1e-4": (20.0, 0.02), "1.0": (2.0, 0.08)}.items():
+        for seed in range(2):
+            make_job(tmp_path, n, [f"autoencoder.kl_weight={beta}", f"seed={seed}"],
+                     {"status": "ok", "latent/rate": rate + seed, "recon/mse": mse * (1 + 0.1 * seed),
+                      "gen/fid": 1.0 + seed, "eval/fid_floor": 0.5, "eval/fid_floor_lo": 0.3,
+                      "eval/fid_floor_hi": 0.9})
+            n += 1
+    t = tables.build(tmp_path, columns=["latent/rate", "recon/mse", "gen/fid"])
+    assert [p.name for p in t["figures"]] == ["table_bars.png", "table_rate_distortion.png"]
+    assert all(p.stat().st_size > 1000 for p in t["figures"])
+    assert "0.500 (0.300–0.900)" in (tmp_path / "table.md").read_text()  # the floor as median (5-95 % range)
