@@ -54,7 +54,7 @@ def contends(column: str, runs: list[dict]) -> bool:
     return True
 
 
-def _overrides(job: Path) -> dict[str, str]:
+def job_overrides(job: Path) -> dict[str, str]:
     path = job / ".hydra" / "overrides.yaml"
     try:
         items = yaml.safe_load(path.read_text()) or [] if path.is_file() else []
@@ -90,7 +90,7 @@ def collect(sweep_dir: Path, eval_file: str = "eval.json") -> tuple[list[dict], 
     jobs = sorted((p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()),
                   key=lambda p: (len(p.name), p.name))
     records, swept = [], set()
-    all_overrides = [_overrides(j) for j in jobs]
+    all_overrides = [job_overrides(j) for j in jobs]
     keys = {k for o in all_overrides for k in o}
     # swept keys: those whose value differs between jobs (constant ones, e.g. experiment=..., describe all rows)
     swept = sorted(k for k in keys if k not in IGNORED_OVERRIDES and len({o.get(k) for o in all_overrides}) > 1)
@@ -204,7 +204,7 @@ def build(sweep_dir: str | Path, columns: Optional[Sequence[str]] = None, title:
                            if (sweep_dir / r["job"] / ".hydra" / "config.yaml").is_file()), None)
     cfg = yaml.safe_load(first_cfg_path.read_text()) if first_cfg_path else {}
     budgets = [(label, _get(cfg, key)) for key, label in BUDGET_KEYS]
-    constant = sorted({f"{k}={v}" for r in records for k, v in _overrides(sweep_dir / r["job"]).items()
+    constant = sorted({f"{k}={v}" for r in records for k, v in job_overrides(sweep_dir / r["job"]).items()
                        if k not in swept and k not in IGNORED_OVERRIDES})
     re_evaluated = [r for r in records if r["re_evaluated"]]
     samplers = sorted({r["metrics"]["eval/sampler"] for r in re_evaluated if r["metrics"].get("eval/sampler")})

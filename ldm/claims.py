@@ -1,0 +1,246 @@
+"""Claims as config -> verdicts: each claim names the experiment that decides it, the metric, the comparison and
+the criterion, all written in conf/claims/<profile>.yaml before any run; this module reads the sweeps, applies
+the criteria and writes REPORT.md. Nothing here looks at a number before the criterion is fixed.
+
+Criterion kinds (the `kind` key), each giving `supported`, `contradicted` or `inconclusive`:
+
+- `compare`: row `a` vs row `b` on `metric` (rows = override values, e.g. {autoencoder: vae}); the claim says
+  a - b has sign `sign` (+1: a larger) by more than `margin`. The 95 % interval of the difference (ldm.stats:
+  paired t by seed, Welch otherwise) entirely beyond the margin on the claimed side -> supported; entirely on
+  the other side of 0 -> contradicted; otherwise inconclusive (the interval includes the decision threshold).
+- `threshold`: one row's mean of `metric` vs `value`; the claim says sign * (mean - value) > 0. The row's 95 %
+  t interval entirely on the claimed side -> supported, entirely on the other -> contradicted.
+- `trend`: Spearman's rho between the swept value `x` and `metric` over every run of the experiment, with a
+  Fisher-z 95 % interval (standard error 1.06 / sqrt(n - 3), Fieller et al., 1957); the claim says
+  sign * rho > `min_rho`. Interval above min_rho -> supported; interval below 0 -> contradicted.
+- `all`: several criteria (`of`); supported if all are, contradicted if any is, else inconclusive.
+
+A criterion whose runs are missing or failed is `undecided` and names the jobs; a claim is then undecided too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from scipy import stats as _st
+
+from ldm import stats
+from ldm.errors import ConfigError
+from ldm.tables import collect, job_overrides
+
+VERDICTS = ("supported", "contradicted", "inconclusive", "undecided")
+KINDS = ("compare", "threshold", "trend", "all")
+
+
+@dataclass
+class Finding:
+    """One criterion applied: its verdict, a sentence with the numbers, and the numbers themselves."""
+
+    verdict: str
+    text: str
+    numbers: dict = field(default_factory=dict)
+    parts: list["Finding"] = field(default_factory=list)
+
+
+class Sweeps:
+    """The jobs of each experiment's sweep directory (`root/<experiment>`), read once."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._cache: dict[str, Optional[list[dict]]] = {}
+
+    def jobs(self, experiment: str) -> Optional[list[dict]]:
+        """Records (ldm.tables.collect) with each job's full overrides, or None where the sweep does not exist."""
+        if experiment not in self._cache:
+            d = self.root / experiment
+            if not d.is_dir():
+                self._cache[experiment] = None
+            else:
+                records, _ = collect(d)
+                for r in records:
+                    r["overrides"] = job_overrides(d / r["job"])
+                self._cache[experiment] = records
+        return self._cache[experiment]
+
+
+def _match(record: dict, row: dict) -> bool:
+    return all(str(record["overrides"].get(k)) == str(v) for k, v in row.items())
+
+
+def _row_label(row: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in row.items()) or "(all)"
+
+
+def _select(jobs: Optional[list[dict]], row: dict, experiment: str, metric: str) -> tuple[dict, list[str]]:
+    """({seed: value} of the row's ok jobs, problems naming every job without a usable value)."""
+    if jobs is None:
+        return {}, [f"experiment `{experiment}` has no sweep directory"]
+    mine = [r for r in jobs if _match(r, row)]
+    if not mine:
+        return {}, [f"no job of `{experiment}` has {_row_label(row)}"]
+    values, problems = {}, []
+    for r in mine:
+        v = r["metrics"].get(metric) if r["status"] == "ok" else None
+        if r["status"] != "ok":
+            problems.append(f"job {experiment}/{r['job']} ({_row_label(row)}, seed={r['seed']}) is {r['status']}")
+        elif not stats.numbers([v]):
+            problems.append(f"job {experiment}/{r['job']} ({_row_label(row)}, seed={r['seed']}) has no {metric}")
+        else:
+            values[r["seed"] if r["seed"] is not None else r["job"]] = float(v)
+    return values, problems
+
+
+def _fmt(x: Optional[float]) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
+
+
+def _side(lo: float, hi: float, sign: int, threshold: float) -> str:
+    """The verdict of an interval [lo, hi] for a claim that sign * value > threshold: supported when the whole
+    interval clears the threshold on the claimed side, contradicted when it lies wholly on the other side of 0
+    (the opposite effect), inconclusive otherwise."""
+    lo_s, hi_s = sorted((sign * lo, sign * hi))
+    if lo_s > threshold:
+        return "supported"
+    if hi_s < 0:
+        return "contradicted"
+    return "inconclusive"
+
+
+def compare(c: dict, sweeps: Sweeps) -> Finding:
+    exp, metric, sign, margin = c["experiment"], c["metric"], int(c.get("sign", 1)), float(c.get("margin", 0.0))
+    a, pa = _select(sweeps.jobs(exp), c["a"], exp, metric)
+    b, pb = _select(sweeps.jobs(exp), c["b"], exp, metric)
+    if pa or pb:
+        return Finding("undecided", "; ".join(pa + pb))
+    d = stats.difference(a, b)
+    if d is None:
+        return Finding("undecided", f"fewer than 2 seeds in {_row_label(c['a'])} or {_row_label(c['b'])}")
+    verdict = _side(d["lo"], d["hi"], sign, margin)
+    claimed = ">" if sign > 0 else "<"
+    text = (f"{metric}: {_row_label(c['a'])} − {_row_label(c['b'])} = {_fmt(d['diff'])} "
+            f"[{_fmt(d['lo'])}, {_fmt(d['hi'])}] ({d['test']}, n = {d['n']}, p = {d['p']:.3g}); "
+            f"claimed {claimed} {'+' if sign > 0 else '−'}{_fmt(margin)}")
+    return Finding(verdict, text, {"a": stats.mean_interval(list(a.values())),
+                                   "b": stats.mean_interval(list(b.values())), "difference": d})
+
+
+def threshold(c: dict, sweeps: Sweeps) -> Finding:
+    exp, metric, sign, value = c["experiment"], c["metric"], int(c.get("sign", 1)), float(c["value"])
+    vals, problems = _select(sweeps.jobs(exp), c["row"], exp, metric)
+    if problems:
+        return Finding("undecided", "; ".join(problems))
+    s = stats.mean_interval(list(vals.values()))
+    if s["lo"] is None:
+        return Finding("undecided", f"fewer than 2 seeds in {_row_label(c['row'])}")
+    verdict = _side(s["lo"] - value, s["hi"] - value, sign, 0.0)
+    text = (f"{metric} of {_row_label(c['row'])} = {_fmt(s['mean'])} [{_fmt(s['lo'])}, {_fmt(s['hi'])}] "
+            f"(n = {s['n']}); claimed {'>' if sign > 0 else '<'} {_fmt(value)}")
+    return Finding(verdict, text, {"row": s})
+
+
+def spearman_interval(x: list[float], y: list[float], level: float = stats.LEVEL) -> dict:
+    """Spearman's rho with a Fisher-z interval (standard error 1.06 / sqrt(n - 3))."""
+    n = len(x)
+    rho = float(_st.spearmanr(x, y).statistic) if n > 2 else float("nan")
+    if n < 4 or not math.isfinite(rho):
+        return {"rho": rho, "lo": None, "hi": None, "n": n}
+    z, half = math.atanh(max(-0.999999, min(0.999999, rho))), _st.norm.ppf(0.5 + level / 2) * 1.06 / math.sqrt(n - 3)
+    return {"rho": rho, "lo": math.tanh(z - half), "hi": math.tanh(z + half), "n": n}
+
+
+def trend(c: dict, sweeps: Sweeps) -> Finding:
+    exp, metric, key = c["experiment"], c["metric"], c["x"]
+    sign, min_rho = int(c.get("sign", 1)), float(c.get("min_rho", 0.0))
+    jobs = sweeps.jobs(exp)
+    vals, problems = _select(jobs, c.get("row", {}), exp, metric)
+    if problems:
+        return Finding("undecided", "; ".join(problems))
+    xs, ys = [], []
+    for r in jobs or []:
+        if _match(r, c.get("row", {})) and r["status"] == "ok" and stats.numbers([r["metrics"].get(metric)]):
+            try:
+                xs.append(float(r["overrides"][key]))
+            except (KeyError, ValueError):
+                return Finding("undecided", f"job {exp}/{r['job']} has no numeric override {key}")
+            ys.append(float(r["metrics"][metric]))
+    s = spearman_interval(xs, ys)
+    if s["lo"] is None:
+        return Finding("undecided", f"{len(xs)} runs of `{exp}`: a rank correlation needs at least 4")
+    verdict = _side(s["lo"], s["hi"], sign, min_rho)
+    text = (f"Spearman ρ({key}, {metric}) = {_fmt(s['rho'])} [{_fmt(s['lo'])}, {_fmt(s['hi'])}] over {s['n']} "
+            f"runs; claimed {'+' if sign > 0 else '−'}ρ > {_fmt(min_rho)}")
+    return Finding(verdict, text, {"spearman": s})
+
+
+def all_of(c: dict, sweeps: Sweeps) -> Finding:
+    parts = [decide(p, sweeps) for p in c["of"]]
+    verdicts = {p.verdict for p in parts}
+    if "undecided" in verdicts:
+        verdict = "undecided"
+    elif "contradicted" in verdicts:
+        verdict = "contradicted"
+    elif verdicts == {"supported"}:
+        verdict = "supported"
+    else:
+        verdict = "inconclusive"
+    return Finding(verdict, f"all of {len(parts)} criteria", parts=parts)
+
+
+def decide(criterion: dict, sweeps: Sweeps) -> Finding:
+    """Apply one criterion (see the module docstring) to the sweeps under `sweeps.root`."""
+    kind = criterion.get("kind")
+    if kind not in KINDS:
+        raise ConfigError(f"claim criterion kind={kind!r}: choose one of {', '.join(KINDS)}")
+    return {"compare": compare, "threshold": threshold, "trend": trend, "all": all_of}[kind](criterion, sweeps)
+
+
+def verdicts(cfg: dict, root: Path) -> dict[str, Finding]:
+    """Every claim of a profile config (`claims: {C1: {statement, criterion, ...}}`) decided on `root`'s sweeps."""
+    claims = cfg.get("claims") or {}
+    if not claims:
+        raise ConfigError("the claims profile lists no claims (conf/claims/<profile>.yaml: claims: {C1: ...})")
+    sweeps = Sweeps(root)
+    return {name: decide(c["criterion"], sweeps) for name, c in claims.items()}
+
+
+def _details(f: Finding, depth: int = 0) -> list[str]:
+    pad = "  " * depth
+    lines = [f"{pad}- **{f.verdict}**: {f.text}"]
+    for p in f.parts:
+        lines += _details(p, depth + 1)
+    return lines
+
+
+def report(cfg: dict, root: Path, findings: dict[str, Finding], commands: list[str]) -> str:
+    """REPORT.md: the verdict table, then per claim the pre-stated criterion, the numbers and the scope.
+    Deterministic (no dates, fixed order), so the same sweeps give the same bytes."""
+    lines = [f"# Claims report: {cfg.get('profile', '?')} profile", "",
+             cfg.get("label", "").strip(), "",
+             "Each verdict follows from the criterion written in the profile's config before the runs "
+             "(conf/claims/); `inconclusive` = the 95 % interval includes the decision threshold, `undecided` = "
+             "runs are missing or failed (named below).", "",
+             "| claim | statement | verdict |", "|---|---|---|"]
+    for name, c in cfg["claims"].items():
+        lines.append(f"| {name} | {c.get('statement', '').strip()} | **{findings[name].verdict}** |")
+    for name, c in cfg["claims"].items():
+        f = findings[name]
+        lines += ["", f"## {name}: {c.get('statement', '').strip()}", "",
+                  f"**Verdict: {f.verdict}.**", "",
+                  f"Criterion (stated before the run): {c.get('criterion_text', '').strip() or '(see config)'}", ""]
+        lines += _details(f)
+        if c.get("scope"):
+            lines += ["", f"Scope: {c['scope'].strip()}"]
+    if commands:
+        lines += ["", "## Reproduce", "", "```bash", *commands, "```"]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def json_ready(findings: dict[str, Finding]) -> dict[str, Any]:
+    def one(f: Finding) -> dict:
+        return {"verdict": f.verdict, "text": f.text, "numbers": f.numbers, "parts": [one(p) for p in f.parts]}
+    return {k: one(v) for k, v in findings.items()}

@@ -1,0 +1,102 @@
+"""The claims engine on hand-made sweeps with known answers: a clear effect is supported, a clear opposite effect
+contradicted, overlapping intervals inconclusive, a missing or failed job leaves the claim undecided and named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ldm import claims
+from ldm.errors import ConfigError
+
+
+def make_sweep(root: Path, experiment: str, rows: dict[str, list], key: str = "autoencoder",
+               metric: str = "gen/fid", status: dict | None = None) -> None:
+    """rows: value of `key` -> per-seed metric values; status: {(value, seed): 'failed'} for broken jobs."""
+    n = 0
+    for value, vals in rows.items():
+        for seed, v in enumerate(vals):
+            job = root / experiment / str(n)
+            (job / ".hydra").mkdir(parents=True)
+            (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"{key}={value}", f"seed={seed}"]))
+            st = (status or {}).get((value, seed), "ok")
+            m = {"status": st, metric: v} if st == "ok" else {"status": st, "error": "RuntimeError: boom"}
+            (job / "metrics.json").write_text(json.dumps(m))
+            n += 1
+
+
+def cmp(sign=-1, margin=0.0):
+    return {"kind": "compare", "experiment": "rows", "metric": "gen/fid", "a": {"autoencoder": "vae"},
+            "b": {"autoencoder": "gan"}, "sign": sign, "margin": margin}
+
+
+def test_compare_supported_contradicted_inconclusive(tmp_path):
+    make_sweep(tmp_path / "clear", "rows", {"vae": [1.0, 1.1, 0.9], "gan": [5.0, 5.2, 4.8]})
+    make_sweep(tmp_path / "opposite", "rows", {"vae": [5.0, 5.2, 4.8], "gan": [1.0, 1.1, 0.9]})
+    make_sweep(tmp_path / "overlap", "rows", {"vae": [1.0, 3.0, 2.0], "gan": [1.5, 2.5, 2.2]})
+    got = {d: claims.decide(cmp(), claims.Sweeps(tmp_path / d)).verdict for d in ("clear", "opposite", "overlap")}
+    assert got == {"clear": "supported", "opposite": "contradicted", "overlap": "inconclusive"}
+    # a margin the effect does not clear: the interval includes the threshold -> inconclusive, not supported
+    assert claims.decide(cmp(margin=4.5), claims.Sweeps(tmp_path / "clear")).verdict == "inconclusive"
+    f = claims.decide(cmp(), claims.Sweeps(tmp_path / "clear"))
+    assert f.numbers["difference"]["test"] == "paired t" and f.numbers["difference"]["diff"] == pytest.approx(-4.0)
+    assert "autoencoder=vae − autoencoder=gan = -4" in f.text
+
+
+def test_missing_or_failed_jobs_leave_the_claim_undecided_and_named(tmp_path):
+    make_sweep(tmp_path, "rows", {"vae": [1.0, 1.1, 0.9], "gan": [5.0, 5.2, 4.8]}, status={("gan", 1): "failed"})
+    f = claims.decide(cmp(), claims.Sweeps(tmp_path))
+    assert f.verdict == "undecided" and "job rows/4 (autoencoder=gan, seed=1) is failed" in f.text
+    f = claims.decide({**cmp(), "experiment": "nope"}, claims.Sweeps(tmp_path))
+    assert f.verdict == "undecided" and "experiment `nope` has no sweep directory" in f.text
+    f = claims.decide({**cmp(), "b": {"autoencoder": "bigan"}}, claims.Sweeps(tmp_path))
+    assert f.verdict == "undecided" and "no job of `rows` has autoencoder=bigan" in f.text
+
+
+def test_threshold_and_trend(tmp_path):
+    make_sweep(tmp_path, "rows", {"vae": [0.5, 0.6, 0.55]})
+    th = {"kind": "threshold", "experiment": "rows", "metric": "gen/fid", "row": {"autoencoder": "vae"},
+          "value": 1.0, "sign": -1}
+    assert claims.decide(th, claims.Sweeps(tmp_path)).verdict == "supported"
+    assert claims.decide({**th, "sign": 1}, claims.Sweeps(tmp_path)).verdict == "contradicted"
+    assert claims.decide({**th, "value": 0.55}, claims.Sweeps(tmp_path)).verdict == "inconclusive"
+    betas = {"0.0": [0.01, 0.012, 0.011], "0.01": [0.02, 0.021, 0.019], "0.1": [0.04, 0.041, 0.039],
+             "1.0": [0.08, 0.082, 0.079]}
+    make_sweep(tmp_path, "beta", betas, key="autoencoder.kl_weight", metric="recon/mse")
+    tr = {"kind": "trend", "experiment": "beta", "x": "autoencoder.kl_weight", "metric": "recon/mse", "sign": 1,
+          "min_rho": 0.5}
+    f = claims.decide(tr, claims.Sweeps(tmp_path))
+    from scipy.stats import spearmanr
+
+    x = [float(k) for k, v in betas.items() for _ in v]
+    expected = spearmanr(x, [y for v in betas.values() for y in v]).statistic  # ties in x: average ranks
+    assert f.verdict == "supported" and f.numbers["spearman"]["rho"] == pytest.approx(expected)
+    assert f.numbers["spearman"]["n"] == 12 and f.numbers["spearman"]["lo"] > 0.5
+    assert claims.decide({**tr, "sign": -1}, claims.Sweeps(tmp_path)).verdict == "contradicted"
+    flat = {k: [0.05, 0.02, 0.08] for k in betas}  # no trend: the interval straddles 0
+    make_sweep(tmp_path, "flat", flat, key="autoencoder.kl_weight", metric="recon/mse")
+    assert claims.decide({**tr, "experiment": "flat"}, claims.Sweeps(tmp_path)).verdict == "inconclusive"
+
+
+def test_all_of_and_the_report_is_byte_stable(tmp_path):
+    make_sweep(tmp_path, "rows", {"vae": [1.0, 1.1, 0.9], "gan": [5.0, 5.2, 4.8]})
+    th = {"kind": "threshold", "experiment": "rows", "metric": "gen/fid", "row": {"autoencoder": "gan"},
+          "value": 1.0, "sign": 1}
+    cfg = {"profile": "test", "label": "hand-made sweeps",
+           "claims": {"C1": {"statement": "vae beats gan", "criterion_text": "FID difference < 0",
+                             "criterion": cmp()},
+                      "C2": {"statement": "both", "criterion": {"kind": "all", "of": [cmp(), th]}},
+                      "C3": {"statement": "mixed", "criterion": {"kind": "all", "of": [cmp(), {**th, "sign": -1}]}}}}
+    found = claims.verdicts(cfg, tmp_path)
+    assert {k: v.verdict for k, v in found.items()} == {"C1": "supported", "C2": "supported", "C3": "contradicted"}
+    a = claims.report(cfg, tmp_path, found, ["make claims"])
+    b = claims.report(cfg, tmp_path, claims.verdicts(cfg, tmp_path), ["make claims"])
+    assert a == b and "| C1 | vae beats gan | **supported** |" in a and "Criterion (stated before the run): FID" in a
+    json.dumps(claims.json_ready(found))  # serialisable
+    with pytest.raises(ConfigError, match="kind="):
+        claims.decide({"kind": "vibes"}, claims.Sweeps(tmp_path))
+    with pytest.raises(ConfigError, match="lists no claims"):
+        claims.verdicts({"claims": {}}, tmp_path)
