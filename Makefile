@@ -14,7 +14,7 @@ ABLATION_DIR ?= logs/ablation/autoencoders
 # sweep jobs side by side, one per usable CPU (each job then runs 1 torch thread: ldm/runtime.py)
 JOBS ?= $(shell nproc)
 
-.PHONY: help install train test test-slow test-all ablation bench clean clean-logs
+.PHONY: help install train test test-slow test-all ablation claims bench clean clean-logs
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -22,7 +22,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(if $(TORCH_INDEX),$(PY) -m pip install -q -c $(CONSTRAINTS) torch --index-url $(TORCH_INDEX),)
-	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[dev]"
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[dev,data]"
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install ldm with pinned versions (CPU torch by default)
@@ -43,6 +43,9 @@ ablation: $(STAMP) ## the README's headline table: experiment=autoencoders (6 ro
 	$(PY) train.py experiment=autoencoders hydra.sweep.dir=$(ABLATION_DIR) hydra/launcher=joblib \
 		hydra.launcher.n_jobs=$(JOBS) $(ARGS)
 	$(PY) evaluate.py table.dir=$(ABLATION_DIR)
+
+claims: $(STAMP) ## the claims report, quick profile: runs the sweeps it lacks, then logs/claims/quick/REPORT.md
+	$(PY) evaluate.py claims=quick claims.run=true $(ARGS)
 
 bench: $(STAMP) ## benchmarks -> benchmarks/RESULTS.md (UNet vs diffusers, jobs, contention, plan); ARGS=--quick: 3 min
 	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[bench]"

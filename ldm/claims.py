@@ -4,7 +4,8 @@ the criteria and writes REPORT.md. Nothing here looks at a number before the cri
 
 Criterion kinds (the `kind` key), each giving `supported`, `contradicted` or `inconclusive`:
 
-- `compare`: row `a` vs row `b` on `metric` (rows = override values, e.g. {autoencoder: vae}); the claim says
+- `compare`: row `a` vs row `b` on `metric` (or `a_metric` vs `b_metric`, e.g. diffusion samples' modes vs a
+  GAN's prior samples' modes; rows = override values, e.g. {autoencoder: vae}); the claim says
   a - b has sign `sign` (+1: a larger) by more than `margin`. The 95 % interval of the difference (ldm.stats:
   paired t by seed, Welch otherwise) entirely beyond the margin on the claimed side -> supported; entirely on
   the other side of 0 -> contradicted; otherwise inconclusive (the interval includes the decision threshold).
@@ -112,9 +113,11 @@ def _side(lo: float, hi: float, sign: int, threshold: float) -> str:
 
 
 def compare(c: dict, sweeps: Sweeps) -> Finding:
-    exp, metric, sign, margin = c["experiment"], c["metric"], int(c.get("sign", 1)), float(c.get("margin", 0.0))
-    a, pa = _select(sweeps.jobs(exp), c["a"], exp, metric)
-    b, pb = _select(sweeps.jobs(exp), c["b"], exp, metric)
+    exp, sign, margin = c["experiment"], int(c.get("sign", 1)), float(c.get("margin", 0.0))
+    ma, mb = c.get("a_metric", c.get("metric")), c.get("b_metric", c.get("metric"))  # one metric, or one per side
+    metric = ma if ma == mb else f"{ma} vs {mb}"
+    a, pa = _select(sweeps.jobs(exp), c["a"], exp, ma)
+    b, pb = _select(sweeps.jobs(exp), c["b"], exp, mb)
     if pa or pb:
         return Finding("undecided", "; ".join(pa + pb))
     d = stats.difference(a, b)
@@ -244,3 +247,31 @@ def json_ready(findings: dict[str, Finding]) -> dict[str, Any]:
     def one(f: Finding) -> dict:
         return {"verdict": f.verdict, "text": f.text, "numbers": f.numbers, "parts": [one(p) for p in f.parts]}
     return {k: one(v) for k, v in findings.items()}
+
+
+# ---- running a profile ----------------------------------------------------------------------------------------
+def jobs_of(cfg: dict) -> dict[str, list[str]]:
+    """experiment -> the train.py multirun overrides of its sweep (common + the experiment's + the seeds)."""
+    return {name: [*cfg.get("common", []), *overrides, f"seed={cfg.get('seeds', '0,1,2')}"]
+            for name, overrides in (cfg.get("experiments") or {}).items()}
+
+
+def count_jobs(overrides: list[str]) -> int:
+    n = 1
+    for o in overrides:
+        if "=" in o and "," in o.split("=", 1)[1] and not o.split("=", 1)[1].startswith("["):
+            n *= len(o.split("=", 1)[1].split(","))
+    return n
+
+
+def sweep_complete(sweep_dir: Path, expected: int) -> bool:
+    """Whether a sweep directory holds `expected` jobs, every one finished ok (then it is not run again)."""
+    if not sweep_dir.is_dir():
+        return False
+    records, _ = collect(sweep_dir)
+    return len(records) >= expected and all(r["status"] == "ok" for r in records)
+
+
+def command(name: str, overrides: list[str], root: Path, n_jobs: int) -> list[str]:
+    return ["train.py", "-m", *overrides, f"hydra.sweep.dir={root / name}", "hydra/launcher=joblib",
+            f"hydra.launcher.n_jobs={n_jobs}"]

@@ -111,7 +111,55 @@ def table(cfg: DictConfig) -> None:
              len(result["rows"]), len(result["bad"]))
 
 
+def claims_report(cfg: DictConfig) -> dict:
+    """`evaluate.py claims=<profile>`: (with claims.run=true) run the profile's missing sweeps, then decide every
+    claim from the pre-stated criteria and write <claims.dir>/REPORT.md and verdicts.json."""
+    import os
+    import subprocess
+    import sys
+
+    from ldm import claims
+
+    profile = plain(cfg.claims)
+    root = Path(profile["dir"])
+    jobs = claims.jobs_of(profile)
+    n_jobs = int(profile.get("n_jobs") or len(os.sched_getaffinity(0)))
+    commands = []
+    for name, overrides in jobs.items():
+        cmd = claims.command(name, overrides, root, n_jobs)
+        shown = claims.command(name, overrides, Path(os.path.relpath(root)), n_jobs)  # portable in the report
+        commands.append(".venv/bin/python " + " ".join(f"'{c}'" if "," in c else c for c in shown))
+        expected = claims.count_jobs(overrides)
+        done = claims.sweep_complete(root / name, expected)
+        log.info("experiment %s: %d jobs, %s", name, expected, "complete" if done else "to run")
+        if profile.get("dry_run"):
+            print(f"{name}: {expected} jobs{' (complete)' if done else ''}: {commands[-1]}")
+        elif profile.get("run") and not done:
+            log.info("running %s", commands[-1])
+            proc = subprocess.run([sys.executable, *cmd], cwd=os.environ.get("LDM_ROOT", "."))
+            if proc.returncode != 0:  # failed jobs stay failed in the sweep; their claims say so
+                log.error("experiment %s: train.py exited %d; its failed jobs are named in the report",
+                          name, proc.returncode)
+    if profile.get("dry_run"):
+        print(f"{sum(claims.count_jobs(o) for o in jobs.values())} jobs in {len(jobs)} experiments, "
+              f"{n_jobs} at a time")
+        return {}
+    findings = claims.verdicts(profile, root)
+    text = claims.report(profile, root, findings, commands + [f".venv/bin/python evaluate.py claims="
+                                                              f"{profile.get('profile', '?')}"])
+    root.mkdir(parents=True, exist_ok=True)
+    from ldm.utils.io import atomic_write
+
+    atomic_write(root / "REPORT.md", lambda tmp: Path(tmp).write_text(text))
+    write_json(root / "verdicts.json", claims.json_ready(findings))
+    print(text)
+    log.info("wrote %s and verdicts.json", root / "REPORT.md")
+    return {f"claims/{k}": v.verdict for k, v in findings.items()}
+
+
 def _task(cfg: DictConfig, report: Any) -> dict:
+    if cfg.get("claims"):
+        return claims_report(cfg)
     if cfg.get("table") and cfg.table.get("dir"):
         table(cfg)
         return {}

@@ -100,3 +100,27 @@ def test_all_of_and_the_report_is_byte_stable(tmp_path):
         claims.decide({"kind": "vibes"}, claims.Sweeps(tmp_path))
     with pytest.raises(ConfigError, match="lists no claims"):
         claims.verdicts({"claims": {}}, tmp_path)
+
+
+def test_profile_config_and_report_command(tmp_path, capsys):
+    """conf/claims/quick.yaml composes, every claim has a statement, a pre-stated criterion text and a criterion of a
+    known kind; `evaluate.py claims=quick` on a directory without sweeps writes a report where every claim is
+    undecided and says why, and a dry run lists the jobs without running anything."""
+    from omegaconf import OmegaConf
+
+    from ldm.report import claims_report
+
+    root = Path(__file__).resolve().parents[1]
+    profile = yaml.safe_load((root / "conf" / "claims" / "quick.yaml").read_text())
+    for name, c in profile["claims"].items():
+        assert c["statement"] and c["criterion_text"] and c["criterion"]["kind"] in claims.KINDS, name
+    profile["dir"] = str(tmp_path / "claims")
+    cfg = OmegaConf.create({"claims": {**profile, "dry_run": True}})
+    assert claims_report(cfg) == {} and not (tmp_path / "claims").exists()
+    assert "36 jobs in 3 experiments" in capsys.readouterr().out
+    cfg = OmegaConf.create({"claims": profile})
+    out = claims_report(cfg)
+    assert set(out.values()) == {"undecided"} and len(out) == 6
+    text = (tmp_path / "claims" / "REPORT.md").read_text()
+    assert "experiment `rows` has no sweep directory" in text and "## Reproduce" in text
+    assert json.loads((tmp_path / "claims" / "verdicts.json").read_text())["C1"]["verdict"] == "undecided"
