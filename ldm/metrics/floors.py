@@ -56,3 +56,42 @@ def subset_distribution(score: Callable[[torch.Tensor], dict[str, float]], size:
     out: dict = {k: {**quantile_range(v), "values": v} for k, v in values.items()}
     out["subset_n"], out["equal_n"] = min(n, size), equal
     return out
+
+
+PRDC_FLOOR_MAX_N = 2000  # PRDC is O(n^2) per subset: its floor is drawn only up to this many images
+
+
+def floor_metrics(fm, real: torch.Tensor, labels: Optional[torch.Tensor], n: int, subsets: int, seed: int,
+                  proportions: Optional[torch.Tensor] = None, classes: Optional[Callable] = None) -> dict:
+    """The real-data floor of every feature metric as a distribution: held-out features `real` (labels for
+    stratifying), `subsets` subsets of `n`, each scored against `fm`'s reference (the train split) like a
+    generated set. Keys: eval/<metric>_floor (median), _floor_lo / _floor_hi (5-95 %), eval/floor_n,
+    eval/floor_equal_n, eval/floor_subsets. `classes(features) -> dict` adds class-coverage floors."""
+    with_prdc = min(n, len(real)) <= PRDC_FLOOR_MAX_N
+
+    def score(idx: torch.Tensor) -> dict:
+        f = real[idx]
+        out = {"fid": fm.fid(f), "kid": fm.kid(f)[0]}
+        if with_prdc:
+            out.update({k: v for k, v in fm.prdc(f, seed=int(idx[0])).items() if k != "prdc_k"})
+        if classes is not None:
+            out.update(classes(f))
+        return out
+    dist = subset_distribution(score, len(real), n, subsets, seed, labels, proportions)
+    m = {"eval/floor_n": dist.pop("subset_n"), "eval/floor_equal_n": dist.pop("equal_n"),
+         "eval/floor_subsets": len(next(iter(dist.values()))["values"])}
+    for k, d in dist.items():
+        m[f"eval/{k}_floor"], m[f"eval/{k}_floor_lo"], m[f"eval/{k}_floor_hi"] = d["median"], d["lo"], d["hi"]
+    return m
+
+
+def generated_distribution(fm, feats: torch.Tensor, n: int, subsets: int, seed: int) -> dict:
+    """gen/fid and gen/kid over `subsets` random subsets of `n` generated samples (only meaningful when the set
+    holds several such subsets): gen/<metric>_sub (median), _sub_lo, _sub_hi, gen/sub_n."""
+    dist = subset_distribution(lambda idx: {"fid": fm.fid(feats[idx]), "kid": fm.kid(feats[idx])[0]},
+                               len(feats), n, subsets, seed)
+    m = {"gen/sub_n": dist.pop("subset_n")}
+    dist.pop("equal_n")
+    for k, d in dist.items():
+        m[f"gen/{k}_sub"], m[f"gen/{k}_sub_lo"], m[f"gen/{k}_sub_hi"] = d["median"], d["lo"], d["hi"]
+    return m

@@ -71,3 +71,16 @@ def closest_pairs_figure(gen: torch.Tensor, train: torch.Tensor, pairs: dict, pa
     save_grid(torch.cat([top, bottom]), path, nrow=k, rows=["sample", "nearest train"],
               cols=[f"{float(pairs['d1'][i]):.2f}" for i in order],
               title=title or "generated samples closest to a training image (pixel distance above each)")
+
+
+def memorisation_metrics(gen: torch.Tensor, train: torch.Tensor, heldout: torch.Tensor, out_dir: Path,
+                         feats: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
+                         quantile: float = 0.01) -> dict[str, float]:
+    """mem/* in pixels (and mem/feat_* in the evaluator's features when `feats` = (gen, train, heldout) features),
+    plus memorisation.png with the closest sample / training-image pairs."""
+    m, pairs = copy_metrics(gen, heldout, train, quantile, prefix="mem/")
+    closest_pairs_figure(gen, train, pairs, Path(out_dir) / "memorisation.png")
+    if feats is not None:
+        fm, _ = copy_metrics(feats[0], feats[2], feats[1], quantile, prefix="mem/feat_")
+        m.update(fm)
+    return m
