@@ -47,3 +47,21 @@ def test_unequal_n_is_reported():
     out = subset_distribution(lambda idx: {"n": len(idx)}, 50, 80, subsets=20, seed=0)
     assert out["equal_n"] is False and out["subset_n"] == 50 and out["n"]["values"] == [50.0]
     assert out["n"]["median"] == pytest.approx(50.0)
+
+
+def test_floor_metrics_keys_and_unequal_n():
+    from ldm.metrics.floors import floor_metrics, generated_distribution
+
+    g = torch.Generator().manual_seed(0)
+    train = torch.randn(400, 4, generator=g, dtype=torch.float64)
+    held = torch.randn(120, 4, generator=g, dtype=torch.float64)
+    labels = torch.arange(120) % 3
+    fm = _fm(train)
+    m = floor_metrics(fm, held, labels, 60, subsets=5, seed=0, classes=lambda f: {"classes_covered": 3.0})
+    assert m["eval/floor_n"] == 60 and m["eval/floor_equal_n"] and m["eval/floor_subsets"] == 5
+    for k in ("fid", "kid", "precision", "recall", "density", "coverage", "classes_covered"):
+        assert m[f"eval/{k}_floor_lo"] <= m[f"eval/{k}_floor"] <= m[f"eval/{k}_floor_hi"], k
+    big = floor_metrics(fm, held, labels, 500, subsets=5, seed=0)  # more samples than held-out images
+    assert big["eval/floor_equal_n"] is False and big["eval/floor_n"] == 120 and big["eval/floor_subsets"] == 1
+    gen = generated_distribution(fm, torch.randn(300, 4, generator=g, dtype=torch.float64), 100, 5, 0)
+    assert gen["gen/sub_n"] == 100 and gen["gen/fid_sub_lo"] <= gen["gen/fid_sub"] <= gen["gen/fid_sub_hi"]
