@@ -129,3 +129,46 @@ def test_ddp_cpu_with_the_default_metrics_evaluates_like_one_process(tmp_path):
     for key in ("recon/psnr", "recon/rfid", "latent/prior_fid", "gen/fid", "gen/kid", "gen/precision",
                 "gen/classes_covered", "eval/fid_floor"):
         assert single[key] == pytest.approx(m[key], rel=1e-5, abs=1e-8), key
+
+
+@pytest.mark.parametrize("data, expected", [
+    ("textures", {"eval/fid_floor_n": 2000, "eval/reference_n": 10000}),
+    ("stacked_digits", {"eval/fid_floor_n": 10000, "eval/num_samples": 10000, "eval/num_modes": 1000}),
+])
+def test_the_decidable_datasets_run_end_to_end(data, expected, tmp_path):
+    """data=textures and data=stacked_digits through the real command line: metrics and figures, with their
+    latent presets (textures 4x8x8, stacked digits 6x4x4) and, for stacked digits, the mode metrics."""
+    run = tmp_path / "run"
+    proc = train([f"data={data}"], run, tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["status"] == "ok" and {k: m[k] for k in expected} == expected
+    assert m["stage1/latent_shape"] == {"textures": "4x8x8", "stacked_digits": "6x4x4"}[data]
+    assert 0 < m["recon/chroma_ratio"] and m["eval/evaluator_acc"] > 0 and m["gen/fid"] > 0
+    if data == "stacked_digits":
+        assert 1 <= m["gen/modes_covered"] <= 1000 and m["gen/mode_kl"] >= 0 and m["eval/real_modes_covered"] >= 1
+        assert 0 < m["eval/evaluator_channel_acc"] <= 1
+    for figure in ("recon.png", "samples.png", "class_hist.png", "interpolation.png"):
+        assert (run / figure).is_file(), figure
+
+
+def test_hf_dataset_from_disk_runs_and_a_missing_column_is_one_error_line(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rows = {"img": [Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(60)],
+            "label": [i % 3 for i in range(60)]}
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"])})
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "ds"))
+    hf = ["data=hf", f"data.path={tmp_path / 'ds'}", "data.image_size=16"]
+    bad = train(hf, tmp_path / "bad", tmp_path / "cache")
+    assert bad.returncode == 2, bad.stderr[-2000:]
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: data.image_column=image is not a column of data.path={tmp_path / 'ds'} (columns: img, "
+                      f"label): set data.image_column to one of them"], bad.stderr[-2000:]
+    good = train(hf + ["data.image_column=img"], tmp_path / "good", tmp_path / "cache")
+    assert good.returncode == 0, good.stderr[-3000:]
+    m = json.loads((tmp_path / "good" / "metrics.json").read_text())
+    assert m["status"] == "ok" and m["stage1/latent_shape"] == "4x4x4" and "gen/classes_covered" in m

@@ -54,6 +54,23 @@ def test_defaults_are_digits_vae_csv(tmp_path):
     assert bb.latent_channels * (cfg.data.image_size // bb.f) ** 2 < 64
 
 
+def test_each_dataset_names_its_latent_shape_and_backbone_overrides_win(composed, tmp_path):
+    """data.latent_f / data.latent_channels are the backbone's defaults: digits 2x4x4, RGB data >= 3 channels."""
+    shapes = {}
+    for option in options("data"):
+        job = composed[("data", option)]["job"]
+        bb, data = job["backbone"], job["data"]
+        assert (bb["f"], bb["latent_channels"]) == (data["latent_f"], data["latent_channels"]), option
+        assert job["autoencoder"]["backbone"] == bb, option
+        assert "min_psnr" in data["recon_check"], option
+        shapes[option] = (bb["latent_channels"], data["image_size"] // bb["f"])
+        if data["channels"] == 3:
+            assert bb["latent_channels"] >= 3 and "min_chroma_ratio" in data["recon_check"], option
+    assert shapes["digits"] == (2, 4) and shapes["textures"] == (4, 8)
+    cfg = compose_cfg(["data=textures", "backbone.f=8", "backbone.latent_channels=8"], output_dir=tmp_path)
+    assert (cfg.autoencoder.backbone.f, cfg.autoencoder.backbone.latent_channels) == (8, 8)  # 4x4x8
+
+
 def test_derived_values_are_interpolated(tmp_path):
     cfg = compose_cfg(["data.image_size=8"], output_dir=tmp_path)
     assert cfg.autoencoder.image_size == 8 and cfg.autoencoder.in_channels == cfg.data.channels

@@ -65,8 +65,28 @@ def _collate_batch(batch):
     return batch  # already stacked by TensorImages.__getitems__
 
 
-def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, torch.Tensor]:
-    """Deterministic train/val/test split of range(n) from `seed`."""
+def _quotas(counts: list[int], fraction: float) -> list[int]:
+    """Per-class shares of round(sum(counts) * fraction), each within one of count * fraction (largest remainders)."""
+    total = round(sum(counts) * fraction)
+    exact = [c * fraction for c in counts]
+    out = [min(c, math.floor(e)) for c, e in zip(counts, exact)]
+    order = sorted(range(len(counts)), key=lambda i: (-(exact[i] - out[i]), i))
+    for i in order:
+        if sum(out) >= total:
+            break
+        if out[i] < counts[i]:
+            out[i] += 1
+    return out
+
+
+def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int,
+                  labels: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+    """Deterministic train/val/test split of range(n) from `seed`.
+
+    With `labels` (every one >= 0) the split is stratified: each class contributes its share of the val and
+    test images (within one image of count * fraction), so every split holds the classes in the proportions
+    of the whole; the split sizes are those of the unstratified split.
+    """
     for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0 <= frac < 1:
             raise ConfigError(f"data.{name}={frac} must be in [0, 1)")
@@ -74,8 +94,23 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
     if n - n_val - n_test < 1:
         raise ConfigError(f"data.val_fraction + data.test_fraction leave no training images out of {n}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return {"test": perm[:n_test].sort().values, "val": perm[n_test:n_test + n_val].sort().values,
-            "train": perm[n_test + n_val:].sort().values}
+    if labels is None:
+        return {"test": perm[:n_test].sort().values, "val": perm[n_test:n_test + n_val].sort().values,
+                "train": perm[n_test + n_val:].sort().values}
+    labels = torch.as_tensor(labels)
+    if len(labels) != n or bool((labels < 0).any()):
+        raise ValueError("stratified split_indices needs one label >= 0 per item")
+    classes = labels.unique().tolist()
+    members = [perm[labels[perm] == c] for c in classes]  # each class in the random order of perm
+    counts = [len(m) for m in members]
+    tests = _quotas(counts, test_fraction)
+    vals = _quotas([c - t for c, t in zip(counts, tests)], n_val / max(1, n - n_test))
+    parts: dict[str, list[torch.Tensor]] = {"test": [], "val": [], "train": []}
+    for m, t, v in zip(members, tests, vals):
+        parts["test"].append(m[:t])
+        parts["val"].append(m[t:t + v])
+        parts["train"].append(m[t + v:])
+    return {k: torch.cat(v).sort().values for k, v in parts.items()}
 
 
 EVAL_BATCH = 256  # validation / test batches hold at least this many items: evaluation has no gradients to keep
@@ -134,11 +169,16 @@ class StepDataModule(L.LightningDataModule):
 
 
 class InMemoryImageDataModule(StepDataModule):
-    """Holds all images of a small dataset in memory; subclasses implement `load()`."""
+    """Holds all images of a small dataset in memory; subclasses implement `load()` (or `load_splits()`).
+
+    `latent_f`, `latent_channels` and `recon_check` are the data config's presets for the rest of the run
+    (conf/backbone/default.yaml reads the first two; ldm.evaluation the last); they do not change the images.
+    """
 
     def __init__(self, image_size: int, channels: int, batch_size: int = 64, val_fraction: float = 0.1,
                  test_fraction: float = 0.1, split_seed: int = 0, num_workers: int = 0,
-                 shuffle_seed: Optional[int] = None, overfit_batches: int = 0) -> None:
+                 shuffle_seed: Optional[int] = None, overfit_batches: int = 0, latent_f: Optional[int] = None,
+                 latent_channels: Optional[int] = None, recon_check: Optional[dict] = None) -> None:
         super().__init__(batch_size=batch_size, split_seed=split_seed, num_workers=num_workers,
                          shuffle_seed=shuffle_seed, overfit_batches=overfit_batches)
         if image_size < 1:
@@ -147,6 +187,7 @@ class InMemoryImageDataModule(StepDataModule):
             raise ConfigError(f"data.channels={channels} must be 1 (grayscale) or 3 (RGB)")
         self.image_size, self.channels = image_size, channels
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.latent_f, self.latent_channels, self.recon_check = latent_f, latent_channels, recon_check
         self.num_classes = 0
         self.class_names: list[str] = []  # set by load() where the data names its classes, else "0", "1", ...
 
@@ -154,15 +195,27 @@ class InMemoryImageDataModule(StepDataModule):
         """Return all images (N, C, H, W) float in [-1, 1] and labels (N,) long, -1 where unknown."""
         raise NotImplementedError
 
+    def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """(images, labels) of each of train, val and test. By default `load()` split by `split_indices`,
+        stratified by class when every image has a label; datasets that build their splits from disjoint
+        sources (photo regions, digit splits) override this."""
+        images, labels = self.load()
+        labelled = len(labels) > 0 and bool((labels >= 0).all())
+        idx = split_indices(len(images), self.val_fraction, self.test_fraction, self.split_seed,
+                            labels=labels if labelled else None)
+        return {k: (images[v], labels[v]) for k, v in idx.items()}
+
     def setup(self, stage: Optional[str] = None) -> None:
         if self.splits:
             return
-        images, labels = self.load()
-        assert images.shape[1:] == (self.channels, self.image_size, self.image_size), images.shape
-        assert images.min() >= -1 and images.max() <= 1
-        idx = split_indices(len(images), self.val_fraction, self.test_fraction, self.split_seed)
-        self.splits = {k: TensorImages(images[v].contiguous(), labels[v].contiguous()) for k, v in idx.items()}
-        self.num_classes = int(labels.max().item()) + 1 if (labels >= 0).any() else 0
+        parts = self.load_splits()
+        for images, _ in parts.values():
+            assert images.shape[1:] == (self.channels, self.image_size, self.image_size), images.shape
+            assert len(images) == 0 or (images.min() >= -1 and images.max() <= 1)
+        self.splits = {k: TensorImages(x.contiguous(), y.contiguous()) for k, (x, y) in parts.items()}
+        labels = torch.cat([y for _, y in parts.values()])
+        # classes the data names (some maybe absent from a subset), else 0..max label
+        self.num_classes = len(self.class_names) or (int(labels.max().item()) + 1 if (labels >= 0).any() else 0)
         self.class_names = self.class_names or [str(i) for i in range(self.num_classes)]
 
     def __str__(self) -> str:

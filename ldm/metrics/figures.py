@@ -72,3 +72,41 @@ def class_histogram_plot(generated: torch.Tensor, path: Path, real: Optional[tor
     if title:
         ax.set_title(title, fontsize=10)
     return _save(fig, path)
+
+
+def channel_histogram_plot(generated: torch.Tensor, path: Path, real: Optional[torch.Tensor] = None,
+                           names: Optional[list[str]] = None, channel_names: Optional[list[str]] = None,
+                           modes: Optional[torch.Tensor] = None, real_modes: Optional[torch.Tensor] = None,
+                           title: str = "") -> Path:
+    """Stacked data: one panel per channel (fraction of samples per predicted class of that channel, generated
+    and real test) and, with `modes`, the mode histogram sorted from the most to the least frequent mode."""
+    plt = _pyplot()
+    c, k = generated.shape
+    panels = c + (modes is not None)
+    fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 2.8), squeeze=False)
+    x = torch.arange(k).numpy()
+    width = 0.4 if real is not None else 0.8
+    labels = names if names and len(names) == k else [str(i) for i in range(k)]
+    for i in range(c):
+        ax = axes[0, i]
+        ax.bar(x - (width / 2 if real is not None else 0), generated[i].numpy(), width, label="generated")
+        if real is not None:
+            ax.bar(x + width / 2, real[i].numpy(), width, label="real test", alpha=0.7)
+        ax.axhline(1 / k, color="k", ls="--", lw=1, label="uniform")
+        ax.set_xticks(x, labels=labels)
+        ax.set_title(channel_names[i] if channel_names and i < len(channel_names) else f"channel {i}", fontsize=9)
+        ax.set_xlabel("class (evaluator prediction)", fontsize=8)
+    axes[0, 0].set_ylabel("fraction")
+    if modes is not None:
+        ax = axes[0, c]
+        m = len(modes)
+        ax.plot(range(m), modes.sort(descending=True).values.numpy(), lw=1.2, label="generated")
+        if real_modes is not None:
+            ax.plot(range(m), real_modes.sort(descending=True).values.numpy(), lw=1.2, alpha=0.7, label="real test")
+        ax.axhline(1 / m, color="k", ls="--", lw=1, label="uniform")
+        ax.set_title(f"{m} modes, most to least frequent", fontsize=9)
+        ax.set_xlabel("mode rank", fontsize=8)
+    axes[0, panels - 1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    if title:
+        fig.suptitle(title, fontsize=10, y=1.04)
+    return _save(fig, path)

@@ -1,6 +1,8 @@
-"""Reconstruction quality on a held-out split: MSE, PSNR, SSIM."""
+"""Reconstruction quality on a held-out split: MSE, PSNR, SSIM, chroma; the per-dataset fidelity check."""
 
 from __future__ import annotations
+
+from typing import Optional, Sequence
 
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
@@ -25,3 +27,28 @@ def per_image_metrics(x_hat: torch.Tensor, x: torch.Tensor) -> dict[str, torch.T
 def reconstruction_metrics(x_hat: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
     """The means over images of `per_image_metrics`."""
     return {k: v.double().mean().item() for k, v in per_image_metrics(x_hat, x).items()}
+
+
+def chroma(images: torch.Tensor) -> torch.Tensor:
+    """Per-image mean chroma, max(R, G, B) - min(R, G, B) on the 0..255 scale, of RGB images in [-1, 1]."""
+    rgb = (images.clamp(-1, 1) + 1) * 127.5
+    return (rgb.max(1).values - rgb.min(1).values).flatten(1).mean(1)
+
+
+def fidelity_warnings(metrics: dict, check: Optional[dict], latent_shape: Sequence[int], image_size: int) -> list[str]:
+    """Warnings for reconstructions that lose colour or detail by more than the data config's `recon_check` allows
+    (`min_chroma_ratio`: recon/chroma_ratio, RGB only; `min_psnr`: recon/psnr in dB), each naming the knob."""
+    check = check or {}
+    c, h = int(latent_shape[0]), int(latent_shape[-1])
+    shape = f"{'x'.join(map(str, latent_shape))} latent, backbone.latent_channels={c}, backbone.f={image_size // h}"
+    out = []
+    ratio, floor = metrics.get("recon/chroma_ratio"), check.get("min_chroma_ratio")
+    if ratio is not None and floor is not None and ratio < floor:
+        out.append(f"reconstructions lose colour: mean chroma {metrics['recon/chroma']:.1f} vs "
+                   f"{metrics['recon/chroma_real']:.1f} real (ratio {ratio:.2f} < data.recon_check.min_chroma_ratio="
+                   f"{floor}) with the {shape}: raise backbone.latent_channels")
+    psnr_, floor = metrics.get("recon/psnr"), check.get("min_psnr")
+    if psnr_ is not None and floor is not None and psnr_ < floor:
+        out.append(f"reconstructions lose detail: test PSNR {psnr_:.1f} dB < data.recon_check.min_psnr={floor} with "
+                   f"the {shape}: raise backbone.latent_channels or lower backbone.f (or train stage 1 longer)")
+    return out

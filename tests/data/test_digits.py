@@ -18,20 +18,29 @@ def digits():
 
 
 def test_split_sizes_and_disjoint(digits):
+    from sklearn.datasets import load_digits
+
     from ldm.data.base import split_indices
 
     sizes = {k: len(v) for k, v in digits.splits.items()}
     assert sizes == {"train": 1437, "val": 180, "test": 180}
     assert digits.num_classes == 10
-    idx = split_indices(1797, 0.1, 0.1, seed=0)  # the split the module used (split_seed=0)
+    labels = torch.tensor(load_digits().target)
+    idx = split_indices(1797, 0.1, 0.1, seed=0, labels=labels)  # the split the module used (split_seed=0)
     sets = {k: set(v.tolist()) for k, v in idx.items()}
     assert not (sets["train"] & sets["val"]) and not (sets["train"] & sets["test"]) and not (sets["val"] & sets["test"])
     assert set().union(*sets.values()) == set(range(1797))  # a partition: every image in exactly one split
-    from sklearn.datasets import load_digits
-
-    labels = torch.tensor(load_digits().target)
     for k, v in idx.items():  # each split holds exactly those images, in that order
         assert torch.equal(digits.split(k).labels, labels[v]), k
+
+
+def test_splits_are_stratified_by_class(digits):
+    """Each class is as large a share of val and of test as of train: within one image of train's proportion."""
+    train = digits.split("train").labels.bincount(minlength=10).double() / len(digits.split("train"))
+    for name in ("val", "test"):
+        split = digits.split(name)
+        counts = split.labels.bincount(minlength=10).double()
+        assert (counts - train * len(split)).abs().max() <= 1, (name, counts.tolist())
 
 
 def test_value_range_and_shape(digits):

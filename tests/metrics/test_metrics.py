@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from ldm.metrics.features import prdc
-from ldm.metrics.generation import class_coverage
+from ldm.metrics.generation import class_coverage, mode_coverage
 from ldm.metrics.latent import cycle_error, gaussian_kl_to_prior, interpolate, latent_summary, path_metrics
-from ldm.metrics.reconstruction import psnr, reconstruction_metrics
+from ldm.metrics.reconstruction import chroma, fidelity_warnings, psnr, reconstruction_metrics
 
 
 def test_prdc_identical_sets_are_perfect():
@@ -122,3 +122,27 @@ def test_half_share_threshold():
     labels = torch.tensor([0] * 5 + [1] * 4 + [c for c in range(2, 10) for _ in range(91 // 8)] + [2] * 3)
     assert len(labels) == 100
     assert class_coverage(torch.nn.functional.one_hot(labels, 10).double())["classes_covered"] == 9
+
+
+def test_mode_coverage_counts_a_mode_with_one_sample():
+    """VEEGAN/PacGAN: one sample covers a mode (class_coverage asks for half the uniform share)."""
+    pred = torch.tensor([0] * 97 + [1, 2, 3])
+    cov = mode_coverage(pred, 10)
+    assert cov["modes_covered"] == 4 and cov["num_modes"] == 10
+    assert class_coverage(torch.nn.functional.one_hot(pred, 10).double())["classes_covered"] == 1
+    assert mode_coverage(torch.arange(10), 10)["mode_kl"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_chroma_and_the_fidelity_check_name_the_knob():
+    grey = torch.zeros(2, 3, 4, 4)
+    red = -torch.ones(2, 3, 4, 4)
+    red[:, 0] = 1.0  # (255, 0, 0)
+    assert chroma(grey).tolist() == [0.0, 0.0] and chroma(red).tolist() == [255.0, 255.0]
+    check = {"min_chroma_ratio": 0.7, "min_psnr": 18.0}
+    ok = {"recon/psnr": 25.0, "recon/chroma": 30.0, "recon/chroma_real": 40.0, "recon/chroma_ratio": 0.75}
+    assert fidelity_warnings(ok, check, (2, 8, 8), 32) == [] and fidelity_warnings(ok, None, (2, 8, 8), 32) == []
+    washed = {**ok, "recon/psnr": 15.0, "recon/chroma": 15.0, "recon/chroma_ratio": 0.375}
+    colour, detail = fidelity_warnings(washed, check, (2, 8, 8), 32)
+    assert "lose colour" in colour and "15.0 vs 40.0" in colour and "backbone.latent_channels" in colour
+    assert "lose detail" in detail and "backbone.f=4" in detail and "lower backbone.f" in detail
+    assert fidelity_warnings({"recon/psnr": 15.0}, check, (2, 4, 4), 16)[0].startswith("reconstructions lose detail")
