@@ -15,12 +15,15 @@ import torch
 
 from ldm.autoencoders.base import Autoencoder
 from ldm.data.base import batches
-from ldm.metrics.evaluator import Evaluator
-from ldm.metrics.features import FeatureMetrics
+from ldm.metrics.evaluator import ChannelEvaluator, Evaluator
+from ldm.metrics.features import FeatureMetrics, fid_between
+from ldm.metrics.floors import floor_metrics, generated_distribution
 from ldm.metrics.figures import class_histogram_plot, latent_histograms
-from ldm.metrics.generation import class_coverage, class_histogram
-from ldm.metrics.latent import cycle_error, interpolate, latent_summary, path_metrics
-from ldm.metrics.reconstruction import per_image_metrics
+from ldm.metrics.generation import class_coverage, class_histogram, mode_coverage, stacked_modes
+from ldm.metrics.latent import (aggregate_posterior_kl, cycle_error, decoder_smoothness, interpolate, latent_summary,
+                                matched_prior_std, path_length_ratio, path_metrics, rate)
+from ldm.metrics.memorisation import memorisation_metrics
+from ldm.metrics.reconstruction import chroma, fidelity_warnings, per_image_metrics
 from ldm.utils.config import build, plain
 from ldm.utils.images import save_grid
 from ldm.utils.progress import progress
@@ -94,31 +97,41 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
         fm, evaluator = feature_metrics(cfg, datamodule, data_cfg, cache_dir, device)
         if evaluator is not None:
             m["eval/evaluator_acc"] = evaluator.accuracy
+            if isinstance(evaluator, ChannelEvaluator):
+                m["eval/evaluator_channel_acc"] = evaluator.channel_accuracy
         m["eval/reference_n"] = len(fm.real)
         real_test = fm.embed(images_of(test))
-        m["eval/fid_floor"] = fm.fid(real_test)
-        m["eval/kid_floor"] = fm.kid(real_test)[0]
-        m["eval/fid_floor_n"] = len(test)
     n = int(cfg["num_samples"] or len(test))
     m["eval/num_samples"] = n
+    if fm is not None:
+        m.update(floors(fm, real_test, test, datamodule, evaluator, n, cfg, seed))
 
     # ---- reconstruction ------------------------------------------------------------------------------
     z_test = None
     if isinstance(ae, Autoencoder) and len(test):
         per: dict[str, list] = {}
-        latents, recon_feats, correct, grid = [], [], 0, None
+        latents, stds, recon_feats, correct, grid = [], [], [], 0, None
         labelled = bool((test.labels >= 0).all())
         for x, y in progress(batches(test), desc="reconstructing", total=-(-len(test) // 256)):
             x_hat = ae.reconstruct(x.to(device)).float().cpu().clamp(-1, 1)
             for k, v in per_image_metrics(x_hat, x).items():
                 per.setdefault(k, []).append(v)
-            latents.append(ae.encode(x.to(device)).float().cpu())
+            if x.shape[1] == 3:  # colour kept? (the per-dataset check below)
+                per.setdefault("chroma", []).append(chroma(x_hat))
+                per.setdefault("chroma_real", []).append(chroma(x))
+            mean, std = ae.encode_distribution(x.to(device))
+            latents.append(mean.float().cpu())
+            stds.append(std.float().cpu() if std is not None else None)
             if fm is not None:
                 recon_feats.append(fm.embed(x_hat))
             if evaluator is not None and labelled:
                 correct += evaluator.accuracy_on(x_hat, y) * len(y)
             grid = grid or (x, x_hat)
         m.update({f"recon/{k}": torch.cat(v).double().mean().item() for k, v in per.items()})
+        if "recon/chroma" in m:
+            m["recon/chroma_ratio"] = m["recon/chroma"] / max(m["recon/chroma_real"], 1e-8)
+        for warning in fidelity_warnings(m, (data_cfg or {}).get("recon_check"), ae.latent_shape, grid[0].shape[-1]):
+            log.warning("recon check: %s", warning)
         if fm is not None:
             m["recon/rfid"] = fm.fid(torch.cat(recon_feats))
         if evaluator is not None and labelled:
@@ -126,6 +139,7 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
             m["recon/class_accuracy"] = correct / len(test)
         recon_grid(*grid, out_dir / "recon.png")
         z_test = torch.cat(latents)
+        z_std = torch.cat(stds) if stds and all(s is not None for s in stds) else None
     else:
         log.info("evaluation: %s cannot encode, skipping reconstruction and encoder-based latent metrics",
                  type(ae).__name__)
@@ -137,6 +151,13 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
         latent_histograms(scaled, out_dir / "latent_hist.png",
                           title=f"{type(ae).__name__}: scaled test latents vs N(0, 1)")
         m["latent/cycle_error"] = cycle_error(ae.encode, ae.decode, z_test.to(device))
+        # C1 / C3 in the raw latent space: the rate, and how close the aggregate posterior is to N(0, I)
+        if (bits := rate(z_test, z_std)) is not None:
+            m["latent/rate"] = bits
+        m.update({f"latent/{k}": v for k, v in aggregate_posterior_kl(z_test, z_std, seed=seed).items()})
+        # C2 in pixel space: how much the decoder's output moves per unit latent step, and its spread
+        probe = z_test[torch.randperm(len(z_test), generator=torch.Generator().manual_seed(seed))[:256]]
+        m.update({f"latent/{k}": v for k, v in decoder_smoothness(ae.decode, probe.to(device), seed=seed).items()})
         pairs = min(int(cfg["interp_pairs"]), len(z_test) // 2)
         if pairs >= 1:
             g = torch.Generator().manual_seed(seed)
@@ -147,13 +168,21 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
             save_grid(frames[:8].flatten(0, 1), out_dir / "interpolation.png", nrow=steps,
                       cols=["z_a"] + [""] * (steps - 2) + ["z_b"],
                       title="decoded linear interpolations between test latents")
-            if fm is not None:
+            m["latent/path_length_ratio"] = path_length_ratio(frames)
+            if fm is not None:  # feature-space path metrics (the evaluator's features, not pixels)
                 m.update({f"latent/{k}": v for k, v in path_metrics(fm.features, frames).items()})
     if fm is not None:
         g = torch.Generator().manual_seed(seed + 1)
         z_prior = torch.randn((n, *ae.latent_shape), generator=g)
-        m["latent/prior_fid"] = fm.fid(fm.embed(ae.decode(z.to(device)).float().cpu().clamp(-1, 1)
-                                                for z in z_prior.split(256)))
+        prior_feats = fm.embed(ae.decode(z.to(device)).float().cpu().clamp(-1, 1) for z in z_prior.split(256))
+        m["latent/prior_fid"] = fm.fid(prior_feats)
+        if evaluator is not None:  # does the decoder's own prior cover the classes / modes (C5 for a plain GAN)?
+            m.update({f"latent/prior_{k}": v for k, v in coverage(evaluator, prior_feats).items()})
+        if z_test is not None:  # the same draws at the latents' own scale: a Gaussian latent of another scale
+            s = matched_prior_std(z_test)
+            m["latent/prior_std"] = s
+            m["latent/prior_fid_matched"] = fm.fid(fm.embed(ae.decode((s * z).to(device)).float().cpu().clamp(-1, 1)
+                                                            for z in z_prior.split(256)))
 
     # ---- generation ----------------------------------------------------------------------------------
     if ld is not None:
@@ -171,13 +200,67 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
             scores = fm.all(feats)
             m["eval/prdc_k"] = scores.pop("prdc_k")  # clamped below the sample count where that is small
             m.update({f"gen/{k}": v for k, v in scores.items()})
+            m["gen/fid_heldout"] = fid_between(feats, real_test)  # against held-out images, not the train split
+            sub = int(cfg.get("subset_n") or 0)
+            if sub and len(feats) >= 2 * sub:
+                m.update(generated_distribution(fm, feats, sub, int(cfg.get("floor_subsets", 20)), seed))
             if evaluator is not None:
                 probs = evaluator.probs_from_features(feats)
                 cov = class_coverage(probs)
                 m.update({f"gen/{k}": cov[k] for k in ("classes_covered", "class_kl", "confidence")})
-                real_hist = class_histogram(evaluator.probs_from_features(real_test))
-                class_histogram_plot(class_histogram(probs), out_dir / "class_hist.png", real=real_hist,
-                                     names=datamodule.class_names,
-                                     title=f"{cov['classes_covered']}/{cov['num_classes']} classes covered, "
-                                           f"KL to uniform {cov['class_kl']:.3f}")
+                real_probs = evaluator.probs_from_features(real_test)
+                if isinstance(evaluator, ChannelEvaluator):  # stacked data: modes, per-channel classes
+                    m.update(stacked_modes(evaluator, probs, real_probs, datamodule, out_dir))
+                else:
+                    class_histogram_plot(class_histogram(probs), out_dir / "class_hist.png",
+                                         real=class_histogram(real_probs), names=datamodule.class_names,
+                                         title=f"{cov['classes_covered']}/{cov['num_classes']} classes covered, "
+                                               f"KL to uniform {cov['class_kl']:.3f}")
+    if ld is not None and cfg.get("memorisation", True):
+        with_feats = (feats, fm.real, real_test) if fm is not None else None
+        m.update(memorisation(images, datamodule, out_dir, with_feats))
     return m
+
+
+def floors(fm: FeatureMetrics, real_test: torch.Tensor, test: Any, datamodule: Any, evaluator: Optional[Evaluator],
+           n: int, cfg: dict, seed: int) -> dict:
+    """The real-data floor of every feature metric over random held-out subsets of the generated set's size,
+    stratified to the train split's class proportions (ldm.metrics.floors), drawn from every image no stage
+    trained on (test + val: with the test split alone, n = its size leaves one possible subset); says so when
+    there are fewer held-out images than samples."""
+    val = datamodule.split("val")
+    if len(val):
+        real_test = torch.cat([real_test, fm.embed(images_of(val))])
+    all_labels = torch.cat([test.labels, val.labels]) if len(val) else test.labels
+    labels = all_labels if bool((all_labels >= 0).all()) else None
+    train_labels = datamodule.split("train").labels
+    proportions = torch.bincount(train_labels).double() if bool((train_labels >= 0).all()) else None
+    classes = (lambda f: coverage(evaluator, f)) if evaluator is not None else None
+    m = floor_metrics(fm, real_test, labels, n, int(cfg.get("floor_subsets", 20)), seed, proportions, classes)
+    m["eval/fid_floor_n"] = m["eval/floor_n"]
+    if not m["eval/floor_equal_n"]:
+        log.warning("floors: %d samples but only %d held-out images: the floor is one draw at n=%d, so FIDs of the "
+                    "samples and the floor are at different n (read them against each other with care)",
+                    n, len(real_test), len(real_test))
+    return m
+
+
+def coverage(evaluator: Evaluator, feats: torch.Tensor) -> dict:
+    """Classes covered and KL to uniform of a feature set's predicted classes; for stacked data also the modes
+    covered by the VEEGAN/PacGAN rule."""
+    probs = evaluator.probs_from_features(feats)
+    cov = class_coverage(probs)
+    out = {"classes_covered": cov["classes_covered"], "class_kl": cov["class_kl"]}
+    if isinstance(evaluator, ChannelEvaluator):
+        modes = mode_coverage(probs.argmax(1), probs.shape[1])
+        out.update({"modes_covered": modes["modes_covered"], "mode_kl": modes["mode_kl"]})
+    return out
+
+
+def memorisation(images: torch.Tensor, datamodule: Any, out_dir: Path,
+                 feats: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict:
+    """Copy rates of the samples against the train split, calibrated on the test split (ldm.metrics.memorisation),
+    in pixels and, with `feats` = (samples, train, test) features, in the evaluator's features."""
+    train = torch.cat(list(images_of(datamodule.split("train"))))
+    heldout = torch.cat(list(images_of(datamodule.split("test"))))
+    return memorisation_metrics(images.float().cpu(), train, heldout, out_dir, feats)

@@ -36,6 +36,15 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, float]:
     return {key: float(v) for key, v in out.items()}
 
 
+def fid_between(feats: torch.Tensor, reference: torch.Tensor) -> float:
+    """FID between two feature sets (torchmetrics, given features), e.g. samples against held-out images."""
+    fid = FrechetInceptionDistance(feature=GivenFeatures(feats.shape[1]), normalize=False,
+                                   input_img_size=(feats.shape[1],), sync_on_compute=False)
+    fid.update(reference, real=True)
+    fid.update(feats, real=False)
+    return float(fid.compute())
+
+
 class FeatureMetrics:
     """FID / KID / PRDC of image sets against one fixed real reference set, on features of `features`.
 

@@ -110,19 +110,20 @@ def test_fid_of_a_set_with_itself_is_zero(fm, digits):
 
 
 def test_fid_and_kid_ladder(fm, digits):
-    """Real test vs train is small; adding noise of sigma 0.05, 0.1, 0.2, 0.4 raises FID and KID strictly."""
+    """Real test vs train is small; adding noise of sigma 0.1, 0.2, 0.4 raises FID and KID strictly (sigma 0.05
+    moves the features less than the floor's own noise: 0.080 vs 0.083 on the stratified test split)."""
     test = digits.split("test").images
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(test.shape, generator=g)
     floor = fm.fid(fm.embed(test))
     fids, kids = [floor], [fm.kid(fm.embed(test))[0]]
-    for sigma in (0.05, 0.1, 0.2, 0.4):
+    for sigma in (0.1, 0.2, 0.4):
         noisy = fm.embed((test + sigma * noise).clamp(-1, 1))
         fids.append(fm.fid(noisy))
         kids.append(fm.kid(noisy)[0])
     assert all(a < b for a, b in zip(fids, fids[1:])), fids
     assert all(a < b for a, b in zip(kids, kids[1:])), kids
-    assert fids[-1] > 3 * floor  # measured 4.8x
+    assert fids[-1] > 3 * floor  # measured 66x
 
 
 def test_prdc_of_identical_sets(fm, digits):
@@ -169,8 +170,10 @@ def test_evaluate_reports_class_accuracy_of_reconstructions(evaluator, digits, c
     other = evaluate(OtherDigit(image_size=16, in_channels=1, num_vis=8), *args, tmp_path / "other",
                      torch.device("cpu"))
     assert other["recon/class_accuracy"] < 0.25
-    # the same 180 real digits, reordered: rFID cannot see it (it equals the real-data floor), class accuracy can
-    assert other["recon/rfid"] == pytest.approx(other["eval/fid_floor"], rel=1e-6)
+    # the same 180 real digits, reordered: rFID cannot see it (it equals identity's: real test vs train), class
+    # accuracy can
+    assert other["recon/rfid"] == pytest.approx(same["recon/rfid"], rel=1e-6)
+    assert same["eval/fid_floor_lo"] <= same["eval/fid_floor"] <= same["eval/fid_floor_hi"]
 
 
 def test_an_evaluator_entry_holding_a_pickle_payload_is_refused_and_retrained(digits, tmp_path, monkeypatch):
