@@ -29,6 +29,7 @@ def composed(tmp_path_factory) -> dict[tuple[str, str], dict]:
     return out
 
 
+@pytest.mark.slow  # composes all ~60 options (~20 s): the slow tier
 def test_every_option_composes(composed):
     assert len(composed) >= 35
     for (group, option), c in composed.items():
@@ -54,6 +55,7 @@ def test_defaults_are_digits_vae_csv(tmp_path):
     assert bb.latent_channels * (cfg.data.image_size // bb.f) ** 2 < 64
 
 
+@pytest.mark.slow  # composes all ~60 options (~20 s): the slow tier
 def test_each_dataset_names_its_latent_shape_and_backbone_overrides_win(composed, tmp_path):
     """data.latent_f / data.latent_channels are the backbone's defaults: digits 2x4x4, RGB data >= 3 channels."""
     shapes = {}
@@ -102,6 +104,7 @@ def _nodes(node, path=""):
 UNTARGETED = {"backbone": "ldm.nets.backbone.BackboneSpec"}
 
 
+@pytest.mark.slow  # composes all ~60 options (~20 s): the slow tier
 def test_every_class_default_equals_its_yaml(composed):
     """One source of truth: a default in a signature of ours must be the value every config gives that argument
     (or the argument must have no default). Fails on the first drift, naming class, argument and both values."""

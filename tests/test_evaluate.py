@@ -60,6 +60,7 @@ def test_evaluate_with_another_sampler(finished_run, tmp_path):
     assert result.get("gen/fid") is None and result["recon/psnr"] > 0
 
 
+@pytest.mark.slow  # re-evaluates a sweep (3 s)
 def test_table_reevaluates_every_finished_job(finished_run, tmp_path):
     """table.reevaluate=true: each ok job is evaluated again from its checkpoints (here with fewer samples) into
     <job>/<eval_file>, and the table is built from those numbers under its own name."""

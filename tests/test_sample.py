@@ -43,6 +43,7 @@ def test_exactly_n_pngs_and_the_same_bytes_for_the_same_seed(run, tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+@pytest.mark.slow  # export + load + sample (2 s)
 def test_an_export_loads_alone_and_samples_like_its_run(run, tmp_path):
     cfg = compose_cfg([f"run_dir={run}", f"export={tmp_path / 'export'}"], config_name="evaluate",
                       output_dir=tmp_path / "logs")

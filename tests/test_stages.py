@@ -32,7 +32,8 @@ def weights(run: Path, stage: str) -> dict:
 def evaluate(run_dir: Path, cache_dir: str, tmp_path: Path) -> dict:
     cfg = compose_cfg([f"run_dir={run_dir}", f"out_dir={tmp_path / 'eval'}", f"paths.cache_dir={cache_dir}",
                        "metrics.features.steps=40", "metrics.interp_pairs=4", "metrics.interp_steps=4",
-                       "metrics.kid_subsets=10"], config_name="evaluate", output_dir=tmp_path / "logs")
+                       "metrics.kid_subsets=10", "metrics.floor_subsets=3"], config_name="evaluate",
+                      output_dir=tmp_path / "logs")
     report.main(cfg)
     return json.loads((tmp_path / "eval" / "eval.json").read_text())
 

@@ -23,6 +23,7 @@ def load_state(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+@pytest.mark.slow  # a full debug run (6 s); the CLI runs of the slow tier write the same directory
 def test_debug_fast_writes_run_directory(make_cfg):
     cfg = make_cfg(FAST)
     out = Path(cfg.paths.output_dir)

@@ -163,6 +163,7 @@ def test_evaluate_reports_class_accuracy_of_reconstructions(evaluator, digits, c
     from tests.conftest import compose_cfg
 
     cfg = {**plain(compose_cfg([]).metrics), "interp_pairs": 2, "interp_steps": 3, "kid_subsets": 10,
+           "floor_subsets": 3,
            "features": {"_target_": "ldm.metrics.evaluator.EvaluatorFeatures", **SHORT}}  # the cached evaluator
     args = (None, digits, cfg, DATA_CFG, str(cache_dir))
     same = evaluate(Identity(image_size=16, in_channels=1, num_vis=8), *args, tmp_path / "same", torch.device("cpu"))
