@@ -48,6 +48,7 @@ def test_evaluate_bad_run_dir(tmp_path, capsys):
                                                f"run directory or an export")
 
 
+@pytest.mark.slow  # a second sampling pass over a trained run (1.6 s)
 def test_evaluate_with_another_sampler(finished_run, tmp_path):
     run_dir, train_cfg = finished_run
     out = tmp_path / "ddpm"

@@ -23,11 +23,11 @@ def test_mean_interval_known_answer_and_small_n():
 
 def test_t_interval_covers_the_true_mean_at_the_nominal_rate():
     rng = np.random.default_rng(0)
-    trials, hits = 4000, 0
+    trials, hits = 2000, 0
     for x in rng.normal(3.0, 2.0, size=(trials, 5)):
         s = stats.mean_interval(x.tolist())
         hits += s["lo"] <= 3.0 <= s["hi"]
-    assert 0.94 <= hits / trials <= 0.96  # binomial sd at 4000 trials: 0.0034
+    assert 0.935 <= hits / trials <= 0.965  # binomial sd at 2000 trials: 0.0049
 
 
 def test_difference_matches_scipy_paired_and_welch():
