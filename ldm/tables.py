@@ -190,7 +190,7 @@ def build(sweep_dir: str | Path, columns: Optional[Sequence[str]] = None, title:
                      "stds": {c: s["std"] for c, s in summaries.items()},
                      "seeds": {c: _per_seed(runs, c) for c in columns},
                      "contends": {c: contends(c, runs) for c in columns},
-                     "floor": _floor_cell(runs),
+                     "floor_med": stats.numbers([m.get("eval/fid_floor") for m in runs]),
                      "floor_lo": min(stats.numbers([m.get("eval/fid_floor_lo") for m in runs]), default=None),
                      "floor_hi": max(stats.numbers([m.get("eval/fid_floor_hi") for m in runs]), default=None),
                      "floor_n": next((m["eval/fid_floor_n"] for m in runs if m.get("eval/fid_floor_n")), None)})
@@ -218,16 +218,14 @@ def build(sweep_dir: str | Path, columns: Optional[Sequence[str]] = None, title:
     return result
 
 
-def _floor_cell(runs: list[dict]) -> str:
-    """The FID floor: median over held-out subsets with its 5-95 % range (runs written before floors were
-    distributions have one value: shown as the mean over the row's runs)."""
-    med = stats.numbers([m.get("eval/fid_floor") for m in runs])
-    lo = stats.numbers([m.get("eval/fid_floor_lo") for m in runs])
-    hi = stats.numbers([m.get("eval/fid_floor_hi") for m in runs])
-    if med and lo and hi:
+def _floor_cell(row: dict) -> str:
+    """The FID floor: median over held-out subsets with its 5-95 % range across the row's runs (runs written
+    before floors were distributions have one value: shown as the mean over the row's runs)."""
+    med = row["floor_med"]
+    if med and row["floor_lo"] is not None and row["floor_hi"] is not None:
         mid = sum(med) / len(med)
         d = _digits(mid)
-        return f"{mid:.{d}f} ({min(lo):.{d}f}–{max(hi):.{d}f})"
+        return f"{mid:.{d}f} ({row['floor_lo']:.{d}f}–{row['floor_hi']:.{d}f})"
     return _fmt(med)[0]
 
 
@@ -257,7 +255,7 @@ def _write(sweep_dir: Path, t: dict, title: str, name: str = "table") -> None:
           "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for i, r in enumerate(rows):
         cells = [f"**{r['cells'][c]}**" if i in best.get(c, ()) else r["cells"][c] for c in cols]
-        md.append("| " + " | ".join([_label(r["group"])] + cells + [r["floor"]]) + " |")
+        md.append("| " + " | ".join([_label(r["group"])] + cells + [_floor_cell(r)]) + " |")
     ref = t["reference"]
     if ref is not None and len(rows) > 1:
         ref_label = _label(rows[ref]["group"])
@@ -294,7 +292,7 @@ def _write(sweep_dir: Path, t: dict, title: str, name: str = "table") -> None:
     for i, r in enumerate(rows):
         cells = [(r"\textbf{" + esc(r["cells"][c]) + "}") if i in best.get(c, ()) else esc(r["cells"][c])
                  for c in cols]
-        tex.append(" & ".join([esc(_label(r["group"]))] + cells + [esc(r["floor"])]) + r" \\")
+        tex.append(" & ".join([esc(_label(r["group"]))] + cells + [esc(_floor_cell(r))]) + r" \\")
     tex += [r"\bottomrule", r"\end{tabular}"]
     atomic_write(sweep_dir / f"{name}.tex", lambda tmp: Path(tmp).write_text("\n".join(tex) + "\n"))
 
