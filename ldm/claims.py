@@ -275,3 +275,70 @@ def sweep_complete(sweep_dir: Path, expected: int) -> bool:
 def command(name: str, overrides: list[str], root: Path, n_jobs: int) -> list[str]:
     return ["train.py", "-m", *overrides, f"hydra.sweep.dir={root / name}", "hydra/launcher=joblib",
             f"hydra.launcher.n_jobs={n_jobs}"]
+
+
+# ---- how long a profile takes (the dry run's estimate) -------------------------------------------------------
+# Fallback job rates (1 thread, this project's 2-core reference machine, benchmarks/RESULTS.md section 4): stage-1
+# and stage-2 steps per second of a latent row, stage-2 steps per second of the pixel row, seconds per generated
+# sample, start-up + fixed evaluation seconds per job.
+RATES = {"stage1_steps_per_s": 4.42, "stage2_steps_per_s": 4.71, "pixel_stage2_steps_per_s": 0.545,
+         "gen_sec_per_sample": 0.026, "pixel_gen_sec_per_sample": 0.206, "fixed_s": 22.0}
+
+
+def measured_rates(results_json: Path) -> dict:
+    """RATES, replaced by the job rates a `benchmarks/bench.py` run measured on this machine where it has them."""
+    rates = dict(RATES)
+    try:
+        import json
+
+        summary = json.loads(Path(results_json).read_text())["results"]["jobs"]["summary"]
+        vae, pixel = summary["vae"], summary.get("identity", {})
+        rates["stage1_steps_per_s"] = vae["stage1_steps_per_s"]["median"]
+        rates["stage2_steps_per_s"] = vae["stage2_steps_per_s"]["median"]
+        rates["gen_sec_per_sample"] = vae["gen_sec_per_sample"]["median"]
+        rates["fixed_s"] = vae["eval_s"]["median"] + vae["other_s"]["median"]
+        if pixel.get("stage2_steps_per_s"):
+            rates["pixel_stage2_steps_per_s"] = pixel["stage2_steps_per_s"]["median"]
+            rates["pixel_gen_sec_per_sample"] = pixel["gen_sec_per_sample"]["median"]
+    except (OSError, KeyError, TypeError, ValueError):
+        pass
+    return rates
+
+
+def expand(overrides: list[str]) -> list[dict]:
+    """The jobs of one multirun: every combination of the comma-separated override values, as {key: value}."""
+    import itertools
+
+    keys, choices = [], []
+    for o in overrides:
+        if "=" not in o:
+            continue
+        k, v = o.split("=", 1)
+        keys.append(k)
+        choices.append(v.split(",") if "," in v and not v.startswith("[") else [v])
+    return [dict(zip(keys, combo)) for combo in itertools.product(*choices)]
+
+
+def estimate_job_s(job: dict, defaults: dict, rates: dict) -> float:
+    """Seconds one job takes at `rates`: its stages' steps at the measured step rates, its samples, fixed costs.
+    Rows without stage 1 (identity) train the pixel diffusion, rows without an encoder (gan) have no stage 2;
+    a job whose stages are cached elsewhere in the profile is still counted (an upper bound)."""
+    ae = job.get("autoencoder", defaults.get("autoencoder", "vae"))
+    stage = job.get("stage", "all")
+    s1 = int(job.get("stage1.max_steps", defaults.get("stage1.max_steps", 1000)))
+    s2 = int(job.get("stage2.max_steps", defaults.get("stage2.max_steps", 1200)))
+    n = int(job.get("metrics.num_samples", defaults.get("metrics.num_samples", 180)))
+    t = rates["fixed_s"]
+    if ae != "identity" and stage != "stage2":
+        t += s1 / rates["stage1_steps_per_s"]
+    if ae != "gan" and stage != "stage1":
+        prefix = "pixel_" if ae == "identity" else ""
+        t += s2 / rates[prefix + "stage2_steps_per_s"] + n * rates[prefix + "gen_sec_per_sample"]
+    return t
+
+
+def estimate_profile_s(jobs: dict[str, list[str]], n_jobs: int, rates: dict) -> dict[str, float]:
+    """{experiment: job-seconds} and the wall-clock estimate with `n_jobs` side by side ('wall')."""
+    out = {name: sum(estimate_job_s(j, {}, rates) for j in expand(ov)) for name, ov in jobs.items()}
+    out["wall"] = sum(out.values()) / max(1, n_jobs)
+    return out

@@ -20,8 +20,9 @@ from ldm.metrics.features import FeatureMetrics, fid_between
 from ldm.metrics.floors import floor_metrics, generated_distribution
 from ldm.metrics.figures import class_histogram_plot, latent_histograms
 from ldm.metrics.generation import class_coverage, class_histogram, mode_coverage, stacked_modes
-from ldm.metrics.latent import (aggregate_posterior_kl, cycle_error, decoder_smoothness, interpolate, latent_summary,
-                                matched_prior_std, path_length_ratio, path_metrics, rate)
+from ldm.metrics.latent import (aggregate_posterior_kl, cycle_correlation, cycle_error, decoder_smoothness,
+                                interpolate, latent_summary, matched_prior_std, path_length_ratio, path_metrics,
+                                probe_accuracy, rate)
 from ldm.metrics.memorisation import memorisation_metrics
 from ldm.metrics.reconstruction import chroma, fidelity_warnings, per_image_metrics
 from ldm.utils.config import build, plain
@@ -151,6 +152,14 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
         latent_histograms(scaled, out_dir / "latent_hist.png",
                           title=f"{type(ae).__name__}: scaled test latents vs N(0, 1)")
         m["latent/cycle_error"] = cycle_error(ae.encode, ae.decode, z_test.to(device))
+        # C4: what the encoder keeps. E inverts G on the prior? labels readable off E(x) (semantics)?
+        z_cycle = torch.randn((min(512, len(z_test)), *ae.latent_shape), generator=torch.Generator().manual_seed(seed))
+        m["latent/cycle_corr"] = cycle_correlation(ae.encode, ae.decode, z_cycle.to(device))
+        train = datamodule.split("train")
+        if len(train) and bool((train.labels >= 0).all()) and bool((test.labels >= 0).all()):
+            z_train = torch.cat([ae.encode_distribution(x.to(device))[0].float().cpu() for x, _ in batches(train)])
+            m.update({f"latent/{k}": v for k, v in
+                      probe_accuracy(z_train, train.labels, z_test, test.labels).items()})
         # C1 / C3 in the raw latent space: the rate, and how close the aggregate posterior is to N(0, I)
         if (bits := rate(z_test, z_std)) is not None:
             m["latent/rate"] = bits

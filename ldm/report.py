@@ -141,8 +141,12 @@ def claims_report(cfg: DictConfig) -> dict:
                 log.error("experiment %s: train.py exited %d; its failed jobs are named in the report",
                           name, proc.returncode)
     if profile.get("dry_run"):
+        bench = Path(os.environ.get("LDM_ROOT", ".")) / "benchmarks" / "results.json"
+        est = claims.estimate_profile_s(jobs, n_jobs, claims.measured_rates(bench))
         print(f"{sum(claims.count_jobs(o) for o in jobs.values())} jobs in {len(jobs)} experiments, "
-              f"{n_jobs} at a time")
+              f"{n_jobs} at a time: about {est.pop('wall') / 60:.0f} min here ("
+              + ", ".join(f"{k} {v / 60:.0f} job-min" for k, v in est.items())
+              + "; from the job rates in benchmarks/results.json, cached stages counted as run)")
         return {}
     findings = claims.verdicts(profile, root)
     text = claims.report(profile, root, findings, commands + [f".venv/bin/python evaluate.py claims="

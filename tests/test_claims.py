@@ -117,10 +117,28 @@ def test_profile_config_and_report_command(tmp_path, capsys):
     profile["dir"] = str(tmp_path / "claims")
     cfg = OmegaConf.create({"claims": {**profile, "dry_run": True}})
     assert claims_report(cfg) == {} and not (tmp_path / "claims").exists()
-    assert "36 jobs in 3 experiments" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "33 jobs in 3 experiments" in out and " min here (" in out
     cfg = OmegaConf.create({"claims": profile})
     out = claims_report(cfg)
     assert set(out.values()) == {"undecided"} and len(out) == 6
     text = (tmp_path / "claims" / "REPORT.md").read_text()
     assert "experiment `rows` has no sweep directory" in text and "## Reproduce" in text
     assert json.loads((tmp_path / "claims" / "verdicts.json").read_text())["C1"]["verdict"] == "undecided"
+
+
+def test_profile_time_estimate_counts_each_jobs_stages():
+    """The dry run's estimate: a latent job pays both stages, a gan job no stage 2, a stage-1-only job no stage 2,
+    the pixel row its own (slower) stage-2 rate; n_jobs side by side divide the wall time."""
+    r = {"stage1_steps_per_s": 10.0, "stage2_steps_per_s": 20.0, "pixel_stage2_steps_per_s": 1.0,
+         "gen_sec_per_sample": 0.01, "pixel_gen_sec_per_sample": 0.1, "fixed_s": 5.0}
+    common = ["stage1.max_steps=100", "stage2.max_steps=200", "metrics.num_samples=100"]
+    assert claims.estimate_job_s(claims.expand(common + ["autoencoder=vae"])[0], {}, r) == 5 + 10 + 10 + 1
+    assert claims.estimate_job_s(claims.expand(common + ["autoencoder=gan"])[0], {}, r) == 5 + 10
+    assert claims.estimate_job_s(claims.expand(common + ["autoencoder=vae", "stage=stage1"])[0], {}, r) == 15
+    assert claims.estimate_job_s(claims.expand(common + ["autoencoder=identity"])[0], {}, r) == 5 + 200 + 10
+    jobs = {"a": common + ["autoencoder=vae,gan", "seed=0,1,2"]}
+    assert len(claims.expand(jobs["a"])) == 6
+    est = claims.estimate_profile_s(jobs, 2, r)
+    assert est["a"] == 3 * 26 + 3 * 15 and est["wall"] == est["a"] / 2
+    assert claims.measured_rates(Path("/nonexistent.json")) == claims.RATES  # no bench run: the fallback rates

@@ -160,3 +160,50 @@ def matched_prior_std(z: torch.Tensor) -> float:
     """The latents' own global std: prior FID at matched scale decodes N(0, s^2 I) with it, so a latent that is
     Gaussian but not unit-scale is not punished for its scale (raw N(0, I) measures the mismatch as well)."""
     return float(z.double().std())
+
+
+# ---- what an encoder keeps (C4: BiGAN/ALI encoders keep semantics, not pixels) ---------------------------------
+def _standardise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    a, b = train.flatten(1).double(), test.flatten(1).double()
+    m, s = a.mean(0), a.std(0).clamp_min(1e-8)
+    return (a - m) / s, (b - m) / s
+
+
+@torch.no_grad()
+def probe_accuracy(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor,
+                   test_labels: torch.Tensor, ridge: float = 1e-2) -> dict[str, float]:
+    """How well the labels can be read off representations (latents E(x), or pixels for the pixel baseline),
+    fitted on `train` and scored on `test`, both standardised with the train statistics:
+
+    - `probe_1nn`: 1-nearest-neighbour accuracy (Euclidean), the measure the BiGAN audit used;
+    - `probe_linear`: a linear probe, the closed-form ridge classifier (least squares on one-hot targets with a
+      bias, penalty `ridge` x n on the weights; argmax), deterministic and solver-free, as in the
+      representation-learning papers' linear evaluation but without their SGD.
+    """
+    a, b = _standardise(train, test)
+    ya, yb = train_labels.long(), test_labels.long()
+    nearest = torch.cdist(b, a).argmin(1)
+    out = {"probe_1nn": float((ya[nearest] == yb).double().mean())}
+    classes = int(max(ya.max(), yb.max())) + 1
+    xa = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], 1)
+    xb = torch.cat([b, torch.ones(len(b), 1, dtype=b.dtype)], 1)
+    target = torch.nn.functional.one_hot(ya, classes).double()
+    reg = ridge * len(a) * torch.eye(xa.shape[1], dtype=a.dtype)
+    reg[-1, -1] = 0.0  # the bias is not penalised
+    w = torch.linalg.solve(xa.T @ xa + reg, xa.T @ target)
+    out["probe_linear"] = float(((xb @ w).argmax(1) == yb).double().mean())
+    return out
+
+
+@torch.no_grad()
+def cycle_correlation(encode: Callable, decode: Callable, z: torch.Tensor) -> float:
+    """corr(E(G(z)), z): the Pearson correlation of each latent dimension with its re-encoding, averaged over
+    dimensions (1 = E inverts G on the prior; ~0 = the encoder's output carries nothing of the z it was given;
+    BiGAN's objective makes E and G inverses at its optimum, Donahue et al., 2017, Theorem 2). A dimension that
+    either side holds constant counts as 0."""
+    z2 = encode(decode(z)).flatten(1).double().cpu()
+    z1 = z.flatten(1).double().cpu()
+    a, b = z1 - z1.mean(0), z2 - z2.mean(0)
+    denom = a.norm(dim=0) * b.norm(dim=0)
+    corr = torch.where(denom > 1e-12, (a * b).sum(0) / denom.clamp_min(1e-12), torch.zeros_like(denom))
+    return float(corr.mean())
