@@ -5,10 +5,13 @@ the criteria and writes REPORT.md. Nothing here looks at a number before the cri
 Criterion kinds (the `kind` key), each giving `supported`, `contradicted` or `inconclusive`:
 
 - `compare`: row `a` vs row `b` on `metric` (or `a_metric` vs `b_metric`, e.g. diffusion samples' modes vs a
-  GAN's prior samples' modes; rows = override values, e.g. {autoencoder: vae}); the claim says
+  GAN's prior samples' modes; rows = override values, e.g. {autoencoder: vae}; b from `b_experiment` where
+  it is another sweep, e.g. a GAN, which has no encoder and so runs stage 1 only); the claim says
   a - b has sign `sign` (+1: a larger) by more than `margin`. The 95 % interval of the difference (ldm.stats:
   paired t by seed, Welch otherwise) entirely beyond the margin on the claimed side -> supported; entirely on
   the other side of 0 -> contradicted; otherwise inconclusive (the interval includes the decision threshold).
+  `relative: true` reads the margin as a share of b's mean; a negative margin states non-inferiority ('a is worse
+  than b by less than |margin|'), contradicted when the interval lies wholly beyond that bound.
 - `threshold`: one row's mean of `metric` vs `value`; the claim says sign * (mean - value) > 0. The row's 95 %
   t interval entirely on the claimed side -> supported, entirely on the other -> contradicted.
 - `trend`: Spearman's rho between the swept value `x` and `metric` over every run of the experiment, with a
@@ -103,11 +106,12 @@ def _fmt(x: Optional[float]) -> str:
 def _side(lo: float, hi: float, sign: int, threshold: float) -> str:
     """The verdict of an interval [lo, hi] for a claim that sign * value > threshold: supported when the whole
     interval clears the threshold on the claimed side, contradicted when it lies wholly on the other side of 0
-    (the opposite effect), inconclusive otherwise."""
+    (the opposite effect) or, for a negative threshold (a non-inferiority claim: 'worse by less than m'), wholly
+    beyond it; inconclusive otherwise."""
     lo_s, hi_s = sorted((sign * lo, sign * hi))
     if lo_s > threshold:
         return "supported"
-    if hi_s < 0:
+    if hi_s < min(0.0, threshold):
         return "contradicted"
     return "inconclusive"
 
@@ -116,18 +120,22 @@ def compare(c: dict, sweeps: Sweeps) -> Finding:
     exp, sign, margin = c["experiment"], int(c.get("sign", 1)), float(c.get("margin", 0.0))
     ma, mb = c.get("a_metric", c.get("metric")), c.get("b_metric", c.get("metric"))  # one metric, or one per side
     metric = ma if ma == mb else f"{ma} vs {mb}"
+    exp_b = c.get("b_experiment", exp)  # b from another sweep (e.g. a GAN's stage-1-only runs), paired by seed
     a, pa = _select(sweeps.jobs(exp), c["a"], exp, ma)
-    b, pb = _select(sweeps.jobs(exp), c["b"], exp, mb)
+    b, pb = _select(sweeps.jobs(exp_b), c["b"], exp_b, mb)
     if pa or pb:
         return Finding("undecided", "; ".join(pa + pb))
     d = stats.difference(a, b)
     if d is None:
         return Finding("undecided", f"fewer than 2 seeds in {_row_label(c['a'])} or {_row_label(c['b'])}")
-    verdict = _side(d["lo"], d["hi"], sign, margin)
-    claimed = ">" if sign > 0 else "<"
+    relative = bool(c.get("relative", False))  # the margin as a share of b's mean (e.g. 'within 10 % of b')
+    bound = margin * abs(sum(b.values()) / len(b)) if relative else margin
+    verdict = _side(d["lo"], d["hi"], sign, bound)
+    edge = sign * bound + 0.0  # (+ 0.0: no "-0") the claim: a - b beyond this, on the claimed side
+    claimed = (f"claimed {'>' if sign > 0 else '<'} {_fmt(edge)}"
+               + (f" ({_fmt(sign * margin * 100)} % of {_row_label(c['b'])})" if relative else ""))
     text = (f"{metric}: {_row_label(c['a'])} − {_row_label(c['b'])} = {_fmt(d['diff'])} "
-            f"[{_fmt(d['lo'])}, {_fmt(d['hi'])}] ({d['test']}, n = {d['n']}, p = {d['p']:.3g}); "
-            f"claimed {claimed} {'+' if sign > 0 else '−'}{_fmt(margin)}")
+            f"[{_fmt(d['lo'])}, {_fmt(d['hi'])}] ({d['test']}, n = {d['n']}, p = {d['p']:.3g}); {claimed}")
     return Finding(verdict, text, {"a": stats.mean_interval(list(a.values())),
                                    "b": stats.mean_interval(list(b.values())), "difference": d})
 
@@ -272,9 +280,12 @@ def sweep_complete(sweep_dir: Path, expected: int) -> bool:
     return len(records) >= expected and all(r["status"] == "ok" for r in records)
 
 
-def command(name: str, overrides: list[str], root: Path, n_jobs: int) -> list[str]:
-    return ["train.py", "-m", *overrides, f"hydra.sweep.dir={root / name}", "hydra/launcher=joblib",
-            f"hydra.launcher.n_jobs={n_jobs}"]
+def command(name: str, overrides: list[str], root: Path, n_jobs: int,
+            launcher: Optional[list[str]] = None) -> list[str]:
+    """One experiment's train.py multirun: joblib with `n_jobs` side by side, or the profile's `launcher`
+    overrides (e.g. submitit on SLURM: [hydra/launcher=submitit_slurm, hydra.launcher.gpus_per_node=1, ...])."""
+    launch = list(launcher) if launcher else ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}"]
+    return ["train.py", "-m", *overrides, f"hydra.sweep.dir={root / name}", *launch]
 
 
 # ---- how long a profile takes (the dry run's estimate) -------------------------------------------------------
@@ -282,7 +293,7 @@ def command(name: str, overrides: list[str], root: Path, n_jobs: int) -> list[st
 # and stage-2 steps per second of a latent row, stage-2 steps per second of the pixel row, seconds per generated
 # sample, start-up + fixed evaluation seconds per job.
 RATES = {"stage1_steps_per_s": 4.42, "stage2_steps_per_s": 4.71, "pixel_stage2_steps_per_s": 0.545,
-         "gen_sec_per_sample": 0.026, "pixel_gen_sec_per_sample": 0.206, "fixed_s": 22.0}
+         "gen_sec_per_sample": 0.026, "pixel_gen_sec_per_sample": 0.206, "fixed_s": 22.0, "gpu_step_s": 0.00266}
 
 
 def measured_rates(results_json: Path) -> dict:
@@ -297,6 +308,8 @@ def measured_rates(results_json: Path) -> dict:
         rates["stage2_steps_per_s"] = vae["stage2_steps_per_s"]["median"]
         rates["gen_sec_per_sample"] = vae["gen_sec_per_sample"]["median"]
         rates["fixed_s"] = vae["eval_s"]["median"] + vae["other_s"]["median"]
+        plan = json.loads(Path(results_json).read_text())["results"].get("plan", {}).get("estimates", {})
+        rates["gpu_step_s"] = plan.get("latent job (e.g. vae)", {}).get("gpu_step_s", rates["gpu_step_s"])
         if pixel.get("stage2_steps_per_s"):
             rates["pixel_stage2_steps_per_s"] = pixel["stage2_steps_per_s"]["median"]
             rates["pixel_gen_sec_per_sample"] = pixel["gen_sec_per_sample"]["median"]
@@ -319,10 +332,12 @@ def expand(overrides: list[str]) -> list[dict]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*choices)]
 
 
-def estimate_job_s(job: dict, defaults: dict, rates: dict) -> float:
+def estimate_job_s(job: dict, defaults: dict, rates: dict, gpu: bool = False) -> float:
     """Seconds one job takes at `rates`: its stages' steps at the measured step rates, its samples, fixed costs.
     Rows without stage 1 (identity) train the pixel diffusion, rows without an encoder (gan) have no stage 2;
-    a job whose stages are cached elsewhere in the profile is still counted (an upper bound)."""
+    a job whose stages are cached elsewhere in the profile is still counted (an upper bound). `gpu`: every step
+    at the bench plan's modelled GPU step time (these small networks are kernel-launch bound there) plus the
+    CPU-measured fixed and sampling costs (an upper bound: evaluation also runs on the GPU)."""
     ae = job.get("autoencoder", defaults.get("autoencoder", "vae"))
     stage = job.get("stage", "all")
     s1 = int(job.get("stage1.max_steps", defaults.get("stage1.max_steps", 1000)))
@@ -330,10 +345,11 @@ def estimate_job_s(job: dict, defaults: dict, rates: dict) -> float:
     n = int(job.get("metrics.num_samples", defaults.get("metrics.num_samples", 180)))
     t = rates["fixed_s"]
     if ae != "identity" and stage != "stage2":
-        t += s1 / rates["stage1_steps_per_s"]
+        t += s1 * rates["gpu_step_s"] if gpu else s1 / rates["stage1_steps_per_s"]
     if ae != "gan" and stage != "stage1":
         prefix = "pixel_" if ae == "identity" else ""
-        t += s2 / rates[prefix + "stage2_steps_per_s"] + n * rates[prefix + "gen_sec_per_sample"]
+        t += s2 * rates["gpu_step_s"] if gpu else s2 / rates[prefix + "stage2_steps_per_s"]
+        t += n * rates[prefix + "gen_sec_per_sample"]
     return t
 
 
@@ -341,4 +357,5 @@ def estimate_profile_s(jobs: dict[str, list[str]], n_jobs: int, rates: dict) -> 
     """{experiment: job-seconds} and the wall-clock estimate with `n_jobs` side by side ('wall')."""
     out = {name: sum(estimate_job_s(j, {}, rates) for j in expand(ov)) for name, ov in jobs.items()}
     out["wall"] = sum(out.values()) / max(1, n_jobs)
+    out["gpu_hours"] = sum(estimate_job_s(j, {}, rates, gpu=True) for ov in jobs.values() for j in expand(ov)) / 3600
     return out

@@ -105,7 +105,7 @@ def table(cfg: DictConfig) -> None:
             except UserError as e:  # one bad job does not cost the others their table
                 log.error("job %s not re-evaluated: %s", r["job"], one_line(e))
     result = tables.build(out, plain(cfg.table.columns), cfg.table.title, eval_file=eval_file, name=name,
-                          reference=cfg.table.get("reference"))
+                          reference=cfg.table.get("reference"), converge_on=cfg.table.get("converge_on", "recon/rfid"))
     print((out / f"{name}.md").read_text())
     log.info("wrote %s, %s.csv, %s.tex (%d rows, %d failed/missing jobs)", out / f"{name}.md", name, name,
              len(result["rows"]), len(result["bad"]))
@@ -126,8 +126,9 @@ def claims_report(cfg: DictConfig) -> dict:
     n_jobs = int(profile.get("n_jobs") or len(os.sched_getaffinity(0)))
     commands = []
     for name, overrides in jobs.items():
-        cmd = claims.command(name, overrides, root, n_jobs)
-        shown = claims.command(name, overrides, Path(os.path.relpath(root)), n_jobs)  # portable in the report
+        cmd = claims.command(name, overrides, root, n_jobs, profile.get("launcher"))
+        shown = claims.command(name, overrides, Path(os.path.relpath(root)), n_jobs,  # portable in the report
+                               profile.get("launcher"))
         commands.append(".venv/bin/python " + " ".join(f"'{c}'" if "," in c else c for c in shown))
         expected = claims.count_jobs(overrides)
         done = claims.sweep_complete(root / name, expected)
@@ -143,10 +144,13 @@ def claims_report(cfg: DictConfig) -> dict:
     if profile.get("dry_run"):
         bench = Path(os.environ.get("LDM_ROOT", ".")) / "benchmarks" / "results.json"
         est = claims.estimate_profile_s(jobs, n_jobs, claims.measured_rates(bench))
+        wall, gpu_h = est.pop("wall"), est.pop("gpu_hours")
         print(f"{sum(claims.count_jobs(o) for o in jobs.values())} jobs in {len(jobs)} experiments, "
-              f"{n_jobs} at a time: about {est.pop('wall') / 60:.0f} min here ("
+              f"{n_jobs} at a time: about {wall / 60:.0f} min here ("
               + ", ".join(f"{k} {v / 60:.0f} job-min" for k, v in est.items())
-              + "; from the job rates in benchmarks/results.json, cached stages counted as run)")
+              + "; from the job rates in benchmarks/results.json, cached stages counted as run); "
+              f"one GPU: about {gpu_h:.1f} GPU-hours (the bench plan's modelled step time, CPU-measured "
+              "evaluation: an upper bound)")
         return {}
     findings = claims.verdicts(profile, root)
     text = claims.report(profile, root, findings, commands + [f".venv/bin/python evaluate.py claims="

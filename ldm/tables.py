@@ -167,8 +167,10 @@ def mark_best(rows: list[dict], column: str) -> set[int]:
 
 
 def build(sweep_dir: str | Path, columns: Optional[Sequence[str]] = None, title: str = "",
-          eval_file: str = "eval.json", name: str = "table", reference: Optional[str] = None) -> dict:
-    """Write <name>.md / .csv / .tex into `sweep_dir`; returns the rows and the lists of bad jobs."""
+          eval_file: str = "eval.json", name: str = "table", reference: Optional[str] = None,
+          converge_on: Optional[str] = "recon/rfid") -> dict:
+    """Write <name>.md / .csv / .tex into `sweep_dir`; returns the rows and the lists of bad jobs. A sweep over a
+    step budget also gets <name>_budget.png and <name>_converged.md (each row's converged budget on `converge_on`)."""
     sweep_dir = Path(sweep_dir)
     records, swept = collect(sweep_dir, eval_file)
     if not records:
@@ -215,6 +217,11 @@ def build(sweep_dir: str | Path, columns: Optional[Sequence[str]] = None, title:
                                                              if r["metrics"].get("eval/num_samples")})}
     _write(sweep_dir, result, title or sweep_dir.name, name)
     result["figures"] = plot(result, sweep_dir, name)
+    curves = budget_curves(result, converge_on) if converge_on else None
+    if curves:  # a budget sweep: the curves, and each row's converged budget
+        result["budget"] = curves
+        result["figures"].append(plot_budget(curves, sweep_dir, name))
+        atomic_write(sweep_dir / f"{name}_converged.md", lambda tmp: Path(tmp).write_text(converged_table(curves)))
     return result
 
 
@@ -361,3 +368,79 @@ def plot(t: dict, sweep_dir: Path, name: str = "table") -> list[Path]:
             ax.set_title("rate-distortion across the KL weight (95 % intervals over seeds)", fontsize=9)
             written.append(_save(fig, sweep_dir / f"{name}_rate_distortion.png"))
     return written
+
+
+# ---- budget curves (experiment=budget) ----------------------------------------------------------------------
+BUDGET_SWEEP_KEYS = ("stage1.max_steps", "stage2.max_steps")
+
+
+def budget_curves(t: dict, metric: str) -> Optional[dict]:
+    """Where a sweep varies a step budget: per row (the group without the budget key), its budgets in order with
+    the metric's mean and interval, and its converged budget: the smallest budget not significantly worse than the
+    row's best budget (difference p >= 0.05, paired by seed where the seeds match). None without a budget key."""
+    key = next((k for k in BUDGET_SWEEP_KEYS if k in t["swept"]), None)
+    if key is None or metric not in t["columns"]:
+        return None
+    d = direction(metric) or -1
+    rows: dict[tuple, list] = {}
+    for r in t["rows"]:
+        group = dict(r["group"])
+        budget = int(float(group.pop(key)))
+        rows.setdefault(tuple(sorted(group.items())), []).append((budget, r))
+    out = {}
+    for group, pts in rows.items():
+        pts.sort(key=lambda p: p[0])
+        scored = [(b, r) for b, r in pts if r["means"][metric] is not None]
+        converged = None
+        if scored:
+            best_b, best = max(scored, key=lambda p: d * p[1]["means"][metric])
+            for b, r in scored:
+                diff = stats.difference(r["seeds"][metric], best["seeds"][metric])
+                if b == best_b or (diff is not None and diff["p"] >= stats.ALPHA):
+                    converged = b
+                    break
+        out[group] = {"budgets": [b for b, _ in pts], "stats": [r["stats"][metric] for _, r in pts],
+                      "wall_s": [r["means"].get("stage1/wall_s") for _, r in pts], "converged": converged}
+    return {"key": key, "metric": metric, "rows": out}
+
+
+def plot_budget(curves: dict, sweep_dir: Path, name: str = "table") -> Path:
+    """`<name>_budget.png`: the metric against the step budget (left) and against stage-1 wall time (right), one
+    line per row with 95 % intervals; a ring marks each row's converged budget."""
+    from ldm.metrics.figures import _pyplot, _save
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for group, c in curves["rows"].items():
+        means = [s["mean"] if s["mean"] is not None else float("nan") for s in c["stats"]]
+        err = [[m - s["lo"] if s["lo"] is not None else 0 for m, s in zip(means, c["stats"])],
+               [s["hi"] - m if s["hi"] is not None else 0 for m, s in zip(means, c["stats"])]]
+        label = _label(group)
+        for ax, x in ((axes[0], c["budgets"]), (axes[1], c["wall_s"])):
+            if any(v is None for v in x):
+                continue
+            line = ax.errorbar(x, means, yerr=err, marker="o", capsize=3, label=label)
+            if c["converged"] is not None:
+                i = c["budgets"].index(c["converged"])
+                ax.plot([x[i]], [means[i]], "o", ms=12, mfc="none", color=line[0].get_color())
+    for ax, xlabel in ((axes[0], curves["key"]), (axes[1], "stage-1 wall time (s)")):
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(curves["metric"])
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{sweep_dir.name}: {curves['metric']} against budget (95 % intervals over seeds; ring = converged: "
+                 "the smallest budget not significantly worse than the row's best)", fontsize=8)
+    return _save(fig, sweep_dir / f"{name}_budget.png")
+
+
+def converged_table(curves: dict) -> str:
+    """Markdown: each row's converged budget and its metric there, next to the largest budget's."""
+    lines = [f"| row | converged {curves['key']} | {curves['metric']} there | at the largest budget |",
+             "|---|---|---|---|"]
+    for group, c in curves["rows"].items():
+        cell = lambda s: (f"{s['mean']:.3g} [{s['lo']:.3g}, {s['hi']:.3g}]" if s["lo"] is not None  # noqa: E731
+                          else f"{s['mean']:.3g}" if s["mean"] is not None else "–")
+        there = c["stats"][c["budgets"].index(c["converged"])] if c["converged"] is not None else None
+        lines.append(f"| {_label(group)} | {c['converged'] if c['converged'] is not None else '–'} | "
+                     f"{cell(there) if there else '–'} | {cell(c['stats'][-1])} (at {c['budgets'][-1]}) |")
+    return "\n".join(lines) + "\n"

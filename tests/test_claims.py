@@ -46,6 +46,20 @@ def test_compare_supported_contradicted_inconclusive(tmp_path):
     assert "autoencoder=vae − autoencoder=gan = -4" in f.text
 
 
+def test_relative_non_inferiority_margin(tmp_path):
+    """'a is worse than b by less than 10 % of b' (sign -1, margin -0.1, relative): within -> supported, wholly
+    beyond the bound -> contradicted, straddling it -> inconclusive; a worse-but-within result is not contradicted."""
+    within = {"vae": [10.3, 10.5, 10.4], "gan": [10.0, 10.1, 9.9]}       # +4 %
+    beyond = {"vae": [13.0, 13.2, 12.8], "gan": [10.0, 10.1, 9.9]}       # +30 %
+    straddle = {"vae": [10.2, 11.8, 11.0], "gan": [10.0, 10.1, 9.9]}     # +10 % with a wide interval
+    for name, rows in (("within", within), ("beyond", beyond), ("straddle", straddle)):
+        make_sweep(tmp_path / name, "rows", rows)
+    crit = {**cmp(sign=-1, margin=-0.1), "relative": True}
+    got = {d: claims.decide(crit, claims.Sweeps(tmp_path / d)).verdict for d in ("within", "beyond", "straddle")}
+    assert got == {"within": "supported", "beyond": "contradicted", "straddle": "inconclusive"}
+    assert "claimed < 1 (10 % of autoencoder=gan)" in claims.decide(crit, claims.Sweeps(tmp_path / "within")).text
+
+
 def test_missing_or_failed_jobs_leave_the_claim_undecided_and_named(tmp_path):
     make_sweep(tmp_path, "rows", {"vae": [1.0, 1.1, 0.9], "gan": [5.0, 5.2, 4.8]}, status={("gan", 1): "failed"})
     f = claims.decide(cmp(), claims.Sweeps(tmp_path))
@@ -118,7 +132,7 @@ def test_profile_config_and_report_command(tmp_path, capsys):
     cfg = OmegaConf.create({"claims": {**profile, "dry_run": True}})
     assert claims_report(cfg) == {} and not (tmp_path / "claims").exists()
     out = capsys.readouterr().out
-    assert "33 jobs in 3 experiments" in out and " min here (" in out
+    assert "30 jobs in 4 experiments" in out and " min here (" in out
     cfg = OmegaConf.create({"claims": profile})
     out = claims_report(cfg)
     assert set(out.values()) == {"undecided"} and len(out) == 6
@@ -130,7 +144,7 @@ def test_profile_config_and_report_command(tmp_path, capsys):
 def test_profile_time_estimate_counts_each_jobs_stages():
     """The dry run's estimate: a latent job pays both stages, a gan job no stage 2, a stage-1-only job no stage 2,
     the pixel row its own (slower) stage-2 rate; n_jobs side by side divide the wall time."""
-    r = {"stage1_steps_per_s": 10.0, "stage2_steps_per_s": 20.0, "pixel_stage2_steps_per_s": 1.0,
+    r = {"stage1_steps_per_s": 10.0, "stage2_steps_per_s": 20.0, "pixel_stage2_steps_per_s": 1.0, "gpu_step_s": 0.01,
          "gen_sec_per_sample": 0.01, "pixel_gen_sec_per_sample": 0.1, "fixed_s": 5.0}
     common = ["stage1.max_steps=100", "stage2.max_steps=200", "metrics.num_samples=100"]
     assert claims.estimate_job_s(claims.expand(common + ["autoencoder=vae"])[0], {}, r) == 5 + 10 + 10 + 1
@@ -140,5 +154,47 @@ def test_profile_time_estimate_counts_each_jobs_stages():
     jobs = {"a": common + ["autoencoder=vae,gan", "seed=0,1,2"]}
     assert len(claims.expand(jobs["a"])) == 6
     est = claims.estimate_profile_s(jobs, 2, r)
-    assert est["a"] == 3 * 26 + 3 * 15 and est["wall"] == est["a"] / 2
+    assert est["a"] == 3 * 26 + 3 * 15 and est["wall"] == est["a"] / 2 and est["gpu_hours"] > 0
     assert claims.measured_rates(Path("/nonexistent.json")) == claims.RATES  # no bench run: the fallback rates
+
+
+def test_gpu_estimate_counts_steps_at_the_modelled_step_time():
+    r = {**claims.RATES, "gpu_step_s": 0.01, "fixed_s": 5.0, "gen_sec_per_sample": 0.0}
+    job = claims.expand(["stage1.max_steps=100", "stage2.max_steps=200", "autoencoder=vae"])[0]
+    assert claims.estimate_job_s(job, {}, r, gpu=True) == pytest.approx(5.0 + 300 * 0.01)
+
+
+@pytest.mark.slow  # 22 debug-sized train.py jobs, 2 at a time (~5 min): the slow tier
+def test_quick_profile_runs_end_to_end_at_debug_budgets(tmp_path):
+    """`evaluate.py claims=quick claims.run=true` with debug=fast budgets and 2 seeds: every sweep runs to
+    completion, REPORT.md and verdicts.json are written, every claim gets a verdict from its criterion (C6,
+    whose experiment belongs to the hybrid profile, stays undecided and says so), and a second call runs nothing
+    (the sweeps are complete) and rewrites the same report."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "evaluate.py", "claims=quick", "claims.run=true", f"claims.dir={tmp_path}",
+           "claims.seeds='0,1'", "claims.n_jobs=2", "claims.common=['debug=fast','logger=none']"]
+    first = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1500)
+    assert first.returncode == 0, first.stderr[-3000:]
+    for name, jobs in {"rows": 6, "beta": 10, "stacked": 2, "stacked_gan": 2}.items():
+        assert claims.sweep_complete(tmp_path / name, jobs), name
+    verdicts = json.loads((tmp_path / "verdicts.json").read_text())
+    assert set(verdicts) == {"C1", "C2", "C3", "C4", "C5", "C6"}
+    assert all(v["verdict"] in claims.VERDICTS for v in verdicts.values())
+    assert all(v["verdict"] != "undecided" for k, v in verdicts.items() if k != "C6")  # every job ran and reported
+    assert verdicts["C6"]["verdict"] == "undecided" and "hybrid" in json.dumps(verdicts["C6"])
+    report = (tmp_path / "REPORT.md").read_text()
+    again = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "running" not in again.stderr.split("experiment rows")[-1][:200]
+    assert (tmp_path / "REPORT.md").read_text() == report
+
+
+def test_compare_reads_b_from_another_experiment(tmp_path):
+    """A GAN runs stage 1 only (no encoder) in its own sweep: `b_experiment` pairs it with the rows by seed."""
+    make_sweep(tmp_path, "rows", {"vae": [1.0, 1.1, 0.9]})
+    make_sweep(tmp_path, "gan_only", {"gan": [5.0, 5.2, 4.8]})
+    f = claims.decide({**cmp(), "b_experiment": "gan_only"}, claims.Sweeps(tmp_path))
+    assert f.verdict == "supported" and f.numbers["difference"]["test"] == "paired t"
+    assert claims.decide(cmp(), claims.Sweeps(tmp_path)).verdict == "undecided"  # b is not in `rows`

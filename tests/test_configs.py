@@ -138,6 +138,7 @@ def test_every_class_default_equals_its_yaml(composed):
     assert not drift, "\n".join(drift)
 
 
+@pytest.mark.slow  # composes several presets (~2 s): the slow tier
 def test_debug_presets_keep_their_promises(tmp_path):
     """debug=fast keeps an experiment's task_name; overfit trains long on 2 batches; limit keeps the real network
     sizes; profiler names Lightning's profiler; the Optuna search minimises the generation FID."""

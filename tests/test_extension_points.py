@@ -124,6 +124,7 @@ def extension(tmp_path, monkeypatch):
     sys.modules.pop("toy_ext", None)
 
 
+@pytest.mark.slow  # composes and trains a toy row, sampler and dataset (~4 s): the slow tier
 def test_a_row_a_sampler_and_a_dataset_each_take_one_module_and_one_yaml(extension):
     lines = {name: len(textwrap.dedent(text).strip().splitlines()) for name, text in YAMLS.items()}
     assert max(lines.values()) <= 12  # each YAML is a handful of lines

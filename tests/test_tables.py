@@ -166,3 +166,28 @@ def test_figures_next_to_the_table(tmp_path):
     assert [p.name for p in t["figures"]] == ["table_bars.png", "table_rate_distortion.png"]
     assert all(p.stat().st_size > 1000 for p in t["figures"])
     assert "0.500 (0.300–0.900)" in (tmp_path / "table.md").read_text()  # the floor as median (5-95 % range)
+
+
+def test_budget_curves_find_each_rows_converged_budget(tmp_path):
+    """A row that plateaus after 300 steps converges at 300 (1000 is within noise of it); a row still improving
+    clearly at every rung converges at the largest budget; the figure and the converged table are written."""
+    import random
+
+    rng, n = random.Random(0), 0
+    for ae, curve in (("vae", {100: 3.0, 300: 1.5, 1000: 1.5}), ("bigan", {100: 5.0, 300: 4.0, 1000: 2.0})):
+        for b, m in curve.items():
+            for seed in range(3):
+                job = tmp_path / str(n)
+                (job / ".hydra").mkdir(parents=True)
+                (job / ".hydra" / "overrides.yaml").write_text(
+                    yaml.safe_dump([f"autoencoder={ae}", f"stage1.max_steps={b}", f"seed={seed}"]))
+                (job / "metrics.json").write_text(json.dumps({"status": "ok", "recon/rfid": m + 0.05 * rng.random(),
+                                                              "stage1/wall_s": b / 4.0}))
+                n += 1
+    t = tables.build(tmp_path, ["recon/rfid", "stage1/wall_s"])
+    rows = {dict(g)["autoencoder"]: c for g, c in t["budget"]["rows"].items()}
+    assert rows["vae"]["converged"] == 300 and rows["bigan"]["converged"] == 1000
+    assert rows["vae"]["budgets"] == [100, 300, 1000] and rows["vae"]["wall_s"] == [25.0, 75.0, 250.0]
+    assert (tmp_path / "table_budget.png").is_file()
+    assert "| autoencoder=vae | 300 |" in (tmp_path / "table_converged.md").read_text()
+    assert tables.budget_curves({**t, "swept": ["autoencoder"]}, "recon/rfid") is None

@@ -123,6 +123,19 @@ def test_stage2_resume_equals_uninterrupted(make_cfg):
 
 
 @pytest.mark.slow
+def test_ddgan_stage2_runs_samples_in_its_steps_and_resumes_exactly(make_cfg):
+    """diffusion=ddgan on the VAE's latents: 4 network evaluations per sample, and a run stopped at step 3 and
+    resumed to 6 ends with the same weights (generator, EMA, discriminator) as one run straight to 6."""
+    common = QUICK + ["diffusion=ddgan", "stage2.val_every=3", "diffusion.lazy_reg=2"]
+    straight, _, resumed, metrics = resume_vs_straight(make_cfg, common, "stage2", 6, 3, "stage2.ckpt_path")
+    assert metrics["stage2/steps"] == 6 and metrics["gen/nfe"] == 4
+    a, b = straight["state_dict"], resumed["state_dict"]
+    assert any(k.startswith("discriminator.") for k in a) and any(k.startswith("ema.") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(make_cfg):
     """4 steps + resume to 8 == 8 steps straight (weights bit-identical, step continues from 4)."""
     common = QUICK + ["stage1.val_every=4", "stage=stage1"]

@@ -1,4 +1,5 @@
-"""Discriminators (plain nn.Modules): a PatchGAN for images and a joint D(x, z) for BiGAN."""
+"""Discriminators (plain nn.Modules): a PatchGAN for images, a joint D(x, z) for BiGAN, a time-conditioned
+D(x_{t-1}, x_t, t) for Denoising Diffusion GANs."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ldm.errors import ConfigError
 
@@ -86,3 +88,31 @@ class JointDiscriminator(nn.Module):
         if self.unary:
             scores.update(x=self.x_head(fx).squeeze(1), z=self.z_head(fz).squeeze(1))
         return scores
+
+
+class TimeDiscriminator(nn.Module):
+    """D(x_{t-1}, x_t, t) of a Denoising Diffusion GAN (Xiao et al., 2022): is x_{t-1} a real step back from x_t?
+
+    The two latents are stacked on channels; the time step enters as a sinusoidal embedding added to every
+    block's activations (their discriminator adds a time embedding per block likewise); 3x3 convolutions with
+    LeakyReLU(0.2), one stride-2 block per `downsample` (latents are small: 4x4 to 16x16), a sum over
+    positions, one logit per sample."""
+
+    def __init__(self, in_channels: int, *, ch: int = 64, blocks: int = 3, downsample: int = 1) -> None:
+        super().__init__()
+        self.ch = ch
+        self.time = nn.Sequential(nn.Linear(ch, ch), nn.LeakyReLU(0.2))
+        self.conv_in = nn.Conv2d(2 * in_channels, ch, 3, padding=1)
+        self.blocks = nn.ModuleList(nn.Conv2d(ch, ch, 3, stride=2 if i < downsample else 1, padding=1)
+                                    for i in range(blocks))
+        self.t_proj = nn.ModuleList(nn.Linear(ch, ch) for _ in range(blocks))
+        self.out = nn.Linear(ch, 1)
+
+    def forward(self, x_prev: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        from ldm.nets.unet import timestep_embedding
+
+        emb = self.time(timestep_embedding(t, self.ch))
+        h = F.leaky_relu(self.conv_in(torch.cat([x_prev, x_t], 1)), 0.2)
+        for conv, proj in zip(self.blocks, self.t_proj):
+            h = F.leaky_relu(conv(h + proj(emb)[:, :, None, None]), 0.2)
+        return self.out(h.sum((2, 3)))

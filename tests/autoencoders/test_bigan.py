@@ -83,3 +83,31 @@ def test_validation_loss_is_pixel_reconstruction():
         rec = (bigan.decode(bigan.encode(x)) - x).abs().flatten(1).sum(1).mean()
     assert terms["loss"].item() == pytest.approx(rec.item(), rel=1e-6)
     assert {"d_loss", "g_loss", "rec"} <= set(terms)
+
+
+def test_lr_decay_is_constant_then_exponential_to_a_hundredth():
+    from ldm.autoencoders.bigan import decay_factor
+
+    got = [decay_factor(s, 100, 0.5) for s in (0, 49, 50, 75, 100, 120)]
+    assert got == pytest.approx([1.0, 1.0, 1.0, 0.1, 0.01, 0.01])  # 0.01 ** (25 / 50) = 0.1 halfway
+    assert decay_factor(10, 100, 0.0, final=0.5) == pytest.approx(0.5 ** 0.1)
+    from ldm.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        make(lr_decay_start=1.5, max_steps=100)
+    with pytest.raises(ConfigError):
+        make(lr_decay_start=0.5, max_steps=None)
+
+
+def test_ali_encoder_is_stochastic_and_d_sees_its_samples():
+    """ALI: q(z | x) = N(mu, sigma^2); D is paired with a reparameterised sample, reconstruction uses the mean."""
+    torch.manual_seed(0)
+    ali, x = make(stochastic_encoder=True), digits(6)
+    mean, std = ali.encode_distribution(x)
+    assert mean.shape == std.shape == (6, *ali.latent_shape) and bool((std > 0).all())
+    calls = record_pairs(ali)
+    ali.discriminator_loss(x, torch.randn(6, *ali.latent_shape))
+    z_real = calls[0][1]
+    assert not torch.allclose(z_real, mean)  # a sample, not the mean
+    assert torch.allclose(ali.encode(x), mean)  # the latent the pipeline caches and reconstructs from
+    assert ali.encoder.conv_out.out_channels == 2 * ali.latent_shape[0]
