@@ -24,6 +24,7 @@ A criterion whose runs are missing or failed is `undecided` and names the jobs; 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,6 +220,30 @@ def verdicts(cfg: dict, root: Path) -> dict[str, Finding]:
     return {name: decide(c["criterion"], sweeps) for name, c in claims.items()}
 
 
+def experiments_of(criterion: dict) -> list[str]:
+    """The sweeps a criterion reads (its `experiment`, `b_experiment`, and those of its parts), in order."""
+    out: list[str] = []
+    for c in [criterion, *(criterion.get("of") or [])]:
+        if c is not criterion:
+            out += [e for e in experiments_of(c) if e not in out]
+            continue
+        out += [e for e in (c.get("experiment"), c.get("b_experiment")) if e and e not in out]
+    return out
+
+
+def metrics_of(criterion: dict, experiment: str) -> list[str]:
+    """The metrics a criterion reads from one experiment (the columns its table must show)."""
+    out: list[str] = []
+    for c in [criterion, *(criterion.get("of") or [])]:
+        if c is not criterion:
+            out += [m for m in metrics_of(c, experiment) if m not in out]
+            continue
+        sides = [("experiment", c.get("a_metric", c.get("metric"))),
+                 ("b_experiment" if c.get("b_experiment") else "experiment", c.get("b_metric", c.get("metric")))]
+        out += [m for key, m in sides if m and c.get(key) == experiment and m not in out]
+    return out
+
+
 def _details(f: Finding, depth: int = 0) -> list[str]:
     pad = "  " * depth
     lines = [f"{pad}- **{f.verdict}**: {f.text}"]
@@ -246,6 +271,11 @@ def report(cfg: dict, root: Path, findings: dict[str, Finding], commands: list[s
         lines += _details(f)
         if c.get("scope"):
             lines += ["", f"Scope: {c['scope'].strip()}"]
+        shown = [(e, root / e) for e in experiments_of(c["criterion"]) if (root / e / "table.md").is_file()]
+        if shown:  # each experiment's full table (intervals, tests against the reference row) and its figures
+            lines += ["", "Tables: " + ", ".join(f"[{e}]({e}/table.md)" for e, _ in shown)]
+            figs = [f"![{e}: {png.stem}]({e}/{png.name})" for e, d in shown for png in sorted(d.glob("table_*.png"))]
+            lines += (["", *figs] if figs else [])
     if commands:
         lines += ["", "## Reproduce", "", "```bash", *commands, "```"]
     return "\n".join(lines).rstrip() + "\n"
@@ -300,8 +330,6 @@ def measured_rates(results_json: Path) -> dict:
     """RATES, replaced by the job rates a `benchmarks/bench.py` run measured on this machine where it has them."""
     rates = dict(RATES)
     try:
-        import json
-
         summary = json.loads(Path(results_json).read_text())["results"]["jobs"]["summary"]
         vae, pixel = summary["vae"], summary.get("identity", {})
         rates["stage1_steps_per_s"] = vae["stage1_steps_per_s"]["median"]
@@ -359,3 +387,72 @@ def estimate_profile_s(jobs: dict[str, list[str]], n_jobs: int, rates: dict) -> 
     out["wall"] = sum(out.values()) / max(1, n_jobs)
     out["gpu_hours"] = sum(estimate_job_s(j, {}, rates, gpu=True) for ov in jobs.values() for j in expand(ov)) / 3600
     return out
+
+
+# ---- the README's Results summary, generated from reports ---------------------------------------------------
+BEGIN, END = "<!-- claims-summary:begin", "<!-- claims-summary:end -->"
+
+
+def _flatten(f: dict) -> list[str]:
+    return [f["text"]] if not f.get("parts") else [t for p in f["parts"] for t in _flatten(p)]
+
+
+def summary(report_dirs: list[Path]) -> str:
+    """One table over several reports (e.g. the quick profile and the hybrid one): per claim the verdict of the
+    first report that decides it (not `undecided`), its profile, and the numbers behind it; a claim no report
+    decides shows the first report's reason."""
+    reports = []
+    for d in report_dirs:
+        d = Path(d)
+        text = (d / "REPORT.md").read_text()
+        profile = text.splitlines()[0].split(":", 1)[-1].strip().removesuffix(" profile")
+        statements = {line.split("|")[1].strip(): line.split("|")[2].strip()
+                      for line in text.splitlines() if line.startswith("| C")}
+        reports.append((d, profile, statements, json.loads((d / "verdicts.json").read_text())))
+    names = sorted({k for _, _, _, v in reports for k in v})
+    lines = ["| claim | statement | verdict | profile | the numbers behind it (95 % intervals) |",
+             "|---|---|---|---|---|"]
+    for name in names:
+        have = [(d, p, s, v) for d, p, s, v in reports if name in v]
+        d, profile, statements, v = next(((d, p, s, v) for d, p, s, v in have if v[name]["verdict"] != "undecided"),
+                                         have[0])
+        numbers = "; ".join(t.replace("|", "/") for t in _flatten(v[name]))
+        lines.append(f"| {name} | {statements.get(name, '')} | **{v[name]['verdict']}** | "
+                     f"[{profile}]({d.as_posix()}/REPORT.md) | {numbers} |")
+    return "\n".join(lines) + "\n"
+
+
+def splice_readme(readme: Path, report_dirs: list[Path], command: str) -> None:
+    """Replace the README's text between the claims-summary markers with `summary(report_dirs)` (atomic write)."""
+    from ldm.utils.io import atomic_write
+
+    text = Path(readme).read_text()
+    if BEGIN not in text or END not in text:
+        raise ConfigError(f"{readme} has no '{BEGIN} ... -->' / '{END}' markers to write the summary between")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    body = f"{BEGIN} generated by: {command} -->\n{summary(report_dirs)}{END}"
+    atomic_write(Path(readme), lambda tmp: Path(tmp).write_text(head + body + tail))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """python -m ldm.claims readme README.md <report dir> [<report dir> ...]"""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 3 or args[0] != "readme":
+        print("usage: python -m ldm.claims readme README.md <report dir> [<report dir> ...]", file=sys.stderr)
+        return 2
+    try:
+        for d in args[2:]:
+            if not (Path(d) / "REPORT.md").is_file() or not (Path(d) / "verdicts.json").is_file():
+                raise ConfigError(f"{d} holds no REPORT.md and verdicts.json: run evaluate.py claims=<profile> first")
+        splice_readme(Path(args[1]), [Path(d) for d in args[2:]], "python -m ldm.claims " + " ".join(args))
+    except (ConfigError, OSError, ValueError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

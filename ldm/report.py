@@ -152,6 +152,7 @@ def claims_report(cfg: DictConfig) -> dict:
               f"one GPU: about {gpu_h:.1f} GPU-hours (the bench plan's modelled step time, CPU-measured "
               "evaluation: an upper bound)")
         return {}
+    build_tables(profile, root)
     findings = claims.verdicts(profile, root)
     text = claims.report(profile, root, findings, commands + [f".venv/bin/python evaluate.py claims="
                                                               f"{profile.get('profile', '?')}"])
@@ -162,7 +163,56 @@ def claims_report(cfg: DictConfig) -> dict:
     write_json(root / "verdicts.json", claims.json_ready(findings))
     print(text)
     log.info("wrote %s and verdicts.json", root / "REPORT.md")
+    if profile.get("wandb"):
+        log_claims_to_wandb(profile, root, findings)
     return {f"claims/{k}": v.verdict for k, v in findings.items()}
+
+
+def build_tables(profile: dict, root: Path) -> None:
+    """Each experiment's sweep table (ldm/tables.py: intervals, tests against the reference row, figures) next to
+    its jobs, with the default columns plus every metric the claims read from it; a sweep with no finished job
+    is skipped (its claims say why)."""
+    from ldm import claims, tables
+
+    for exp in (profile.get("experiments") or {}):
+        if not (root / exp).is_dir():
+            continue
+        cols = list(tables.DEFAULT_COLUMNS)
+        for c in (profile.get("claims") or {}).values():
+            cols += [m for m in claims.metrics_of(c["criterion"], exp) if m not in cols]
+        try:
+            tables.build(root / exp, cols, title=f"{profile.get('profile', '?')} profile: {exp}")
+        except ConfigError as e:
+            log.warning("no table for experiment %s: %s", exp, e)
+
+
+def log_claims_to_wandb(profile: dict, root: Path, findings: dict) -> None:
+    """The report as one wandb run (job_type claims-report, grouped with the sweeps it read): the verdicts and
+    each experiment's table as wandb.Table, every figure as an image, REPORT.md as a text artifact."""
+    import csv
+
+    import wandb
+
+    run = wandb.init(project=profile.get("wandb_project", "ldm"), group=f"claims/{root.name}",
+                     job_type="claims-report", name=f"claims-{profile.get('profile', root.name)}",
+                     dir=str(root), config={"profile": profile.get("profile"), "dir": str(root)})
+    verdicts = wandb.Table(columns=["claim", "statement", "verdict", "numbers"])
+    for name, f in findings.items():
+        verdicts.add_data(name, str(profile["claims"][name].get("statement", "")).strip(), f.verdict, f.text)
+    payload = {"claims/verdicts": verdicts}
+    for exp in (profile.get("experiments") or {}):
+        table_csv = root / exp / "table.csv"
+        if table_csv.is_file():
+            rows = list(csv.reader(table_csv.open()))
+            payload[f"claims/{exp}/table"] = wandb.Table(columns=rows[0], data=rows[1:])
+        for png in sorted((root / exp).glob("table_*.png")):
+            payload[f"claims/{exp}/{png.stem}"] = wandb.Image(str(png))
+    run.log(payload)
+    art = wandb.Artifact(f"claims-report-{profile.get('profile', 'profile')}", type="report")
+    art.add_file(str(root / "REPORT.md"))
+    run.log_artifact(art)
+    run.summary.update({f"verdict/{k}": v.verdict for k, v in findings.items()})
+    run.finish()
 
 
 def _task(cfg: DictConfig, report: Any) -> dict:

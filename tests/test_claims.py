@@ -198,3 +198,61 @@ def test_compare_reads_b_from_another_experiment(tmp_path):
     f = claims.decide({**cmp(), "b_experiment": "gan_only"}, claims.Sweeps(tmp_path))
     assert f.verdict == "supported" and f.numbers["difference"]["test"] == "paired t"
     assert claims.decide(cmp(), claims.Sweeps(tmp_path)).verdict == "undecided"  # b is not in `rows`
+
+
+@pytest.mark.slow  # a wandb run, offline (~10 s): the slow tier
+def test_report_builds_each_experiments_table_and_logs_to_wandb_offline(tmp_path, monkeypatch):
+    """claims_report on hand-made sweeps: each experiment gets its table (with the metrics the claims read) and
+    figures, REPORT.md links them; with claims.wandb=true the report is one offline wandb run holding the
+    verdicts and the tables as wandb.Table and the figures as images."""
+    pytest.importorskip("wandb")
+    from omegaconf import OmegaConf
+
+    from ldm.report import claims_report
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    make_sweep(tmp_path, "rows", {"vae": [1.0, 1.1, 0.9], "gan": [5.0, 5.2, 4.8]})
+    profile = {"profile": "t", "dir": str(tmp_path), "experiments": {"rows": ["autoencoder=vae,gan"]},
+               "seeds": "0,1,2", "claims": {"C1": {"statement": "vae beats gan", "criterion": cmp()}},
+               "wandb": True, "wandb_project": "ldm-test"}
+    out = claims_report(OmegaConf.create({"claims": profile}))
+    assert out == {"claims/C1": "supported"}
+    table = (tmp_path / "rows" / "table.md").read_text()
+    assert "gen/fid" in table and (tmp_path / "rows" / "table_bars.png").is_file()
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "Tables: [rows](rows/table.md)" in report and "(rows/table_bars.png)" in report
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_readme_summary_is_spliced_from_reports(tmp_path, capsys):
+    """`python -m ldm.claims readme README.md <dirs>`: per claim the first report that decides it, the numbers
+    behind it, a link to its report; the same reports give the same bytes; no markers -> one error line, exit 2."""
+    from omegaconf import OmegaConf
+
+    from ldm.report import claims_report
+
+    quick, hybrid = tmp_path / "quick", tmp_path / "hybrid"
+    make_sweep(quick, "rows", {"vae": [1.0, 1.1, 0.9], "gan": [5.0, 5.2, 4.8]})
+    make_sweep(hybrid, "hyb", {"vae": [1.0, 1.1, 0.9], "gan": [5.0, 5.2, 4.8]})
+    c2_missing = {**cmp(), "experiment": "hyb"}
+    claims_report(OmegaConf.create({"claims": {"profile": "quick", "dir": str(quick), "claims": {
+        "C1": {"statement": "vae beats gan", "criterion": cmp()},
+        "C2": {"statement": "hybrid", "criterion": c2_missing}}}}))
+    claims_report(OmegaConf.create({"claims": {"profile": "hybrid", "dir": str(hybrid), "claims": {
+        "C2": {"statement": "hybrid", "criterion": {**c2_missing, "sign": 1}}}}}))
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- claims-summary:begin -->\nold\n<!-- claims-summary:end -->\nrest\n")
+    assert claims.main(["readme", str(readme), str(quick), str(hybrid)]) == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("\nrest\n") and "old" not in text
+    assert "| C1 | vae beats gan | **supported** | [quick]" in text  # decided by the quick report
+    assert "| C2 | hybrid | **contradicted** | [hybrid]" in text  # undecided in quick, decided by hybrid
+    assert claims.main(["readme", str(readme), str(quick), str(hybrid)]) == 0 and readme.read_text() == text
+    bare = tmp_path / "BARE.md"
+    bare.write_text("no markers\n")
+    assert claims.main(["readme", str(bare), str(quick)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "markers" in err[-1] and bare.read_text() == "no markers\n"
+    assert claims.main(["readme", str(readme), str(tmp_path / "nope")]) == 2
