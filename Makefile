@@ -14,7 +14,7 @@ ABLATION_DIR ?= logs/ablation/autoencoders
 # sweep jobs side by side, one per usable CPU (each job then runs 1 torch thread: ldm/runtime.py)
 JOBS ?= $(shell nproc)
 
-.PHONY: help install train test test-slow test-all ablation claims bench clean clean-logs
+.PHONY: help install train test test-slow test-all ablation claims claims-hybrid claims-readme bench clean clean-logs
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -46,6 +46,14 @@ ablation: $(STAMP) ## the README's headline table: experiment=autoencoders (6 ro
 
 claims: $(STAMP) ## the claims report, quick profile: runs the sweeps it lacks, then logs/claims/quick/REPORT.md
 	$(PY) evaluate.py claims=quick claims.run=true $(ARGS)
+
+claims-hybrid: $(STAMP) ## claim C6 on textures (VAE + DDGAN vs VAE + diffusion): logs/claims/hybrid/REPORT.md
+	$(PY) evaluate.py claims=hybrid claims.run=true $(ARGS)
+
+claims-readme: $(STAMP) ## copy both reports into docs/claims/ and regenerate the README's Results summary
+	$(PY) -m ldm.claims publish logs/claims/quick docs/claims/quick
+	$(PY) -m ldm.claims publish logs/claims/hybrid docs/claims/hybrid
+	$(PY) -m ldm.claims readme README.md docs/claims/quick docs/claims/hybrid
 
 bench: $(STAMP) ## benchmarks -> benchmarks/RESULTS.md (UNet vs diffusers, jobs, contention, plan); ARGS=--quick: 3 min
 	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[bench]"

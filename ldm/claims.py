@@ -435,18 +435,51 @@ def splice_readme(readme: Path, report_dirs: list[Path], command: str) -> None:
     atomic_write(Path(readme), lambda tmp: Path(tmp).write_text(head + body + tail))
 
 
+PUBLISHED = ("table.md", "table.csv", "table_converged.md")
+
+
+def _check_report(d: Path) -> None:
+    if not (Path(d) / "REPORT.md").is_file() or not (Path(d) / "verdicts.json").is_file():
+        raise ConfigError(f"{d} holds no REPORT.md and verdicts.json: run evaluate.py claims=<profile> first")
+
+
+def publish(src: Path, dst: Path) -> list[Path]:
+    """Copy a report out of logs/ into the repository: REPORT.md, verdicts.json and each experiment's table and
+    figures (not the job directories), keeping REPORT.md's relative links; files go to temp names, then rename."""
+    import shutil
+
+    _check_report(src)
+    files = [src / "REPORT.md", src / "verdicts.json"]
+    for exp in sorted(p for p in src.iterdir() if p.is_dir()):
+        files += [exp / n for n in PUBLISHED if (exp / n).is_file()] + sorted(exp.glob("table_*.png"))
+    out = []
+    for f in files:
+        target = dst / f.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(f, tmp)
+        tmp.replace(target)
+        out.append(target)
+    return out
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    """python -m ldm.claims readme README.md <report dir> [<report dir> ...]"""
+    """python -m ldm.claims readme README.md <report dir> [...]  |  python -m ldm.claims publish <src> <dst>"""
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) < 3 or args[0] != "readme":
-        print("usage: python -m ldm.claims readme README.md <report dir> [<report dir> ...]", file=sys.stderr)
+    usage = ("usage: python -m ldm.claims readme README.md <report dir> [<report dir> ...]\n"
+             "       python -m ldm.claims publish logs/claims/<profile> docs/claims/<profile>")
+    if not ((len(args) >= 3 and args[0] == "readme") or (len(args) == 3 and args[0] == "publish")):
+        print(usage, file=sys.stderr)
         return 2
     try:
+        if args[0] == "publish":
+            for f in publish(Path(args[1]), Path(args[2])):
+                print(f)
+            return 0
         for d in args[2:]:
-            if not (Path(d) / "REPORT.md").is_file() or not (Path(d) / "verdicts.json").is_file():
-                raise ConfigError(f"{d} holds no REPORT.md and verdicts.json: run evaluate.py claims=<profile> first")
+            _check_report(Path(d))
         splice_readme(Path(args[1]), [Path(d) for d in args[2:]], "python -m ldm.claims " + " ".join(args))
     except (ConfigError, OSError, ValueError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -256,3 +256,16 @@ def test_readme_summary_is_spliced_from_reports(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "markers" in err[-1] and bare.read_text() == "no markers\n"
     assert claims.main(["readme", str(readme), str(tmp_path / "nope")]) == 2
+
+
+def test_publish_copies_the_report_tables_and_figures_not_the_jobs(tmp_path):
+    src, dst = tmp_path / "logs", tmp_path / "docs"
+    make_sweep(src, "rows", {"vae": [1.0, 1.1, 0.9], "gan": [5.0, 5.2, 4.8]})
+    (src / "REPORT.md").write_text("# r\\n[rows](rows/table.md)\\n")
+    (src / "verdicts.json").write_text("{}")
+    (src / "rows" / "table.md").write_text("| t |\\n")
+    (src / "rows" / "table_bars.png").write_bytes(b"png")
+    assert claims.main(["publish", str(src), str(dst)]) == 0
+    got = sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*") if p.is_file())
+    assert got == ["REPORT.md", "rows/table.md", "rows/table_bars.png", "verdicts.json"]
+    assert claims.main(["publish", str(tmp_path / "nope"), str(dst)]) == 2
