@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from typing import Optional
 
 import torch
@@ -11,6 +12,8 @@ from ldm.autoencoders.vae import VAE
 from ldm.losses import adaptive_weight
 from ldm.metrics.reconstruction import psnr
 from ldm.utils.config import build, build_optimizer
+
+log = logging.getLogger(__name__)
 
 
 class VAEGAN(VAE):
@@ -24,7 +27,7 @@ class VAEGAN(VAE):
     def __init__(self, *, backbone: dict, image_size: int, in_channels: int, kl_weight: float, recon_loss: dict,
                  discriminator: dict, adv_loss: dict, disc_weight: float, disc_start_fraction: float, max_steps: int,
                  perceptual_loss: Optional[dict], perceptual_weight: float, optimizer: dict, disc_optimizer: dict,
-                 grad_clip: Optional[float], num_vis: int) -> None:
+                 grad_clip: Optional[float], num_vis: int, logvar_init: Optional[float]) -> None:
         super().__init__(backbone=backbone, image_size=image_size, in_channels=in_channels, kl_weight=kl_weight,
                          recon_loss=recon_loss, optimizer=optimizer, num_vis=num_vis)
         self.automatic_optimization = False
@@ -38,9 +41,16 @@ class VAEGAN(VAE):
         if isinstance(self.perceptual, torch.nn.Module):
             self.perceptual.requires_grad_(False).eval()
         self.perceptual_weight = perceptual_weight
+        # LDM's learned output log-variance (LPIPSWithDiscriminator): nll = rec / exp(logvar) + logvar per pixel
+        self.logvar = torch.nn.Parameter(torch.tensor(float(logvar_init))) if logvar_init is not None else None
+        rf = getattr(self.discriminator, "receptive_field", None)
+        if rf is not None:
+            log.info("PatchGAN receptive field: %d px of a %d px image%s", rf, image_size,
+                     "" if rf < image_size else " (each patch logit sees the whole image: not local)")
 
     def configure_optimizers(self):
-        ae_params = itertools.chain(self.encoder.parameters(), self.decoder.parameters())
+        ae_params = itertools.chain(self.encoder.parameters(), self.decoder.parameters(),
+                                    [self.logvar] if self.logvar is not None else [])
         return [build_optimizer(self.optimizer_cfg, ae_params),
                 build_optimizer(self.disc_optimizer_cfg, self.discriminator.parameters())]
 
@@ -49,6 +59,10 @@ class VAEGAN(VAE):
         if self.perceptual is not None:
             p = self.perceptual(terms["x_hat"], x)
             terms.update(loss=terms["loss"] + self.perceptual_weight * p, perceptual=p)
+        if self.logvar is not None:  # the reconstruction terms as a Gaussian/Laplace NLL with a learned scale
+            rec = terms["rec"] + self.perceptual_weight * terms.get("perceptual", 0.0)
+            nll = rec / self.logvar.exp() + self.logvar * x[0].numel()
+            terms.update(loss=terms["loss"] - rec + nll, nll=nll, logvar=self.logvar.detach())
         return terms
 
     def autoencoder_loss(self, x: torch.Tensor, adversarial: bool) -> dict[str, torch.Tensor]:
@@ -56,7 +70,7 @@ class VAEGAN(VAE):
         terms = self.losses(x)
         if adversarial:
             # the adaptive weight balances the adversarial term against every reconstruction term
-            nll = terms["rec"] + self.perceptual_weight * terms.get("perceptual", 0.0)
+            nll = terms.get("nll", terms["rec"] + self.perceptual_weight * terms.get("perceptual", 0.0))
             g_loss = self.adv_loss.generator(self.discriminator(terms["x_hat"]))
             weight = adaptive_weight(nll, g_loss, self.decoder.last_layer) * self.disc_weight
             terms.update(loss=terms["loss"] + weight * g_loss, g_loss=g_loss, d_weight=weight)

@@ -47,6 +47,19 @@ class NLayerDiscriminator(nn.Module):
         """(N, C, H, W) -> patch logits (N, 1, h, w)."""
         return self.main(x)
 
+    @property
+    def receptive_field(self) -> int:
+        """Side in pixels of the input square one patch logit sees (70 for pix2pix's n_layers=3)."""
+        return receptive_field(self.main)
+
+
+def receptive_field(net: nn.Module) -> int:
+    """Receptive field of a stack of convolutions, r = (r - 1) * stride + kernel from the output back."""
+    r = 1
+    for m in reversed([m for m in net.modules() if isinstance(m, nn.Conv2d)]):
+        r = (r - 1) * m.stride[0] + m.kernel_size[0]
+    return r
+
 
 class JointDiscriminator(nn.Module):
     """D(x, z) of BiGAN / ALI (Donahue et al., 2017; Dumoulin et al., 2017): x branch, z branch, joint head.
