@@ -178,6 +178,7 @@ def build_tables(profile: dict, root: Path) -> None:
         if not (root / exp).is_dir():
             continue
         cols = list(tables.DEFAULT_COLUMNS)
+        cols += [m for m in (profile.get("table_columns") or []) if m not in cols]
         for c in (profile.get("claims") or {}).values():
             cols += [m for m in claims.metrics_of(c["criterion"], exp) if m not in cols]
         try:
