@@ -65,3 +65,27 @@ def test_floor_metrics_keys_and_unequal_n():
     assert big["eval/floor_equal_n"] is False and big["eval/floor_n"] == 120 and big["eval/floor_subsets"] == 1
     gen = generated_distribution(fm, torch.randn(300, 4, generator=g, dtype=torch.float64), 100, 5, 0)
     assert gen["gen/sub_n"] == 100 and gen["gen/fid_sub_lo"] <= gen["gen/fid_sub"] <= gen["gen/fid_sub_hi"]
+
+
+def test_floors_are_computed_once_per_data_n_and_seed(tmp_path, monkeypatch):
+    """The floor is a property of the data: a second run with the same data, n, seed and metric settings reads it
+    from the cache (the same numbers), another seed or n computes its own."""
+    from ldm import evaluation
+
+    calls = []
+
+    def fake_floors(fm, real_test, test, datamodule, evaluator, n, cfg, seed):
+        calls.append((n, seed))
+        return {"eval/fid_floor": 0.1 * seed + n, "eval/floor_n": n}
+
+    monkeypatch.setattr(evaluation, "floors", fake_floors)
+    cfg = {"features": {"_target_": "x"}, "floor_subsets": 20, "kid_subsets": 10, "kid_subset_size": 50, "prdc_k": 5}
+    data = {"_target_": "ldm.data.digits.DigitsDataModule", "image_size": 16, "batch_size": 64}
+    args = (None, None, None, None, None)
+    first = evaluation.cached_floors(*args, 180, cfg, 0, data, str(tmp_path))
+    again = evaluation.cached_floors(*args, 180, cfg, 0, {**data, "batch_size": 16}, str(tmp_path))
+    assert first == again == {"eval/fid_floor": 180.0, "eval/floor_n": 180} and calls == [(180, 0)]
+    evaluation.cached_floors(*args, 180, cfg, 1, data, str(tmp_path))
+    evaluation.cached_floors(*args, 90, cfg, 0, data, str(tmp_path))
+    evaluation.cached_floors(*args, 180, {**cfg, "floor_subsets": 3}, 0, data, str(tmp_path))
+    assert calls == [(180, 0), (180, 1), (90, 0), (180, 0)]
