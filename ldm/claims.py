@@ -125,7 +125,7 @@ def compare(c: dict, sweeps: Sweeps) -> Finding:
     a, pa = _select(sweeps.jobs(exp), c["a"], exp, ma)
     b, pb = _select(sweeps.jobs(exp_b), c["b"], exp_b, mb)
     if pa or pb:
-        return Finding("undecided", "; ".join(pa + pb))
+        return Finding("undecided", "; ".join(dict.fromkeys(pa + pb)))  # each problem once
     d = stats.difference(a, b)
     if d is None:
         return Finding("undecided", f"fewer than 2 seeds in {_row_label(c['a'])} or {_row_label(c['b'])}")
@@ -240,8 +240,8 @@ def metrics_of(criterion: dict, experiment: str) -> list[str]:
             continue
         sides = [("experiment", c.get("a_metric", c.get("metric"))),
                  ("b_experiment" if c.get("b_experiment") else "experiment", c.get("b_metric", c.get("metric")))]
-        out += [m for key, m in sides if m and c.get(key) == experiment and m not in out]
-    return out
+        out += [m for key, m in sides if m and c.get(key) == experiment]
+    return list(dict.fromkeys(out))  # each once, in order
 
 
 def _details(f: Finding, depth: int = 0) -> list[str]:

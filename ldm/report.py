@@ -177,10 +177,10 @@ def build_tables(profile: dict, root: Path) -> None:
     for exp in (profile.get("experiments") or {}):
         if not (root / exp).is_dir():
             continue
-        cols = list(tables.DEFAULT_COLUMNS)
-        cols += [m for m in (profile.get("table_columns") or []) if m not in cols]
+        cols = list(tables.DEFAULT_COLUMNS) + list(profile.get("table_columns") or [])
         for c in (profile.get("claims") or {}).values():
-            cols += [m for m in claims.metrics_of(c["criterion"], exp) if m not in cols]
+            cols += claims.metrics_of(c["criterion"], exp)
+        cols = list(dict.fromkeys(cols))  # each column once, in order
         try:
             tables.build(root / exp, cols, title=f"{profile.get('profile', '?')} profile: {exp}")
         except ConfigError as e:

@@ -269,3 +269,12 @@ def test_publish_copies_the_report_tables_and_figures_not_the_jobs(tmp_path):
     got = sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*") if p.is_file())
     assert got == ["REPORT.md", "rows/table.md", "rows/table_bars.png", "verdicts.json"]
     assert claims.main(["publish", str(tmp_path / "nope"), str(dst)]) == 2
+
+
+def test_experiments_and_metrics_a_criterion_reads():
+    crit = {"kind": "all", "of": [cmp(), {**cmp(), "b_experiment": "gan_only", "b_metric": "latent/prior_fid"},
+                                  {"kind": "trend", "experiment": "beta", "x": "k", "metric": "recon/mse"}]}
+    assert claims.experiments_of(crit) == ["rows", "gan_only", "beta"]
+    assert claims.metrics_of(crit, "rows") == ["gen/fid"]  # once, though two criteria read it
+    assert claims.metrics_of(crit, "gan_only") == ["latent/prior_fid"]
+    assert claims.metrics_of(crit, "beta") == ["recon/mse"]
