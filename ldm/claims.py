@@ -330,13 +330,14 @@ def measured_rates(results_json: Path) -> dict:
     """RATES, replaced by the job rates a `benchmarks/bench.py` run measured on this machine where it has them."""
     rates = dict(RATES)
     try:
-        summary = json.loads(Path(results_json).read_text())["results"]["jobs"]["summary"]
+        results = json.loads(Path(results_json).read_text())["results"]
+        summary = results["jobs"]["summary"]
         vae, pixel = summary["vae"], summary.get("identity", {})
         rates["stage1_steps_per_s"] = vae["stage1_steps_per_s"]["median"]
         rates["stage2_steps_per_s"] = vae["stage2_steps_per_s"]["median"]
         rates["gen_sec_per_sample"] = vae["gen_sec_per_sample"]["median"]
         rates["fixed_s"] = vae["eval_s"]["median"] + vae["other_s"]["median"]
-        plan = json.loads(Path(results_json).read_text())["results"].get("plan", {}).get("estimates", {})
+        plan = results.get("plan", {}).get("estimates", {})
         rates["gpu_step_s"] = plan.get("latent job (e.g. vae)", {}).get("gpu_step_s", rates["gpu_step_s"])
         if pixel.get("stage2_steps_per_s"):
             rates["pixel_stage2_steps_per_s"] = pixel["stage2_steps_per_s"]["median"]
