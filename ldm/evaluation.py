@@ -105,7 +105,8 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
     n = int(cfg["num_samples"] or len(test))
     m["eval/num_samples"] = n
     if fm is not None:
-        m.update(cached_floors(fm, real_test, test, datamodule, evaluator, n, cfg, seed, data_cfg, cache_dir))
+        m.update(cached_floors(fm, real_test, test, datamodule, evaluator, n, cfg, floor_seed(cfg), data_cfg,
+                               cache_dir))
 
     # ---- reconstruction ------------------------------------------------------------------------------
     z_test = None
@@ -254,12 +255,19 @@ def floors(fm: FeatureMetrics, real_test: torch.Tensor, test: Any, datamodule: A
     return m
 
 
+def floor_seed(cfg: dict) -> int:
+    """The seed of the floors' subset draws: metrics.floor_seed (fixed by default, so every seed of a sweep shares
+    one floor), or the run's seed where it is null."""
+    return int(cfg["seed"] if cfg.get("floor_seed") is None else cfg["floor_seed"])
+
+
 def cached_floors(fm: FeatureMetrics, real_test: torch.Tensor, test: Any, datamodule: Any,
                   evaluator: Optional[Evaluator], n: int, cfg: dict, seed: int, data_cfg: Optional[dict],
                   cache_dir: Optional[str]) -> dict:
     """`floors`, computed once per (data, feature extractor, n, seed, metric settings, code) and reused from the
     cache by every other run that shares them: the floor is a property of the data, not of the model, so the rows
-    of a sweep seed by seed need it once (at 5,000 samples it took ~4 of a job's 6 evaluation minutes)."""
+    of a sweep need it once (at 5,000 samples it took ~4 of a job's 6 evaluation minutes). With metrics.floor_seed
+    fixed (the default) that is once for all seeds; with floor_seed=null once per run seed."""
     if not cache_dir or data_cfg is None:
         return floors(fm, real_test, test, datamodule, evaluator, n, cfg, seed)
     from ldm import cache

@@ -124,9 +124,8 @@ def claims_report(cfg: DictConfig) -> dict:
     root = Path(profile["dir"])
     jobs = claims.jobs_of(profile)
     n_jobs = int(profile.get("n_jobs") or len(os.sched_getaffinity(0)))
-    commands = []
+    commands, todo = [], []
     for name, overrides in jobs.items():
-        cmd = claims.command(name, overrides, root, n_jobs, profile.get("launcher"))
         shown = claims.command(name, overrides, Path(os.path.relpath(root)), n_jobs,  # portable in the report
                                profile.get("launcher"))
         commands.append(".venv/bin/python " + " ".join(f"'{c}'" if "," in c else c for c in shown))
@@ -136,13 +135,29 @@ def claims_report(cfg: DictConfig) -> dict:
         if profile.get("dry_run"):
             print(f"{name}: {expected} jobs{' (complete)' if done else ''}: {commands[-1]}")
         elif profile.get("run") and not done:
-            log.info("running %s", commands[-1])
-            proc = subprocess.run([sys.executable, *cmd], cwd=os.environ.get("LDM_ROOT", "."))
-            if proc.returncode != 0:  # failed jobs stay failed in the sweep; their claims say so
-                log.error("experiment %s: train.py exited %d; its failed jobs are named in the report",
-                          name, proc.returncode)
+            todo.append((name, overrides))
+    bench = Path(os.environ.get("LDM_ROOT", ".")) / "benchmarks" / "results.json"
+    if todo:
+        root.mkdir(parents=True, exist_ok=True)
+
+        def launch(name: str, side_by_side: int) -> int:
+            cmd = claims.command(name, jobs[name], root, side_by_side, profile.get("launcher"))
+            log.info("experiment %s: started, %d job(s) at a time (output: %s)", name, side_by_side,
+                     root / f"{name}.log")
+            start = time.time()
+            with open(root / f"{name}.log", "a") as out:
+                code = subprocess.run([sys.executable, *cmd], cwd=os.environ.get("LDM_ROOT", "."), stdout=out,
+                                      stderr=subprocess.STDOUT).returncode
+            if code != 0:  # failed jobs stay failed in the sweep; their claims say so
+                log.error("experiment %s: train.py exited %d; its failed jobs are named in the report (%s)",
+                          name, code, root / f"{name}.log")
+            log.info("experiment %s: ended in %.1f min", name, (time.time() - start) / 60)
+            return code
+
+        lanes = 1 if profile.get("launcher") else n_jobs  # a cluster launcher queues every sweep's jobs itself
+        sizes = claims.estimate_profile_s({n: jobs[n] for n, _ in todo}, 1, claims.measured_rates(bench))
+        claims.run_experiments(todo, lanes, launch, sizes)
     if profile.get("dry_run"):
-        bench = Path(os.environ.get("LDM_ROOT", ".")) / "benchmarks" / "results.json"
         est = claims.estimate_profile_s(jobs, n_jobs, claims.measured_rates(bench))
         wall, gpu_h = est.pop("wall"), est.pop("gpu_hours")
         print(f"{sum(claims.count_jobs(o) for o in jobs.values())} jobs in {len(jobs)} experiments, "

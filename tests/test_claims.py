@@ -132,7 +132,7 @@ def test_profile_config_and_report_command(tmp_path, capsys):
     cfg = OmegaConf.create({"claims": {**profile, "dry_run": True}})
     assert claims_report(cfg) == {} and not (tmp_path / "claims").exists()
     out = capsys.readouterr().out
-    assert "30 jobs in 4 experiments" in out and " min here (" in out
+    assert "30 jobs in 5 experiments" in out and " min here (" in out
     cfg = OmegaConf.create({"claims": profile})
     out = claims_report(cfg)
     assert set(out.values()) == {"undecided"} and len(out) == 6
@@ -278,3 +278,28 @@ def test_experiments_and_metrics_a_criterion_reads():
     assert claims.metrics_of(crit, "rows") == ["gen/fid"]  # once, though two criteria read it
     assert claims.metrics_of(crit, "gan_only") == ["latent/prior_fid"]
     assert claims.metrics_of(crit, "beta") == ["recon/mse"]
+
+
+def test_missing_experiments_run_side_by_side_largest_first():
+    """Several missing experiments run one per CPU at one job each, largest first, and each CPU takes the next one
+    when its own ends (a Barrier only passes if the first two really run at the same time); a lone experiment
+    gets every CPU; each experiment's exit status comes back."""
+    import threading
+
+    started, barrier = [], threading.Barrier(2, timeout=10)
+
+    def launch(name, side_by_side):
+        started.append((name, side_by_side))
+        if name in ("big", "mid"):
+            barrier.wait()  # raises BrokenBarrierError unless the other lane is running too
+        return 3 if name == "small" else 0
+
+    todo = [("small", []), ("big", []), ("mid", []), ("tiny", [])]
+    codes = claims.run_experiments(todo, 2, launch, {"big": 100.0, "mid": 50.0, "small": 10.0, "tiny": 1.0})
+    assert codes == {"big": 0, "mid": 0, "small": 3, "tiny": 0}
+    assert sorted(started[:2]) == [("big", 1), ("mid", 1)] and set(started[2:]) == {("small", 1), ("tiny", 1)}
+    started.clear()
+    assert claims.run_experiments([("only", [])], 2, launch) == {"only": 0} and started == [("only", 2)]
+    started.clear()
+    claims.run_experiments([("a", []), ("b", [])], 1, lambda n, k: started.append((n, k)) or 0)
+    assert started == [("a", 1), ("b", 1)]  # one CPU (or a cluster launcher): one after the other, profile order

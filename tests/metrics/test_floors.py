@@ -89,3 +89,10 @@ def test_floors_are_computed_once_per_data_n_and_seed(tmp_path, monkeypatch):
     evaluation.cached_floors(*args, 90, cfg, 0, data, str(tmp_path))
     evaluation.cached_floors(*args, 180, {**cfg, "floor_subsets": 3}, 0, data, str(tmp_path))
     assert calls == [(180, 0), (180, 1), (90, 0), (180, 0)]
+
+
+def test_floor_seed_is_fixed_across_run_seeds_unless_null():
+    from ldm.evaluation import floor_seed
+
+    assert floor_seed({"seed": 3, "floor_seed": 0}) == floor_seed({"seed": 7, "floor_seed": 0}) == 0
+    assert floor_seed({"seed": 3, "floor_seed": None}) == 3 and floor_seed({"seed": 5}) == 5
