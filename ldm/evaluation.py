@@ -112,7 +112,7 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
     z_test = None
     if isinstance(ae, Autoencoder) and len(test):
         per: dict[str, list] = {}
-        latents, stds, recon_feats, correct, grid = [], [], [], 0, None
+        latents, stds, recon_feats, correct, grid, encode_s = [], [], [], 0, None, 0.0
         labelled = bool((test.labels >= 0).all())
         for x, y in progress(batches(test), desc="reconstructing", total=-(-len(test) // 256)):
             x_hat = ae.reconstruct(x.to(device)).float().cpu().clamp(-1, 1)
@@ -121,7 +121,9 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
             if x.shape[1] == 3:  # colour kept? (the per-dataset check below)
                 per.setdefault("chroma", []).append(chroma(x_hat))
                 per.setdefault("chroma_real", []).append(chroma(x))
+            t0 = time.perf_counter()
             mean, std = ae.encode_distribution(x.to(device))
+            encode_s += time.perf_counter() - t0
             latents.append(mean.float().cpu())
             stds.append(std.float().cpu() if std is not None else None)
             if fm is not None:
@@ -130,6 +132,7 @@ def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: d
                 correct += evaluator.accuracy_on(x_hat, y) * len(y)
             grid = grid or (x, x_hat)
         m.update({f"recon/{k}": torch.cat(v).double().mean().item() for k, v in per.items()})
+        m["recon/encode_sec_per_image"] = encode_s / len(test)  # what per-image refinement (gan_inversion) costs
         if "recon/chroma" in m:
             m["recon/chroma_ratio"] = m["recon/chroma"] / max(m["recon/chroma_real"], 1e-8)
         for warning in fidelity_warnings(m, (data_cfg or {}).get("recon_check"), ae.latent_shape, grid[0].shape[-1]):

@@ -28,20 +28,22 @@ from ldm.utils.config import build, instantiate_dict
 log = logging.getLogger(__name__)
 
 
-def make_trainer(cfg: DictConfig, stage: str, loggers: list) -> L.Trainer:
-    """A Trainer for one stage: its budget, checkpoints under checkpoints/<stage>/, the run's loggers writing
+def make_trainer(cfg: DictConfig, stage: str, loggers: list, extra_steps: int = 0) -> L.Trainer:
+    """A Trainer for one stage: its budget (+ `extra_steps` a module asks for beyond it, e.g. GAN inversion's
+    encoder after a GAN at the full budget), checkpoints under checkpoints/<stage>/, the run's loggers writing
     under `<stage>/`."""
     budget = cfg[stage]
+    total = int(budget.max_steps) + int(extra_steps)
     callbacks = instantiate_dict(cfg.get("callbacks"))
     for cb in callbacks:
         if isinstance(cb, ModelCheckpoint):
             cb.dirpath = str(run_checkpoint(cfg.paths.output_dir, stage).parent)
-    callbacks += [StepBudget(budget.max_steps), StepSeed(cfg.seed)]
+    callbacks += [StepBudget(total), StepSeed(cfg.seed)]
     loggers = tracking.for_stage(loggers, stage)
     if not loggers:  # nothing to report learning rates to (logger=none)
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
     trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, max_steps=-1, max_epochs=-1,
-                    val_check_interval=min(budget.val_every, budget.max_steps), check_val_every_n_epoch=None)
+                    val_check_interval=min(budget.val_every, total), check_val_every_n_epoch=None)
     if getattr(trainer.profiler, "filename", None):  # debug=profiler: one report per stage, not one overwritten
         trainer.profiler.filename = f"{stage}-{trainer.profiler.filename}"
     return trainer
@@ -90,7 +92,7 @@ def run_stage(cfg: DictConfig, stage: Stage, loggers: list = ()) -> Result:
         stage.parts = {**stage.parts, "compile": True}
         log.info("%s: torch.compile %s", name, ", ".join(compile_networks(stage.module, cfg.paths.cache_dir)))
     key = cache.key(stage.parts)
-    trainer = make_trainer(cfg, name, list(loggers))
+    trainer = make_trainer(cfg, name, list(loggers), getattr(stage.module, "extra_steps", 0))
     cached = bool((cfg.get("cache") or {}).get(name, False)) and not stage.resume and trainer.world_size == 1
     entry = cache.Entry(cfg.paths.cache_dir, name, key, stage.parts) if cached else None
     ckpt = run_checkpoint(cfg.paths.output_dir, name)

@@ -433,6 +433,21 @@ def plot_budget(curves: dict, sweep_dir: Path, name: str = "table") -> Path:
     return _save(fig, sweep_dir / f"{name}_budget.png")
 
 
+def converged_label(c: dict) -> str:
+    """A row's converged budget as the table states it: `≥ B (still improving)` when it is the largest budget of
+    a ladder with several (the ladder did not reach the plateau), `B (one seed: no test)` when the rung has one
+    seed (the best budget stands in for the plateau), else the budget."""
+    b = c["converged"]
+    if b is None:
+        return "–"
+    stat = c["stats"][c["budgets"].index(b)]
+    if stat.get("n", 2) < 2:
+        return f"{b} (one seed: no test)"
+    if b == c["budgets"][-1] and len(c["budgets"]) > 1:
+        return f"≥ {b} (still improving)"
+    return str(b)
+
+
 def converged_table(curves: dict) -> str:
     """Markdown: each row's converged budget and its metric there, next to the largest budget's."""
     lines = [f"| row | converged {curves['key']} | {curves['metric']} there | at the largest budget |",
@@ -441,6 +456,6 @@ def converged_table(curves: dict) -> str:
         cell = lambda s: (f"{s['mean']:.3g} [{s['lo']:.3g}, {s['hi']:.3g}]" if s["lo"] is not None  # noqa: E731
                           else f"{s['mean']:.3g}" if s["mean"] is not None else "–")
         there = c["stats"][c["budgets"].index(c["converged"])] if c["converged"] is not None else None
-        lines.append(f"| {_label(group)} | {c['converged'] if c['converged'] is not None else '–'} | "
+        lines.append(f"| {_label(group)} | {converged_label(c)} | "
                      f"{cell(there) if there else '–'} | {cell(c['stats'][-1])} (at {c['budgets'][-1]}) |")
     return "\n".join(lines) + "\n"

@@ -2,27 +2,42 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from ldm.autoencoders.gan import EncodedGAN
-from ldm.utils.config import build_optimizer
+from ldm.utils.config import build, build_optimizer
 
 
 class GANInversion(EncodedGAN):
-    """Stage 1a (first `gan_fraction` of the `max_steps` batches): the GAN. Stage 1b: G and D frozen,
+    """Stage 1a: the GAN, for the first `gan_fraction` of the `max_steps` batches (one budget shared, the
+    matched-batches view), or for all `max_steps` when `encoder_steps` is set (the GAN at the same budget as
+    every other row's stage 1, the encoder's `encoder_steps` after it, as in-domain GAN inversion trains them:
+    stage 1 then runs max_steps + encoder_steps batches, `extra_steps`). Stage 1b: G and D frozen,
 
     E minimises latent_weight * ||E(G(z)) - z||^2 on prior samples + pixel_weight * ||G(E(x)) - x||_1 on
-    real images. `refine_steps` > 0 then polishes each E(x) at encode time by Adam steps on the pixel loss
-    (IDInvert's domain-regularised refinement without its perceptual and encoder terms).
+    real images. `refine_steps` > 0 then polishes each E(x) at encode time by Adam steps on the pixel loss plus
+    `refine_feature_weight` x a feature distance (`refine_features`, e.g. ldm.losses.perceptual.DataFeatureLoss),
+    IDInvert's domain-regularised refinement without its encoder term; its cost shows in
+    recon/encode_sec_per_image.
     """
 
     def __init__(self, *, gan_fraction: float, max_steps: int, latent_weight: float, pixel_weight: float,
-                 refine_steps: int, refine_lr: float, encoder_optimizer: dict, **gan: dict) -> None:
+                 refine_steps: int, refine_lr: float, encoder_optimizer: dict, encoder_steps: Optional[int] = None,
+                 refine_feature_weight: float = 0.0, refine_features: Optional[dict] = None, **gan: dict) -> None:
         """The inversion's own settings and everything the GAN takes (`**gan`)."""
         super().__init__(**gan)
-        self.gan_steps = round(gan_fraction * max_steps)
+        if encoder_steps is not None and encoder_steps < 1:
+            raise ValueError(f"autoencoder.encoder_steps must be >= 1 or null, got {encoder_steps}")
+        self.gan_steps = max_steps if encoder_steps else round(gan_fraction * max_steps)
+        self.extra_steps = int(encoder_steps or 0)  # batches beyond stage1.max_steps (ldm.stages.make_trainer)
         self.latent_weight, self.pixel_weight = latent_weight, pixel_weight
         self.refine_steps, self.refine_lr = refine_steps, refine_lr
+        self.refine_feature_weight = refine_feature_weight
+        self.refine_features = build(refine_features) if refine_features and refine_feature_weight else None
+        if isinstance(self.refine_features, torch.nn.Module):
+            self.refine_features.requires_grad_(False).eval()
         self.encoder_optimizer_cfg = encoder_optimizer
 
     def configure_optimizers(self):
@@ -38,9 +53,17 @@ class GANInversion(EncodedGAN):
             z = z.detach().clone().requires_grad_(True)
             opt = torch.optim.Adam([z], lr=self.refine_lr)
             for _ in range(self.refine_steps):
-                (z.grad,) = torch.autograd.grad(self.pixel_loss(self.generator(z), x), z)
+                (z.grad,) = torch.autograd.grad(self.refine_loss(z, x), z)
                 opt.step()
         return z.detach()
+
+    def refine_loss(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """What the refinement minimises: pixel loss of G(z) (+ the weighted feature distance)."""
+        x_hat = self.generator(z)
+        loss = self.pixel_loss(x_hat, x)
+        if self.refine_features is not None:
+            loss = loss + self.refine_feature_weight * self.refine_features(x_hat, x)
+        return loss
 
     def encoder_loss(self, x: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():

@@ -22,7 +22,6 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from ldm.diffusion.ema import EMA
 from ldm.diffusion.module import LatentDiffusion
 from ldm.diffusion.process import GaussianDiffusion
 from ldm.diffusion.samplers import CountingDenoiser, clipped, sample_ddpm
@@ -82,12 +81,13 @@ class DenoisingDiffusionGAN(LatentDiffusion):
                     "beta_max": beta_max}
         super().__init__(latent_shape, net, {"schedule": schedule, "parameterization": "x0"}, optimizer, **kw)
         self.automatic_optimization = False
-        c = self.latent_shape[0]
-        self.net = build(net, in_channels=c + z_channels, out_channels=c, num_classes=self.num_classes)
-        self.net.check_input(self.latent_shape[1])
-        self.ema = EMA(self.net, self.hparams.ema_decay, self.hparams.ema_warmup)  # of the generator just built
-        self.discriminator = build(discriminator, in_channels=c)
+        self.discriminator = build(discriminator, in_channels=self.latent_shape[0])
         self.adv_loss = build(adv_loss)
+
+    def build_net(self, net: dict, channels: int) -> torch.nn.Module:
+        """The generator G(x_t, z, t) -> x0: the UNet with the noise maps z as extra input channels."""
+        return build(net, in_channels=channels + self.hparams.z_channels, out_channels=channels,
+                     num_classes=self.num_classes)
 
     @property
     def d_steps(self) -> int:

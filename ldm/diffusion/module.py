@@ -49,7 +49,7 @@ class LatentDiffusion(L.LightningModule):
         self.latent_shape = tuple(latent_shape)
         c, h, _ = self.latent_shape
         self.num_classes = num_classes if class_conditional else 0
-        self.net = build(net, in_channels=c, num_classes=self.num_classes)
+        self.net = self.build_net(net, c)
         self.net.check_input(h)
         self.process = GaussianDiffusion(build(process["schedule"]), process.get("parameterization", "eps"),
                                          process.get("min_snr_gamma"))
@@ -63,6 +63,10 @@ class LatentDiffusion(L.LightningModule):
         self._latent_range: Optional[tuple[float, float]] = None
         self.stage_name = "stage2"
 
+
+    def build_net(self, net: dict, channels: int) -> torch.nn.Module:
+        """The denoiser on `channels` latent channels (a subclass changes its inputs, e.g. DDGAN's noise maps)."""
+        return build(net, in_channels=channels, num_classes=self.num_classes)
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CLASS_KEY] = qualname(type(self))  # checked when the checkpoint is loaded
 

@@ -95,3 +95,32 @@ def test_refinement_error_falls_monotonically_with_its_steps():
             errors.append(m.pixel_loss(m.generator(z), x).item())
     assert all(b <= a + 1e-6 for a, b in zip(errors, errors[1:])), errors
     assert errors[-1] < errors[0]
+
+
+def test_matched_budget_gives_the_gan_every_stage1_batch_and_the_encoder_its_own_after():
+    """encoder_steps set: the GAN trains for all max_steps (the other rows' stage-1 budget), the encoder for
+    encoder_steps more, which the stage asks its trainer for (extra_steps); a bad count is one clear error."""
+    torch.manual_seed(0)
+    m = make(max_steps=6, encoder_steps=4, gan_fraction=0.5)
+    assert (m.gan_steps, m.extra_steps) == (6, 4) and make(max_steps=6).extra_steps == 0
+    trainer = fit(m, digits(32), steps=6 + m.extra_steps, batch_size=8)
+    opt_g, opt_d, opt_e = trainer.optimizers
+    assert (adam_steps(opt_g), adam_steps(opt_d), adam_steps(opt_e)) == (6, 6, 4)
+    with pytest.raises(ValueError, match="encoder_steps must be >= 1"):
+        make(encoder_steps=0)
+
+
+def test_refinement_objective_adds_the_weighted_feature_distance():
+    """refine_loss = pixel loss of G(z) + refine_feature_weight x the feature distance (here L1 as a stand-in
+    feature network, so the known answer is pixel + 2 x mean |G(z) - x|); weight 0 builds no feature network."""
+    torch.manual_seed(0)
+    m = make(refine_steps=3, refine_feature_weight=2.0, refine_features={"_target_": "torch.nn.L1Loss"}).eval()
+    assert make(refine_features={"_target_": "torch.nn.L1Loss"}).refine_features is None
+    x = digits(4)
+    with torch.no_grad():
+        z = m.encoder(x)
+        x_hat = m.generator(z)
+        expected = m.pixel_loss(x_hat, x) + 2.0 * (x_hat - x).abs().mean()
+        assert torch.allclose(m.refine_loss(z, x), expected)
+        z1 = m.encode(x)
+        assert m.refine_loss(z1, x) < m.refine_loss(z, x)

@@ -9,18 +9,38 @@ from ldm.metrics.features import FeatureMetrics
 from ldm.metrics.floors import stratified_subset, subset_distribution
 
 
-def test_stratified_subset_keeps_class_proportions():
+def test_exact_stratified_subset_keeps_class_proportions():
     labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
     g = torch.Generator().manual_seed(0)
-    idx = stratified_subset(labels, 40, g)
+    idx = stratified_subset(labels, 40, g, counts="exact")
     assert len(idx) == 40 == len(set(idx.tolist()))
     assert torch.bincount(labels[idx]).tolist() == [20, 12, 8]  # the set's own 50/30/20 %
     # other proportions (e.g. the train split's): uniform over 3 classes -> 14/13/13, within one image each
-    counts = torch.bincount(labels[stratified_subset(labels, 40, g, torch.tensor([1.0, 1.0, 1.0]))]).tolist()
-    assert sorted(counts) == [13, 13, 14]
-    capped = torch.bincount(labels[stratified_subset(labels, 90, g, torch.tensor([0.1, 0.1, 0.8]))]).tolist()
-    assert capped[2] == 20 and sum(capped) == 90  # class 2 has only 20: the rest go to the others
+    counts = torch.bincount(labels[stratified_subset(labels, 40, g, torch.tensor([1.0, 1.0, 1.0]), "exact")])
+    assert sorted(counts.tolist()) == [13, 13, 14]
+    capped = torch.bincount(labels[stratified_subset(labels, 90, g, torch.tensor([0.1, 0.1, 0.8]), "exact")])
+    assert capped.tolist()[2] == 20 and int(capped.sum()) == 90  # class 2 has only 20: the rest go to the others
     assert len(stratified_subset(torch.full((30,), -1), 10, g)) == 10  # unlabelled: plain random subset
+    with pytest.raises(ValueError, match="choose multinomial or exact"):
+        stratified_subset(labels, 10, g, counts="rounded")
+
+
+def test_multinomial_subset_covers_modes_like_independent_draws():
+    """The floor's subset stands for n independent draws: 1000 equally likely classes (10 images each), 2,000
+    draws cover 1000 (1 - (1 - 1/1000)^2000) ~ 864.7 classes on average; exact counts give each class its two,
+    all 1000 (the artefact the multinomial counts remove). Counts average n x proportion; a class with fewer
+    images than it drew keeps them all and the total is still n, without repeats."""
+    labels = torch.arange(1000).repeat_interleave(10)
+    g = torch.Generator().manual_seed(0)
+    covered = [len(torch.unique(labels[stratified_subset(labels, 2000, g)])) for _ in range(5)]
+    assert all(835 <= c <= 895 for c in covered), covered
+    assert len(torch.unique(labels[stratified_subset(labels, 2000, g, counts="exact")])) == 1000
+    small = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    mean = torch.stack([torch.bincount(small[stratified_subset(small, 40, g)], minlength=3).double()
+                        for _ in range(400)]).mean(0)
+    assert torch.allclose(mean, torch.tensor([20.0, 12.0, 8.0], dtype=torch.float64), atol=0.6), mean
+    idx = stratified_subset(small, 90, g, torch.tensor([0.1, 0.1, 0.8]))
+    assert len(idx) == 90 == len(set(idx.tolist())) and torch.bincount(small[idx]).tolist()[2] == 20
 
 
 def _fm(reference):
