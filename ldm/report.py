@@ -105,7 +105,8 @@ def table(cfg: DictConfig) -> None:
             except UserError as e:  # one bad job does not cost the others their table
                 log.error("job %s not re-evaluated: %s", r["job"], one_line(e))
     result = tables.build(out, plain(cfg.table.columns), cfg.table.title, eval_file=eval_file, name=name,
-                          reference=cfg.table.get("reference"), converge_on=cfg.table.get("converge_on", "recon/rfid"))
+                          reference=cfg.table.get("reference"), converge_on=cfg.table.get("converge_on", "recon/rfid"),
+                          converge_margin=float(cfg.table.get("converge_margin", 0.1)))
     print((out / f"{name}.md").read_text())
     log.info("wrote %s, %s.csv, %s.tex (%d rows, %d failed/missing jobs)", out / f"{name}.md", name, name,
              len(result["rows"]), len(result["bad"]))
