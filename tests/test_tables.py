@@ -177,12 +177,8 @@ def test_budget_curves_find_each_rows_converged_budget(tmp_path):
     for ae, curve in (("vae", {100: 3.0, 300: 1.5, 1000: 1.5}), ("bigan", {100: 5.0, 300: 4.0, 1000: 2.0})):
         for b, m in curve.items():
             for seed in range(3):
-                job = tmp_path / str(n)
-                (job / ".hydra").mkdir(parents=True)
-                (job / ".hydra" / "overrides.yaml").write_text(
-                    yaml.safe_dump([f"autoencoder={ae}", f"stage1.max_steps={b}", f"seed={seed}"]))
-                (job / "metrics.json").write_text(json.dumps({"status": "ok", "recon/rfid": m + 0.05 * rng.random(),
-                                                              "stage1/wall_s": b / 4.0}))
+                make_job(tmp_path, n, [f"autoencoder={ae}", f"stage1.max_steps={b}", f"seed={seed}"],
+                         {"status": "ok", "recon/rfid": m + 0.05 * rng.random(), "stage1/wall_s": b / 4.0})
                 n += 1
     t = tables.build(tmp_path, ["recon/rfid", "stage1/wall_s"])
     rows = {dict(g)["autoencoder"]: c for g, c in t["budget"]["rows"].items()}
@@ -204,12 +200,8 @@ def test_converged_budget_needs_equivalence_not_just_no_significant_difference(t
     for ae, curve in (("ae", {100: 0.64, 300: 0.22, 1000: 0.12}), ("vae", {100: 3.0, 300: 1.01, 1000: 1.0})):
         for b, m in curve.items():
             for seed in range(2):
-                job = tmp_path / str(n)
-                (job / ".hydra").mkdir(parents=True)
-                (job / ".hydra" / "overrides.yaml").write_text(
-                    yaml.safe_dump([f"autoencoder={ae}", f"stage1.max_steps={b}", f"seed={seed}"]))
-                value = m + (noise[ae][b] if seed else -noise[ae][b])
-                (job / "metrics.json").write_text(json.dumps({"status": "ok", "recon/rfid": value}))
+                make_job(tmp_path, n, [f"autoencoder={ae}", f"stage1.max_steps={b}", f"seed={seed}"],
+                         {"status": "ok", "recon/rfid": m + (noise[ae][b] if seed else -noise[ae][b])})
                 n += 1
     t = tables.build(tmp_path, ["recon/rfid"])
     rows = {dict(g)["autoencoder"]: c for g, c in t["budget"]["rows"].items()}
