@@ -418,11 +418,17 @@ def plot_budget(curves: dict, sweep_dir: Path, name: str = "table") -> Path:
     line per row with 95 % intervals; a ring marks each row's converged budget."""
     from ldm.metrics.figures import _pyplot, _save
 
+    from matplotlib.ticker import NullFormatter
+
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    # a positive metric spanning decades (rFID) reads on a log axis; its intervals are cut at a tenth of the mean
+    positive = all(s["mean"] is None or s["mean"] > 0 for c in curves["rows"].values() for s in c["stats"])
     for group, c in curves["rows"].items():
         means = [s["mean"] if s["mean"] is not None else float("nan") for s in c["stats"]]
-        err = [[m - s["lo"] if s["lo"] is not None else 0 for m, s in zip(means, c["stats"])],
+        lows = [max(s["lo"], 0.1 * m) if positive and s["lo"] is not None else s["lo"]
+                for m, s in zip(means, c["stats"])]
+        err = [[m - lo if lo is not None else 0 for m, lo in zip(means, lows)],
                [s["hi"] - m if s["hi"] is not None else 0 for m, s in zip(means, c["stats"])]]
         label = _label(group)
         for ax, x in ((axes[0], c["budgets"]), (axes[1], c["wall_s"])):
@@ -434,8 +440,11 @@ def plot_budget(curves: dict, sweep_dir: Path, name: str = "table") -> Path:
                 ax.plot([x[i]], [means[i]], "o", ms=12, mfc="none", color=line[0].get_color())
     for ax, xlabel in ((axes[0], curves["key"]), (axes[1], "stage-1 wall time (s)")):
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        if positive:
+            ax.set_yscale("log")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(curves["metric"])
+        ax.set_ylabel(curves["metric"] + (" (log; bars cut at 0.1x the mean)" if positive else ""))
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{sweep_dir.name}: {curves['metric']} against budget (95 % intervals over seeds; ring = converged: "
                  f"the smallest budget shown within {100 * curves['margin']:.0f} % of the row's best)", fontsize=8)
