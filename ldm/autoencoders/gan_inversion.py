@@ -24,8 +24,8 @@ class GANInversion(EncodedGAN):
     """
 
     def __init__(self, *, gan_fraction: float, max_steps: int, latent_weight: float, pixel_weight: float,
-                 refine_steps: int, refine_lr: float, encoder_optimizer: dict, encoder_steps: Optional[int] = None,
-                 refine_feature_weight: float = 0.0, refine_features: Optional[dict] = None, **gan: dict) -> None:
+                 refine_steps: int, refine_lr: float, encoder_optimizer: dict, encoder_steps: Optional[int],
+                 refine_feature_weight: float, refine_features: Optional[dict], **gan: dict) -> None:
         """The inversion's own settings and everything the GAN takes (`**gan`)."""
         super().__init__(**gan)
         if encoder_steps is not None and encoder_steps < 1:
