@@ -318,9 +318,9 @@ def command(name: str, overrides: list[str], root: Path, n_jobs: int,
     return ["train.py", "-m", *overrides, f"hydra.sweep.dir={root / name}", *launch]
 
 
-def run_experiments(todo: list[tuple[str, list[str]]], n_jobs: int, launch: Callable[[str, int], int],
+def run_experiments(todo: list[str], n_jobs: int, launch: Callable[[str, int], int],
                     sizes: Optional[dict[str, float]] = None) -> dict[str, int]:
-    """Run the missing experiments (name, overrides) with `n_jobs` CPUs; `launch(name, jobs_side_by_side)` runs
+    """Run the missing experiments (their names) with `n_jobs` CPUs; `launch(name, jobs_side_by_side)` runs
     one experiment's multirun and returns its exit status. One experiment alone gets every CPU; several run
     side by side, one job at a time each, largest first (by `sizes`, e.g. the estimated job-seconds), each CPU
     taking the next experiment when its current one ends. One experiment per CPU (not one multirun after the
@@ -328,12 +328,12 @@ def run_experiments(todo: list[tuple[str, list[str]]], n_jobs: int, launch: Call
     profile's 3-job sweeps left one CPU idle for most of their length. Returns {name: exit status}."""
     from concurrent.futures import ThreadPoolExecutor
 
-    order = sorted(todo, key=lambda t: -(sizes or {}).get(t[0], 0.0))  # stable: the profile's order among equals
+    order = sorted(todo, key=lambda name: -(sizes or {}).get(name, 0.0))  # stable: the profile's order among equals
     lanes = max(1, min(n_jobs, len(order)))
     if lanes == 1:
-        return {name: launch(name, n_jobs) for name, _ in order}
+        return {name: launch(name, n_jobs) for name in order}
     with ThreadPoolExecutor(lanes) as pool:
-        futures = {name: pool.submit(launch, name, max(1, n_jobs // lanes)) for name, _ in order}
+        futures = {name: pool.submit(launch, name, max(1, n_jobs // lanes)) for name in order}
         return {name: f.result() for name, f in futures.items()}
 
 

@@ -136,7 +136,7 @@ def claims_report(cfg: DictConfig) -> dict:
         if profile.get("dry_run"):
             print(f"{name}: {expected} jobs{' (complete)' if done else ''}: {commands[-1]}")
         elif profile.get("run") and not done:
-            todo.append((name, overrides))
+            todo.append(name)
     bench = Path(os.environ.get("LDM_ROOT", ".")) / "benchmarks" / "results.json"
     if todo:
         root.mkdir(parents=True, exist_ok=True)
@@ -156,7 +156,7 @@ def claims_report(cfg: DictConfig) -> dict:
             return code
 
         lanes = 1 if profile.get("launcher") else n_jobs  # a cluster launcher queues every sweep's jobs itself
-        sizes = claims.estimate_profile_s({n: jobs[n] for n, _ in todo}, 1, claims.measured_rates(bench))
+        sizes = claims.estimate_profile_s({n: jobs[n] for n in todo}, 1, claims.measured_rates(bench))
         claims.run_experiments(todo, lanes, launch, sizes)
     if profile.get("dry_run"):
         est = claims.estimate_profile_s(jobs, n_jobs, claims.measured_rates(bench))

@@ -294,12 +294,12 @@ def test_missing_experiments_run_side_by_side_largest_first():
             barrier.wait()  # raises BrokenBarrierError unless the other lane is running too
         return 3 if name == "small" else 0
 
-    todo = [("small", []), ("big", []), ("mid", []), ("tiny", [])]
+    todo = ["small", "big", "mid", "tiny"]
     codes = claims.run_experiments(todo, 2, launch, {"big": 100.0, "mid": 50.0, "small": 10.0, "tiny": 1.0})
     assert codes == {"big": 0, "mid": 0, "small": 3, "tiny": 0}
     assert sorted(started[:2]) == [("big", 1), ("mid", 1)] and set(started[2:]) == {("small", 1), ("tiny", 1)}
     started.clear()
-    assert claims.run_experiments([("only", [])], 2, launch) == {"only": 0} and started == [("only", 2)]
+    assert claims.run_experiments(["only"], 2, launch) == {"only": 0} and started == [("only", 2)]
     started.clear()
-    claims.run_experiments([("a", []), ("b", [])], 1, lambda n, k: started.append((n, k)) or 0)
+    claims.run_experiments(["a", "b"], 1, lambda n, k: started.append((n, k)) or 0)
     assert started == [("a", 1), ("b", 1)]  # one CPU (or a cluster launcher): one after the other, profile order
