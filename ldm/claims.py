@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import yaml
 from scipy import stats as _st
 
 from ldm import stats
@@ -389,6 +390,7 @@ def estimate_job_s(job: dict, defaults: dict, rates: dict, gpu: bool = False) ->
     ae = job.get("autoencoder", defaults.get("autoencoder", "vae"))
     stage = job.get("stage", "all")
     s1 = int(job.get("stage1.max_steps", defaults.get("stage1.max_steps", 1000)))
+    s1 += extra_stage1_steps(ae, job, s1)
     s2 = int(job.get("stage2.max_steps", defaults.get("stage2.max_steps", 1200)))
     n = int(job.get("metrics.num_samples", defaults.get("metrics.num_samples", 180)))
     t = rates["fixed_s"]
@@ -399,6 +401,18 @@ def estimate_job_s(job: dict, defaults: dict, rates: dict, gpu: bool = False) ->
         t += s2 * rates["gpu_step_s"] if gpu else s2 / rates[prefix + "stage2_steps_per_s"]
         t += n * rates[prefix + "gen_sec_per_sample"]
     return t
+
+
+def extra_stage1_steps(ae: str, job: dict, s1: int) -> int:
+    """Stage-1 batches a row runs beyond stage1.max_steps (gan_inversion_matched's encoder_steps): the job's
+    `autoencoder.encoder_steps` override, else the row's YAML value, where `${stage1.max_steps}` means s1."""
+    value = job.get("autoencoder.encoder_steps")
+    if value is None:
+        path = Path(__file__).resolve().parent.parent / "conf" / "autoencoder" / f"{ae}.yaml"
+        value = (yaml.safe_load(path.read_text()) or {}).get("encoder_steps") if path.is_file() else None
+    if value is None or str(value) == "null":
+        return 0
+    return s1 if str(value) == "${stage1.max_steps}" else int(value)
 
 
 def estimate_profile_s(jobs: dict[str, list[str]], n_jobs: int, rates: dict) -> dict[str, float]:

@@ -151,6 +151,12 @@ def test_profile_time_estimate_counts_each_jobs_stages():
     assert claims.estimate_job_s(claims.expand(common + ["autoencoder=gan"])[0], {}, r) == 5 + 10
     assert claims.estimate_job_s(claims.expand(common + ["autoencoder=vae", "stage=stage1"])[0], {}, r) == 15
     assert claims.estimate_job_s(claims.expand(common + ["autoencoder=identity"])[0], {}, r) == 5 + 200 + 10
+    # gan_inversion_matched runs its encoder's batches after the GAN's: its YAML's encoder_steps (= stage1.max_steps)
+    matched = claims.expand(common + ["autoencoder=gan_inversion_matched"])[0]
+    assert claims.estimate_job_s(matched, {}, r) == 5 + 20 + 10 + 1
+    job = claims.expand(common + ["autoencoder=gan_inversion_matched", "autoencoder.encoder_steps=50"])[0]
+    assert claims.estimate_job_s(job, {}, r) == 5 + 15 + 10 + 1
+    assert claims.estimate_job_s(claims.expand(common + ["autoencoder=gan_inversion"])[0], {}, r) == 5 + 10 + 10 + 1
     jobs = {"a": common + ["autoencoder=vae,gan", "seed=0,1,2"]}
     assert len(claims.expand(jobs["a"])) == 6
     est = claims.estimate_profile_s(jobs, 2, r)

@@ -18,14 +18,15 @@ class GANInversion(EncodedGAN):
 
     E minimises latent_weight * ||E(G(z)) - z||^2 on prior samples + pixel_weight * ||G(E(x)) - x||_1 on
     real images. `refine_steps` > 0 then polishes each E(x) at encode time by Adam steps on the pixel loss plus
-    `refine_feature_weight` x a feature distance (`refine_features`, e.g. ldm.losses.perceptual.DataFeatureLoss),
-    IDInvert's domain-regularised refinement without its encoder term; its cost shows in
-    recon/encode_sec_per_image.
+    `refine_feature_weight` x a feature distance (`refine_features`, e.g. ldm.losses.perceptual.DataFeatureLoss)
+    plus `refine_encoder_weight` x ||z - E(G(z))||^2, IDInvert's domain regulariser (the encoder keeps z where the
+    generator's domain is); its cost shows in recon/encode_sec_per_image.
     """
 
     def __init__(self, *, gan_fraction: float, max_steps: int, latent_weight: float, pixel_weight: float,
                  refine_steps: int, refine_lr: float, encoder_optimizer: dict, encoder_steps: Optional[int],
-                 refine_feature_weight: float, refine_features: Optional[dict], **gan: dict) -> None:
+                 refine_feature_weight: float, refine_features: Optional[dict], refine_encoder_weight: float,
+                 **gan: dict) -> None:
         """The inversion's own settings and everything the GAN takes (`**gan`)."""
         super().__init__(**gan)
         if encoder_steps is not None and encoder_steps < 1:
@@ -34,7 +35,7 @@ class GANInversion(EncodedGAN):
         self.extra_steps = int(encoder_steps or 0)  # batches beyond stage1.max_steps (ldm.stages.make_trainer)
         self.latent_weight, self.pixel_weight = latent_weight, pixel_weight
         self.refine_steps, self.refine_lr = refine_steps, refine_lr
-        self.refine_feature_weight = refine_feature_weight
+        self.refine_feature_weight, self.refine_encoder_weight = refine_feature_weight, refine_encoder_weight
         self.refine_features = build(refine_features) if refine_features and refine_feature_weight else None
         if isinstance(self.refine_features, torch.nn.Module):
             self.refine_features.requires_grad_(False).eval()
@@ -58,11 +59,14 @@ class GANInversion(EncodedGAN):
         return z.detach()
 
     def refine_loss(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """What the refinement minimises: pixel loss of G(z) (+ the weighted feature distance)."""
+        """What the refinement minimises: pixel loss of G(z) (+ the weighted feature distance, + the weighted
+        domain term ||z - E(G(z))||^2 summed per latent)."""
         x_hat = self.generator(z)
         loss = self.pixel_loss(x_hat, x)
         if self.refine_features is not None:
             loss = loss + self.refine_feature_weight * self.refine_features(x_hat, x)
+        if self.refine_encoder_weight:
+            loss = loss + self.refine_encoder_weight * (z - self.encoder(x_hat)).pow(2).flatten(1).sum(1).mean()
         return loss
 
     def encoder_loss(self, x: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
