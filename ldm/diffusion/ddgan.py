@@ -70,7 +70,7 @@ class DenoisingDiffusionGAN(LatentDiffusion):
 
     def __init__(self, latent_shape: Sequence[int], net: dict, optimizer: dict, discriminator: dict,
                  disc_optimizer: dict, adv_loss: dict, steps: int = 4, beta_min: float = 0.1, beta_max: float = 20.0,
-                 z_channels: int = 2, r1_gamma: float = 0.02, lazy_reg: int = 15, process: Optional[dict] = None,
+                 *, z_channels: int, r1_gamma: float, lazy_reg: int = 15, process: Optional[dict] = None,
                  **kw) -> None:
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 16:
             raise ConfigError(f"diffusion.steps={steps}: a Denoising Diffusion GAN takes 1-16 steps (paper: 2-8)")

@@ -66,6 +66,7 @@ TINY = {
     "disc_optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3, "betas": [0.5, 0.9]},
     "discriminator": {"_target_": "ldm.nets.discriminators.TimeDiscriminator", "ch": 16, "blocks": 2},
     "adv_loss": {"_target_": "ldm.losses.NonSaturatingLoss"},
+    "z_channels": 2, "r1_gamma": 0.02,  # the paper's R1 weight; conf/diffusion/ddgan.yaml holds the searched values
 }
 
 
