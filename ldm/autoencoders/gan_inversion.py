@@ -66,13 +66,18 @@ class GANInversion(EncodedGAN):
         if self.refine_features is not None:
             loss = loss + self.refine_feature_weight * self.refine_features(x_hat, x)
         if self.refine_encoder_weight:
-            loss = loss + self.refine_encoder_weight * (z - self.encoder(x_hat)).pow(2).flatten(1).sum(1).mean()
+            loss = loss + self.refine_encoder_weight * self.latent_error(x_hat, z)
         return loss
+
+    def latent_error(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """||E(x) - z||^2 summed per latent, mean over the batch: stage 1b's latent term on x = G(z), and the
+        refinement's domain term."""
+        return (self.encoder(x) - z).pow(2).flatten(1).sum(1).mean()
 
     def encoder_loss(self, x: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             x_fake = self.generator(z)
-        latent = (self.encoder(x_fake) - z).pow(2).flatten(1).sum(1).mean()
+        latent = self.latent_error(x_fake, z)
         rec = self.pixel_loss(self.generator(self.encoder(x)), x)  # G frozen by the toggle: only E moves
         return {"loss": self.latent_weight * latent + self.pixel_weight * rec, "latent": latent, "rec": rec}
 
