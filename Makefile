@@ -51,9 +51,9 @@ claims-hybrid: $(STAMP) ## claim C6 on textures (VAE + DDGAN vs VAE + diffusion)
 	$(PY) evaluate.py claims=hybrid claims.run=true $(ARGS)
 
 claims-readme: $(STAMP) ## copy both reports into docs/claims/ and regenerate the README's Results summary
-	$(PY) -m ldm.claims publish logs/claims/quick docs/claims/quick
-	$(PY) -m ldm.claims publish logs/claims/hybrid docs/claims/hybrid
-	$(PY) -m ldm.claims readme README.md docs/claims/quick docs/claims/hybrid
+	$(PY) -m ldm.analysis.claims.publish publish logs/claims/quick docs/claims/quick
+	$(PY) -m ldm.analysis.claims.publish publish logs/claims/hybrid docs/claims/hybrid
+	$(PY) -m ldm.analysis.claims.publish readme README.md docs/claims/quick docs/claims/hybrid
 
 bench: $(STAMP) ## benchmarks -> benchmarks/RESULTS.md (UNet vs diffusers, jobs, contention, plan); ARGS=--quick: 3 min
 	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[bench]"

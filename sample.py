@@ -10,12 +10,12 @@ os.environ.setdefault("LDM_ROOT", os.path.dirname(os.path.abspath(__file__)))
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")
 def main(cfg: DictConfig):
-    from ldm import runtime
+    from ldm.run import runtime
 
     runtime.prepare_from_hydra(cfg.get("threads"))  # threads and OpenMP waiting, before torch is imported
-    from ldm import sampling  # after Hydra parsed the CLI: `--help` and `--cfg` stay fast
+    from ldm import cli  # after Hydra parsed the CLI: `--help` and `--cfg` stay fast
 
-    return sampling.main(cfg)
+    return cli.sample(cfg)
 
 
 if __name__ == "__main__":

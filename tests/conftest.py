@@ -51,18 +51,18 @@ def resume_vs_straight(make_cfg, common: list[str], stage: str, full: int, half:
 
     Returns (straight, half, resumed) last.ckpt contents of `stage` and the resumed run's metrics.
     """
-    from ldm import pipeline
+    from ldm.run import train
 
     def last(cfg):
         return torch.load(Path(cfg.paths.output_dir) / "checkpoints" / stage / "last.ckpt", weights_only=False)
 
     straight = make_cfg(common + [f"{stage}.max_steps={full}"], name="straight")
-    pipeline.train(straight)
+    train.train(straight)
     half_cfg = make_cfg(common + [f"{stage}.max_steps={half}"], name="half")
-    pipeline.train(half_cfg)
+    train.train(half_cfg)
     half_ckpt = Path(half_cfg.paths.output_dir) / "checkpoints" / stage / "last.ckpt"
     resumed = make_cfg(common + [f"{stage}.max_steps={full}", f"{resume_key}={half_ckpt}"], name="resumed")
-    metrics = pipeline.train(resumed)
+    metrics = train.train(resumed)
     return last(straight), last(half_cfg), last(resumed), metrics
 
 
@@ -81,8 +81,8 @@ def make_cfg(tmp_path):
 def fast_run(tmp_path_factory) -> Path:
     """One finished `debug=fast` run (seed 1, evaluator metrics, no logger), shared by the tests that only read a
     run: evaluate, sample, export, safe loading. Copy it before changing anything in it."""
-    from ldm import pipeline
+    from ldm.run import train
 
     out = tmp_path_factory.mktemp("fast_run") / "train"
-    assert pipeline.main(compose_cfg(["debug=fast", "logger=none", "seed=1"], output_dir=out)) is not None
+    assert train.main(compose_cfg(["debug=fast", "logger=none", "seed=1"], output_dir=out)) is not None
     return out

@@ -1,4 +1,4 @@
-"""ldm.cache: an entry is usable only when every file matches its manifest; damaged entries are moved aside."""
+"""ldm.utils.cache: an entry is usable only when every file matches its manifest; damaged entries are moved aside."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ldm import cache
+from ldm.utils import cache
 
 
 def publish(tmp_path: Path, key: str = "k", **files: bytes) -> cache.Entry:
@@ -49,7 +49,7 @@ def test_absent_entry_is_not_usable_and_nothing_is_moved(tmp_path):
 def test_damaged_entry_is_moved_aside_and_logged(tmp_path, caplog, damage, reason):
     entry = publish(tmp_path, a=b"hello", b=b"world!")
     damage(entry)
-    with caplog.at_level(logging.WARNING, logger="ldm.cache"), entry.locked():
+    with caplog.at_level(logging.WARNING, logger="ldm.utils.cache"), entry.locked():
         assert reason in entry.problem()
         assert not entry.usable()
     assert not entry.dir.exists()

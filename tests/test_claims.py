@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ldm import claims
+from ldm.analysis.claims import criteria, estimate, publish, render, runner
+from ldm.analysis import sweep_jobs
 from ldm.errors import ConfigError
 
 
@@ -37,11 +38,11 @@ def test_compare_supported_contradicted_inconclusive(tmp_path):
     make_sweep(tmp_path / "clear", "rows", {"vae": [1.0, 1.1, 0.9], "gan": [5.0, 5.2, 4.8]})
     make_sweep(tmp_path / "opposite", "rows", {"vae": [5.0, 5.2, 4.8], "gan": [1.0, 1.1, 0.9]})
     make_sweep(tmp_path / "overlap", "rows", {"vae": [1.0, 3.0, 2.0], "gan": [1.5, 2.5, 2.2]})
-    got = {d: claims.decide(cmp(), claims.Sweeps(tmp_path / d)).verdict for d in ("clear", "opposite", "overlap")}
+    got = {d: criteria.decide(cmp(), criteria.Sweeps(tmp_path / d)).verdict for d in ("clear", "opposite", "overlap")}
     assert got == {"clear": "supported", "opposite": "contradicted", "overlap": "inconclusive"}
     # a margin the effect does not clear: the interval includes the threshold -> inconclusive, not supported
-    assert claims.decide(cmp(margin=4.5), claims.Sweeps(tmp_path / "clear")).verdict == "inconclusive"
-    f = claims.decide(cmp(), claims.Sweeps(tmp_path / "clear"))
+    assert criteria.decide(cmp(margin=4.5), criteria.Sweeps(tmp_path / "clear")).verdict == "inconclusive"
+    f = criteria.decide(cmp(), criteria.Sweeps(tmp_path / "clear"))
     assert f.numbers["difference"]["test"] == "paired t" and f.numbers["difference"]["diff"] == pytest.approx(-4.0)
     assert "autoencoder=vae − autoencoder=gan = -4" in f.text
 
@@ -55,18 +56,18 @@ def test_relative_non_inferiority_margin(tmp_path):
     for name, rows in (("within", within), ("beyond", beyond), ("straddle", straddle)):
         make_sweep(tmp_path / name, "rows", rows)
     crit = {**cmp(sign=-1, margin=-0.1), "relative": True}
-    got = {d: claims.decide(crit, claims.Sweeps(tmp_path / d)).verdict for d in ("within", "beyond", "straddle")}
+    got = {d: criteria.decide(crit, criteria.Sweeps(tmp_path / d)).verdict for d in ("within", "beyond", "straddle")}
     assert got == {"within": "supported", "beyond": "contradicted", "straddle": "inconclusive"}
-    assert "claimed < 1 (10 % of autoencoder=gan)" in claims.decide(crit, claims.Sweeps(tmp_path / "within")).text
+    assert "claimed < 1 (10 % of autoencoder=gan)" in criteria.decide(crit, criteria.Sweeps(tmp_path / "within")).text
 
 
 def test_missing_or_failed_jobs_leave_the_claim_undecided_and_named(tmp_path):
     make_sweep(tmp_path, "rows", {"vae": [1.0, 1.1, 0.9], "gan": [5.0, 5.2, 4.8]}, status={("gan", 1): "failed"})
-    f = claims.decide(cmp(), claims.Sweeps(tmp_path))
+    f = criteria.decide(cmp(), criteria.Sweeps(tmp_path))
     assert f.verdict == "undecided" and "job rows/4 (autoencoder=gan, seed=1) is failed" in f.text
-    f = claims.decide({**cmp(), "experiment": "nope"}, claims.Sweeps(tmp_path))
+    f = criteria.decide({**cmp(), "experiment": "nope"}, criteria.Sweeps(tmp_path))
     assert f.verdict == "undecided" and "experiment `nope` has no sweep directory" in f.text
-    f = claims.decide({**cmp(), "b": {"autoencoder": "bigan"}}, claims.Sweeps(tmp_path))
+    f = criteria.decide({**cmp(), "b": {"autoencoder": "bigan"}}, criteria.Sweeps(tmp_path))
     assert f.verdict == "undecided" and "no job of `rows` has autoencoder=bigan" in f.text
 
 
@@ -74,25 +75,25 @@ def test_threshold_and_trend(tmp_path):
     make_sweep(tmp_path, "rows", {"vae": [0.5, 0.6, 0.55]})
     th = {"kind": "threshold", "experiment": "rows", "metric": "gen/fid", "row": {"autoencoder": "vae"},
           "value": 1.0, "sign": -1}
-    assert claims.decide(th, claims.Sweeps(tmp_path)).verdict == "supported"
-    assert claims.decide({**th, "sign": 1}, claims.Sweeps(tmp_path)).verdict == "contradicted"
-    assert claims.decide({**th, "value": 0.55}, claims.Sweeps(tmp_path)).verdict == "inconclusive"
+    assert criteria.decide(th, criteria.Sweeps(tmp_path)).verdict == "supported"
+    assert criteria.decide({**th, "sign": 1}, criteria.Sweeps(tmp_path)).verdict == "contradicted"
+    assert criteria.decide({**th, "value": 0.55}, criteria.Sweeps(tmp_path)).verdict == "inconclusive"
     betas = {"0.0": [0.01, 0.012, 0.011], "0.01": [0.02, 0.021, 0.019], "0.1": [0.04, 0.041, 0.039],
              "1.0": [0.08, 0.082, 0.079]}
     make_sweep(tmp_path, "beta", betas, key="autoencoder.kl_weight", metric="recon/mse")
     tr = {"kind": "trend", "experiment": "beta", "x": "autoencoder.kl_weight", "metric": "recon/mse", "sign": 1,
           "min_rho": 0.5}
-    f = claims.decide(tr, claims.Sweeps(tmp_path))
+    f = criteria.decide(tr, criteria.Sweeps(tmp_path))
     from scipy.stats import spearmanr
 
     x = [float(k) for k, v in betas.items() for _ in v]
     expected = spearmanr(x, [y for v in betas.values() for y in v]).statistic  # ties in x: average ranks
     assert f.verdict == "supported" and f.numbers["spearman"]["rho"] == pytest.approx(expected)
     assert f.numbers["spearman"]["n"] == 12 and f.numbers["spearman"]["lo"] > 0.5
-    assert claims.decide({**tr, "sign": -1}, claims.Sweeps(tmp_path)).verdict == "contradicted"
+    assert criteria.decide({**tr, "sign": -1}, criteria.Sweeps(tmp_path)).verdict == "contradicted"
     flat = {k: [0.05, 0.02, 0.08] for k in betas}  # no trend: the interval straddles 0
     make_sweep(tmp_path, "flat", flat, key="autoencoder.kl_weight", metric="recon/mse")
-    assert claims.decide({**tr, "experiment": "flat"}, claims.Sweeps(tmp_path)).verdict == "inconclusive"
+    assert criteria.decide({**tr, "experiment": "flat"}, criteria.Sweeps(tmp_path)).verdict == "inconclusive"
 
 
 def test_all_of_and_the_report_is_byte_stable(tmp_path):
@@ -104,16 +105,16 @@ def test_all_of_and_the_report_is_byte_stable(tmp_path):
                              "criterion": cmp()},
                       "C2": {"statement": "both", "criterion": {"kind": "all", "of": [cmp(), th]}},
                       "C3": {"statement": "mixed", "criterion": {"kind": "all", "of": [cmp(), {**th, "sign": -1}]}}}}
-    found = claims.verdicts(cfg, tmp_path)
+    found = criteria.verdicts(cfg, tmp_path)
     assert {k: v.verdict for k, v in found.items()} == {"C1": "supported", "C2": "supported", "C3": "contradicted"}
-    a = claims.report(cfg, tmp_path, found, ["make claims"])
-    b = claims.report(cfg, tmp_path, claims.verdicts(cfg, tmp_path), ["make claims"])
+    a = render.report(cfg, tmp_path, found, ["make claims"])
+    b = render.report(cfg, tmp_path, criteria.verdicts(cfg, tmp_path), ["make claims"])
     assert a == b and "| C1 | vae beats gan | **supported** |" in a and "Criterion (stated before the run): FID" in a
-    json.dumps(claims.json_ready(found))  # serialisable
+    json.dumps(render.json_ready(found))  # serialisable
     with pytest.raises(ConfigError, match="kind="):
-        claims.decide({"kind": "vibes"}, claims.Sweeps(tmp_path))
+        criteria.decide({"kind": "vibes"}, criteria.Sweeps(tmp_path))
     with pytest.raises(ConfigError, match="lists no claims"):
-        claims.verdicts({"claims": {}}, tmp_path)
+        criteria.verdicts({"claims": {}}, tmp_path)
 
 
 def test_profile_config_and_report_command(tmp_path, capsys):
@@ -122,12 +123,12 @@ def test_profile_config_and_report_command(tmp_path, capsys):
     undecided and says why, and a dry run lists the jobs without running anything."""
     from omegaconf import OmegaConf
 
-    from ldm.report import claims_report
+    from ldm.analysis.claims.runner import claims_report
 
     root = Path(__file__).resolve().parents[1]
     profile = yaml.safe_load((root / "conf" / "claims" / "quick.yaml").read_text())
     for name, c in profile["claims"].items():
-        assert c["statement"] and c["criterion_text"] and c["criterion"]["kind"] in claims.KINDS, name
+        assert c["statement"] and c["criterion_text"] and c["criterion"]["kind"] in criteria.KINDS, name
     profile["dir"] = str(tmp_path / "claims")
     cfg = OmegaConf.create({"claims": {**profile, "dry_run": True}})
     assert claims_report(cfg) == {} and not (tmp_path / "claims").exists()
@@ -147,27 +148,27 @@ def test_profile_time_estimate_counts_each_jobs_stages():
     r = {"stage1_steps_per_s": 10.0, "stage2_steps_per_s": 20.0, "pixel_stage2_steps_per_s": 1.0, "gpu_step_s": 0.01,
          "gen_sec_per_sample": 0.01, "pixel_gen_sec_per_sample": 0.1, "fixed_s": 5.0}
     common = ["stage1.max_steps=100", "stage2.max_steps=200", "metrics.num_samples=100"]
-    assert claims.estimate_job_s(claims.expand(common + ["autoencoder=vae"])[0], {}, r) == 5 + 10 + 10 + 1
-    assert claims.estimate_job_s(claims.expand(common + ["autoencoder=gan"])[0], {}, r) == 5 + 10
-    assert claims.estimate_job_s(claims.expand(common + ["autoencoder=vae", "stage=stage1"])[0], {}, r) == 15
-    assert claims.estimate_job_s(claims.expand(common + ["autoencoder=identity"])[0], {}, r) == 5 + 200 + 10
+    assert estimate.estimate_job_s(sweep_jobs.expand(common + ["autoencoder=vae"])[0], {}, r) == 5 + 10 + 10 + 1
+    assert estimate.estimate_job_s(sweep_jobs.expand(common + ["autoencoder=gan"])[0], {}, r) == 5 + 10
+    assert estimate.estimate_job_s(sweep_jobs.expand(common + ["autoencoder=vae", "stage=stage1"])[0], {}, r) == 15
+    assert estimate.estimate_job_s(sweep_jobs.expand(common + ["autoencoder=identity"])[0], {}, r) == 5 + 200 + 10
     # gan_inversion_matched runs its encoder's batches after the GAN's: its YAML's encoder_steps (= stage1.max_steps)
-    matched = claims.expand(common + ["autoencoder=gan_inversion_matched"])[0]
-    assert claims.estimate_job_s(matched, {}, r) == 5 + 20 + 10 + 1
-    job = claims.expand(common + ["autoencoder=gan_inversion_matched", "autoencoder.encoder_steps=50"])[0]
-    assert claims.estimate_job_s(job, {}, r) == 5 + 15 + 10 + 1
-    assert claims.estimate_job_s(claims.expand(common + ["autoencoder=gan_inversion"])[0], {}, r) == 5 + 10 + 10 + 1
+    matched = sweep_jobs.expand(common + ["autoencoder=gan_inversion_matched"])[0]
+    assert estimate.estimate_job_s(matched, {}, r) == 5 + 20 + 10 + 1
+    job = sweep_jobs.expand(common + ["autoencoder=gan_inversion_matched", "autoencoder.encoder_steps=50"])[0]
+    assert estimate.estimate_job_s(job, {}, r) == 5 + 15 + 10 + 1
+    assert estimate.estimate_job_s(sweep_jobs.expand(common + ["autoencoder=gan_inversion"])[0], {}, r) == 5 + 10 + 10 + 1
     jobs = {"a": common + ["autoencoder=vae,gan", "seed=0,1,2"]}
-    assert len(claims.expand(jobs["a"])) == 6
-    est = claims.estimate_profile_s(jobs, 2, r)
+    assert len(sweep_jobs.expand(jobs["a"])) == 6
+    est = estimate.estimate_profile_s(jobs, 2, r)
     assert est["a"] == 3 * 26 + 3 * 15 and est["wall"] == est["a"] / 2 and est["gpu_hours"] > 0
-    assert claims.measured_rates(Path("/nonexistent.json")) == claims.RATES  # no bench run: the fallback rates
+    assert estimate.measured_rates(Path("/nonexistent.json")) == estimate.RATES  # no bench run: the fallback rates
 
 
 def test_gpu_estimate_counts_steps_at_the_modelled_step_time():
-    r = {**claims.RATES, "gpu_step_s": 0.01, "fixed_s": 5.0, "gen_sec_per_sample": 0.0}
-    job = claims.expand(["stage1.max_steps=100", "stage2.max_steps=200", "autoencoder=vae"])[0]
-    assert claims.estimate_job_s(job, {}, r, gpu=True) == pytest.approx(5.0 + 300 * 0.01)
+    r = {**estimate.RATES, "gpu_step_s": 0.01, "fixed_s": 5.0, "gen_sec_per_sample": 0.0}
+    job = sweep_jobs.expand(["stage1.max_steps=100", "stage2.max_steps=200", "autoencoder=vae"])[0]
+    assert estimate.estimate_job_s(job, {}, r, gpu=True) == pytest.approx(5.0 + 300 * 0.01)
 
 
 @pytest.mark.slow  # 20 debug-sized train.py jobs, 2 at a time (~5 min): the slow tier
@@ -185,10 +186,10 @@ def test_quick_profile_runs_end_to_end_at_debug_budgets(tmp_path):
     first = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1500)
     assert first.returncode == 0, first.stderr[-3000:]
     for name, jobs in {"rows": 4, "bigan": 2, "beta": 10, "stacked": 2, "stacked_gan": 2}.items():
-        assert claims.sweep_complete(tmp_path / name, jobs), name
+        assert runner.sweep_complete(tmp_path / name, jobs), name
     verdicts = json.loads((tmp_path / "verdicts.json").read_text())
     assert set(verdicts) == {"C1", "C2", "C3", "C4", "C5", "C6"}
-    assert all(v["verdict"] in claims.VERDICTS for v in verdicts.values())
+    assert all(v["verdict"] in criteria.VERDICTS for v in verdicts.values())
     assert all(v["verdict"] != "undecided" for k, v in verdicts.items() if k != "C6")  # every job ran and reported
     assert verdicts["C6"]["verdict"] == "undecided" and "hybrid" in json.dumps(verdicts["C6"])
     report = (tmp_path / "REPORT.md").read_text()
@@ -201,9 +202,9 @@ def test_compare_reads_b_from_another_experiment(tmp_path):
     """A GAN runs stage 1 only (no encoder) in its own sweep: `b_experiment` pairs it with the rows by seed."""
     make_sweep(tmp_path, "rows", {"vae": [1.0, 1.1, 0.9]})
     make_sweep(tmp_path, "gan_only", {"gan": [5.0, 5.2, 4.8]})
-    f = claims.decide({**cmp(), "b_experiment": "gan_only"}, claims.Sweeps(tmp_path))
+    f = criteria.decide({**cmp(), "b_experiment": "gan_only"}, criteria.Sweeps(tmp_path))
     assert f.verdict == "supported" and f.numbers["difference"]["test"] == "paired t"
-    assert claims.decide(cmp(), claims.Sweeps(tmp_path)).verdict == "undecided"  # b is not in `rows`
+    assert criteria.decide(cmp(), criteria.Sweeps(tmp_path)).verdict == "undecided"  # b is not in `rows`
 
 
 @pytest.mark.slow  # a wandb run, offline (~10 s): the slow tier
@@ -214,7 +215,7 @@ def test_report_builds_each_experiments_table_and_logs_to_wandb_offline(tmp_path
     pytest.importorskip("wandb")
     from omegaconf import OmegaConf
 
-    from ldm.report import claims_report
+    from ldm.analysis.claims.runner import claims_report
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -233,11 +234,11 @@ def test_report_builds_each_experiments_table_and_logs_to_wandb_offline(tmp_path
 
 
 def test_readme_summary_is_spliced_from_reports(tmp_path, capsys):
-    """`python -m ldm.claims readme README.md <dirs>`: per claim the first report that decides it, the numbers
+    """`python -m ldm.analysis.claims readme README.md <dirs>`: per claim the first report that decides it, the numbers
     behind it, a link to its report; the same reports give the same bytes; no markers -> one error line, exit 2."""
     from omegaconf import OmegaConf
 
-    from ldm.report import claims_report
+    from ldm.analysis.claims.runner import claims_report
 
     quick, hybrid = tmp_path / "quick", tmp_path / "hybrid"
     make_sweep(quick, "rows", {"vae": [1.0, 1.1, 0.9], "gan": [5.0, 5.2, 4.8]})
@@ -250,18 +251,18 @@ def test_readme_summary_is_spliced_from_reports(tmp_path, capsys):
         "C2": {"statement": "hybrid", "criterion": {**c2_missing, "sign": 1}}}}}))
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- claims-summary:begin -->\nold\n<!-- claims-summary:end -->\nrest\n")
-    assert claims.main(["readme", str(readme), str(quick), str(hybrid)]) == 0
+    assert publish.main(["readme", str(readme), str(quick), str(hybrid)]) == 0
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("\nrest\n") and "old" not in text
     assert "| C1 | vae beats gan | **supported** | [quick]" in text  # decided by the quick report
     assert "| C2 | hybrid | **contradicted** | [hybrid]" in text  # undecided in quick, decided by hybrid
-    assert claims.main(["readme", str(readme), str(quick), str(hybrid)]) == 0 and readme.read_text() == text
+    assert publish.main(["readme", str(readme), str(quick), str(hybrid)]) == 0 and readme.read_text() == text
     bare = tmp_path / "BARE.md"
     bare.write_text("no markers\n")
-    assert claims.main(["readme", str(bare), str(quick)]) == 2
+    assert publish.main(["readme", str(bare), str(quick)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "markers" in err[-1] and bare.read_text() == "no markers\n"
-    assert claims.main(["readme", str(readme), str(tmp_path / "nope")]) == 2
+    assert publish.main(["readme", str(readme), str(tmp_path / "nope")]) == 2
 
 
 def test_publish_copies_the_report_tables_and_figures_not_the_jobs(tmp_path):
@@ -271,19 +272,19 @@ def test_publish_copies_the_report_tables_and_figures_not_the_jobs(tmp_path):
     (src / "verdicts.json").write_text("{}")
     (src / "rows" / "table.md").write_text("| t |\\n")
     (src / "rows" / "table_bars.png").write_bytes(b"png")
-    assert claims.main(["publish", str(src), str(dst)]) == 0
+    assert publish.main(["publish", str(src), str(dst)]) == 0
     got = sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*") if p.is_file())
     assert got == ["REPORT.md", "rows/table.md", "rows/table_bars.png", "verdicts.json"]
-    assert claims.main(["publish", str(tmp_path / "nope"), str(dst)]) == 2
+    assert publish.main(["publish", str(tmp_path / "nope"), str(dst)]) == 2
 
 
 def test_experiments_and_metrics_a_criterion_reads():
     crit = {"kind": "all", "of": [cmp(), {**cmp(), "b_experiment": "gan_only", "b_metric": "latent/prior_fid"},
                                   {"kind": "trend", "experiment": "beta", "x": "k", "metric": "recon/mse"}]}
-    assert claims.experiments_of(crit) == ["rows", "gan_only", "beta"]
-    assert claims.metrics_of(crit, "rows") == ["gen/fid"]  # once, though two criteria read it
-    assert claims.metrics_of(crit, "gan_only") == ["latent/prior_fid"]
-    assert claims.metrics_of(crit, "beta") == ["recon/mse"]
+    assert criteria.experiments_of(crit) == ["rows", "gan_only", "beta"]
+    assert criteria.metrics_of(crit, "rows") == ["gen/fid"]  # once, though two criteria read it
+    assert criteria.metrics_of(crit, "gan_only") == ["latent/prior_fid"]
+    assert criteria.metrics_of(crit, "beta") == ["recon/mse"]
 
 
 def test_missing_experiments_run_side_by_side_largest_first():
@@ -301,11 +302,11 @@ def test_missing_experiments_run_side_by_side_largest_first():
         return 3 if name == "small" else 0
 
     todo = ["small", "big", "mid", "tiny"]
-    codes = claims.run_experiments(todo, 2, launch, {"big": 100.0, "mid": 50.0, "small": 10.0, "tiny": 1.0})
+    codes = runner.run_experiments(todo, 2, launch, {"big": 100.0, "mid": 50.0, "small": 10.0, "tiny": 1.0})
     assert codes == {"big": 0, "mid": 0, "small": 3, "tiny": 0}
     assert sorted(started[:2]) == [("big", 1), ("mid", 1)] and set(started[2:]) == {("small", 1), ("tiny", 1)}
     started.clear()
-    assert claims.run_experiments(["only"], 2, launch) == {"only": 0} and started == [("only", 2)]
+    assert runner.run_experiments(["only"], 2, launch) == {"only": 0} and started == [("only", 2)]
     started.clear()
-    claims.run_experiments(["a", "b"], 1, lambda n, k: started.append((n, k)) or 0)
+    runner.run_experiments(["a", "b"], 1, lambda n, k: started.append((n, k)) or 0)
     assert started == [("a", 1), ("b", 1)]  # one CPU (or a cluster launcher): one after the other, profile order

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ldm.task import read_status
+from ldm.rundir import read_status
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from ldm import report
+from ldm import cli
 from tests.conftest import compose_cfg
 
 FIGURES = ("samples.png", "recon.png", "interpolation.png", "latent_hist.png", "class_hist.png")
@@ -25,7 +25,7 @@ def test_evaluate_writes_eval_json_and_figures(finished_run, tmp_path):
     # no metrics overrides: evaluate.py evaluates with the run's own (debug=fast) metrics config
     cfg = compose_cfg([f"run_dir={run_dir}", f"out_dir={out}", f"paths.cache_dir={train_cfg.paths.cache_dir}"],
                       config_name="evaluate", output_dir=tmp_path / "logs")
-    fid = report.main(cfg)
+    fid = cli.evaluate(cfg)
     result = json.loads((out / "eval.json").read_text())
     trained = json.loads((run_dir / "metrics.json").read_text())
     assert result["status"] == "ok" and fid == result["gen/fid"]
@@ -42,7 +42,7 @@ def test_evaluate_writes_eval_json_and_figures(finished_run, tmp_path):
 def test_evaluate_bad_run_dir(tmp_path, capsys):
     cfg = compose_cfg([f"run_dir={tmp_path}/nope"], config_name="evaluate", output_dir=tmp_path / "logs")
     with pytest.raises(SystemExit) as e:
-        report.main(cfg)
+        cli.evaluate(cfg)
     assert e.value.code == 2
     assert capsys.readouterr().err.strip() == (f"error: run_dir={tmp_path}/nope is not a directory: pass a train.py "
                                                f"run directory or an export")
@@ -54,7 +54,7 @@ def test_evaluate_with_another_sampler(finished_run, tmp_path):
     out = tmp_path / "ddpm"
     cfg = compose_cfg([f"run_dir={run_dir}", f"out_dir={out}", "metrics.features=null", "sampler=ddpm",
                        "sampler.steps=7"], config_name="evaluate", output_dir=tmp_path / "logs")
-    report.main(cfg)
+    cli.evaluate(cfg)
     result = json.loads((out / "eval.json").read_text())
     assert result["gen/nfe"] == 7 and result["eval/sampler"] == "sample_ddpm"
     # a metrics override on the command line wins over the run's own metrics config: no feature metrics
@@ -78,7 +78,7 @@ def test_table_reevaluates_every_finished_job(finished_run, tmp_path):
     cfg = compose_cfg([f"table.dir={sweep}", "table.reevaluate=true", "table.eval_file=n40/eval.json",
                        "table.name=table_n40", "metrics.num_samples=40", "metrics.features=null",
                        "table.columns=[gen/nfe,recon/psnr]"], config_name="evaluate", output_dir=tmp_path / "logs")
-    report.main(cfg)
+    cli.evaluate(cfg)
     result = json.loads((sweep / "0" / "n40" / "eval.json").read_text())
     assert result["eval/num_samples"] == 40 and (sweep / "0" / "n40" / "samples.png").is_file()
     assert not (sweep / "1" / "n40").exists() and not (sweep / "table.md").exists()

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from ldm import pipeline
+from ldm.run import train
 from tests.conftest import compose_cfg
 
 MODULE = '''
@@ -131,7 +131,7 @@ def test_a_row_a_sampler_and_a_dataset_each_take_one_module_and_one_yaml(extensi
     out = extension / "run"
     cfg = compose_cfg(["debug=fast", "logger=none", "autoencoder=pool", "sampler=x0", "data=stripes",
                        f"hydra.searchpath=[file://{extension / 'conf'}]"], output_dir=out)
-    pipeline.main(cfg)
+    train.main(cfg)
     m = json.loads((out / "metrics.json").read_text())
     assert m["status"] == "ok", m
     assert m["stage1/kind"] == "PoolAE" and m["stage1/latent_shape"] == "2x4x4"

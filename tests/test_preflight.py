@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ldm import pipeline
+from ldm.run import train
 from tests.conftest import compose_cfg
 
 QUICK = ["debug=fast", "logger=none", "metrics.features=null"]
@@ -23,7 +23,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     out = {}
     for name, extra in {"bigan": ["autoencoder=bigan"], "vae_f2": ["backbone.f=2"]}.items():
         cfg = compose_cfg(QUICK + ["stage=stage1"] + extra, output_dir=root / name)
-        pipeline.train(cfg)
+        train.train(cfg)
         out[name] = root / name / "checkpoints/stage1/last.ckpt"
     return out
 
@@ -42,7 +42,7 @@ def refused(make_cfg, overrides: list[str], capsys) -> tuple[str, dict]:
     """Run in-process; assert exit 2, one error line, no training step; return the line and metrics.json."""
     cfg = make_cfg(overrides)
     with pytest.raises(SystemExit) as e:
-        pipeline.main(cfg)
+        train.main(cfg)
     assert e.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
@@ -103,7 +103,7 @@ def test_a_checkpoint_of_another_latent_shape_shows_both(key, checkpoints, make_
 @pytest.mark.slow
 def test_a_stage2_checkpoint_of_another_latent_shape(checkpoints, make_cfg, capsys, tmp_path):
     other = make_cfg(QUICK + ["backbone.f=2"], name="f2")
-    pipeline.train(other)
+    train.train(other)
     capsys.readouterr()  # that run's progress bars are not the refused run's output
     path = Path(other.paths.output_dir) / "checkpoints/stage2/last.ckpt"
     line, _ = refused(make_cfg, QUICK + [f"stage2.ckpt_path={path}"], capsys)
@@ -142,6 +142,6 @@ def test_a_test_split_too_small_to_measure(make_cfg, capsys):
 @pytest.mark.slow
 def test_prdc_k_is_clamped_below_a_small_test_split_and_recorded(make_cfg):
     """4 test images and prdc_k=5: the prdc package needs k <= n - 2; k=2 is used and recorded."""
-    m = pipeline.train(make_cfg(["debug=fast", "logger=none", "data.test_fraction=0.002"]))
+    m = train.train(make_cfg(["debug=fast", "logger=none", "data.test_fraction=0.002"]))
     assert m["eval/num_samples"] == 4 and m["eval/prdc_k"] == 2
     assert 0 <= m["gen/precision"] <= 1 and 0 <= m["gen/recall"] <= 1

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from ldm import runtime
+from ldm.run import runtime
 from tests.conftest import ROOT
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from ldm import report, sampling
-from ldm.models import load
+from ldm import cli
+from ldm.run.loading import load
 from tests.conftest import ROOT, compose_cfg
 
 
@@ -25,7 +25,7 @@ def run(fast_run) -> Path:
 def sample(run_dir: Path, out: Path, *overrides: str) -> dict:
     cfg = compose_cfg([f"run_dir={run_dir}", f"out_dir={out}", *overrides], config_name="sample",
                       output_dir=out.parent / "logs")
-    return sampling.main(cfg)
+    return cli.sample(cfg)
 
 
 def test_exactly_n_pngs_and_the_same_bytes_for_the_same_seed(run, tmp_path):
@@ -47,7 +47,7 @@ def test_exactly_n_pngs_and_the_same_bytes_for_the_same_seed(run, tmp_path):
 def test_an_export_loads_alone_and_samples_like_its_run(run, tmp_path):
     cfg = compose_cfg([f"run_dir={run}", f"export={tmp_path / 'export'}"], config_name="evaluate",
                       output_dir=tmp_path / "logs")
-    report.main(cfg)
+    cli.evaluate(cfg)
     exported = tmp_path / "export"
     assert sorted(p.name for p in exported.iterdir()) == ["autoencoder.safetensors", "diffusion.safetensors",
                                                           "model.json"]

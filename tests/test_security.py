@@ -13,7 +13,8 @@ import pytest
 import torch
 import yaml
 
-from ldm import pipeline, report
+from ldm.run import train
+from ldm import cli
 from ldm.errors import ConfigError
 from ldm.utils.checkpoint import read
 from tests.conftest import compose_cfg
@@ -65,7 +66,7 @@ def one_error(capsys) -> str:
 def run_train(make_cfg, overrides, capsys) -> str:
     cfg = make_cfg(QUICK + overrides)
     with pytest.raises(SystemExit) as e:
-        pipeline.main(cfg)
+        train.main(cfg)
     assert e.value.code == 2
     assert "stage1/steps" not in json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     return one_error(capsys)
@@ -108,7 +109,7 @@ def evaluate(run_dir: Path, tmp_path: Path, capsys, **extra) -> str:
     cfg = compose_cfg([f"run_dir={run_dir}", "metrics.features=null", f"paths.cache_dir={tmp_path / 'cache'}"] +
                       [f"{k}={v}" for k, v in extra.items()], config_name="evaluate", output_dir=tmp_path / "logs")
     with pytest.raises(SystemExit) as e:
-        report.main(cfg)
+        cli.evaluate(cfg)
     assert e.value.code == 2
     assert not (run_dir / "eval.json").exists()
     return one_error(capsys)
@@ -164,7 +165,7 @@ def test_table_names_cannot_leave_the_table_dir(name, tmp_path, capsys):
     cfg = compose_cfg([f"table.dir={sweep}", f"table.name={name}"], config_name="evaluate",
                       output_dir=tmp_path / "logs")
     with pytest.raises(SystemExit) as e:
-        report.main(cfg)
+        cli.evaluate(cfg)
     assert e.value.code == 2
     assert one_error(capsys) == f"error: table.name={name} must be a plain file name: outputs stay inside table.dir"
     assert not list(tmp_path.rglob("*.md")) and not Path("/tmp/abs.md").exists()
@@ -174,7 +175,7 @@ def test_table_eval_file_cannot_leave_the_job(tmp_path, capsys):
     cfg = compose_cfg([f"table.dir={tmp_path}", "table.eval_file=../../x.json"], config_name="evaluate",
                       output_dir=tmp_path / "logs")
     with pytest.raises(SystemExit):
-        report.main(cfg)
+        cli.evaluate(cfg)
     assert "table.eval_file=../../x.json must be a relative path without '..'" in one_error(capsys)
 
 
@@ -183,17 +184,17 @@ def test_table_eval_file_cannot_leave_the_job(tmp_path, capsys):
                                         ("latents", "latents.pt")])
 def test_a_cache_entry_holding_a_payload_is_refused_and_rebuilt(kind, name, make_cfg, tmp_path):
     """A payload with a matching manifest (someone rewrote both): refused on load, moved aside, rebuilt."""
-    from ldm import cache
+    from ldm.utils import cache
 
     first = make_cfg(QUICK, name="first")
-    pipeline.train(first)
+    train.train(first)
     (path,) = Path(first.paths.cache_dir).glob(f"{kind}/*/{name}")
     target = tmp_path / "pwned"
     pickle_bomb(path, target)
     manifest = json.loads((path.parent / "manifest.json").read_text())
     manifest["files"][name] = {"size": path.stat().st_size, "sha256": cache.sha256(path)}
     (path.parent / "manifest.json").write_text(json.dumps(manifest))
-    second = pipeline.train(make_cfg(QUICK, name="second"))
+    second = train.train(make_cfg(QUICK, name="second"))
     assert not target.exists()
     assert list((Path(first.paths.cache_dir) / kind / ".bad").iterdir())
     if kind != "latents":

@@ -95,13 +95,13 @@ def test_compiled_unet_matches_eager():
 
 @pytest.mark.slow
 def test_bf16_mixed_run_is_finite(make_cfg):
-    from ldm import pipeline
+    from ldm.run import train
 
     cfg = make_cfg(["debug=fast", "logger=none", "metrics.features=null", "trainer.precision=bf16-mixed"])
-    pipeline.main(cfg)
+    train.main(cfg)
     metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert metrics["status"] == "ok"
     for key in ("stage1/val_loss", "stage2/val_loss", "recon/psnr", "recon/mse"):
         assert math.isfinite(metrics[key]), key
     fp32 = make_cfg(["debug=fast", "logger=none", "metrics.features=null"])
-    assert pipeline.cache.key(pipeline.stage1_parts(fp32)) != metrics["stage1/key"]  # never served to fp32 runs
+    assert train.cache.key(train.stage1_parts(fp32)) != metrics["stage1/key"]  # never served to fp32 runs

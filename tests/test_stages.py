@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ldm import pipeline, report
+from ldm.run import train
+from ldm import cli
 from tests.conftest import compose_cfg
 
 FAST = ["debug=fast", "logger=none"]
@@ -34,7 +35,7 @@ def evaluate(run_dir: Path, cache_dir: str, tmp_path: Path) -> dict:
                        "metrics.features.steps=40", "metrics.interp_pairs=4", "metrics.interp_steps=4",
                        "metrics.kid_subsets=10", "metrics.floor_subsets=3"], config_name="evaluate",
                       output_dir=tmp_path / "logs")
-    report.main(cfg)
+    cli.evaluate(cfg)
     return json.loads((tmp_path / "eval" / "eval.json").read_text())
 
 
@@ -46,9 +47,9 @@ def assert_same_numbers(a: dict, b: dict) -> None:
 @pytest.mark.slow
 def test_a_cache_hit_owns_its_checkpoints_and_evaluates_to_its_numbers(make_cfg, tmp_path):
     first = make_cfg(FAST, name="first")
-    pipeline.main(first)
+    train.main(first)
     second = make_cfg(FAST, name="second")
-    pipeline.main(second)
+    train.main(second)
     m1, m2 = metrics_of(first), metrics_of(second)
     assert m2["stage1/source"] == m2["stage2/source"] == "cache" and m1["stage1/source"] == "trained"
     run = Path(second.paths.output_dir)
@@ -65,7 +66,7 @@ def test_a_cache_hit_owns_its_checkpoints_and_evaluates_to_its_numbers(make_cfg,
 def test_stage2_does_not_depend_on_how_stage1_was_obtained(make_cfg):
     """Stage 2 trained after a trained stage 1 == stage 2 trained after the same stage 1 from the cache."""
     runs = [make_cfg(QUICK + ["cache.stage2=false"], name=name) for name in ("trained", "cached")]
-    sources = [pipeline.train(cfg)["stage1/source"] for cfg in runs]
+    sources = [train.train(cfg)["stage1/source"] for cfg in runs]
     assert sources == ["trained", "cache"]
     a, b = (weights(Path(cfg.paths.output_dir), "stage2") for cfg in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -74,7 +75,7 @@ def test_stage2_does_not_depend_on_how_stage1_was_obtained(make_cfg):
 @pytest.mark.slow
 def test_without_checkpoint_callbacks_the_run_still_owns_its_weights(make_cfg):
     cfg = make_cfg(QUICK + ["callbacks=none", "cache.stage1=false", "cache.stage2=false"])
-    m = pipeline.train(cfg)
+    m = train.train(cfg)
     run = Path(cfg.paths.output_dir)
     for stage in ("stage1", "stage2"):
         ckpt = torch.load(run / "checkpoints" / stage / "last.ckpt", weights_only=True)
@@ -84,10 +85,10 @@ def test_without_checkpoint_callbacks_the_run_still_owns_its_weights(make_cfg):
 @pytest.mark.slow
 def test_a_reused_autoencoder_checkpoint_is_linked_into_the_run(make_cfg, tmp_path):
     first = make_cfg(QUICK + ["stage=stage1"], name="first")
-    pipeline.train(first)
+    train.train(first)
     src = Path(first.paths.output_dir) / "checkpoints/stage1/last.ckpt"
     second = make_cfg(QUICK + [f"autoencoder.ckpt_path={src}"], name="second")
-    m = pipeline.train(second)
+    m = train.train(second)
     own = Path(second.paths.output_dir) / "checkpoints/stage1/last.ckpt"
     assert m["stage1/source"] == "checkpoint" and own.read_bytes() == src.read_bytes()
     src.unlink()  # the source can go: the run keeps its copy
@@ -101,7 +102,7 @@ CACHED_FILES = [("stage1", "autoencoder.ckpt"), ("stage2", "diffusion.ckpt"), ("
 @pytest.mark.slow
 def test_each_truncated_cache_file_is_logged_rebuilt_and_gives_the_clean_numbers(make_cfg, caplog):
     clean = make_cfg(FAST, name="clean")
-    pipeline.main(clean)
+    train.main(clean)
     expected = metrics_of(clean)
     root = Path(clean.paths.cache_dir)
     for kind, name in CACHED_FILES:
@@ -109,8 +110,8 @@ def test_each_truncated_cache_file_is_logged_rebuilt_and_gives_the_clean_numbers
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
         caplog.clear()
         cfg = make_cfg(FAST, name=f"after_{kind}")
-        with caplog.at_level(logging.WARNING, logger="ldm.cache"):
-            pipeline.main(cfg)
+        with caplog.at_level(logging.WARNING, logger="ldm.utils.cache"):
+            train.main(cfg)
         m = metrics_of(cfg)
         assert m["status"] == "ok", (kind, m)
         assert f"{path.parent} is damaged ({name} has" in caplog.text, kind

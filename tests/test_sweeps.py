@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from ldm import pipeline, tables
+from ldm.run import train
+from ldm.analysis import tables
 from tests.conftest import ROOT, compose_cfg
 
 BASE = ["debug=fast", "logger=none", "metrics.features=null"]
@@ -21,11 +22,11 @@ BASE = ["debug=fast", "logger=none", "metrics.features=null"]
 
 @pytest.mark.slow
 def test_same_stage1_config_reuses_and_a_change_retrains(make_cfg):
-    first = pipeline.train(make_cfg(BASE, name="a"))
+    first = train.train(make_cfg(BASE, name="a"))
     assert first["stage1/reused"] is False and first["stage2/reused"] is False
     # a different sampler: the same stage 1 and stage 2 come from the cache
     cfg = make_cfg(BASE + ["sampler=dpmpp_2m"], name="b")
-    second = pipeline.train(cfg)
+    second = train.train(cfg)
     assert second["stage1/reused"] is True and second["stage2/reused"] is True
     assert second["stage1/key"] == first["stage1/key"]
     ckpts = Path(cfg.paths.output_dir) / "checkpoints"  # nothing trained in this run, yet it owns its checkpoints
@@ -33,17 +34,17 @@ def test_same_stage1_config_reuses_and_a_change_retrains(make_cfg):
     assert second["stage1/source"] == second["stage2/source"] == "cache"
     assert second["stage1/steps"] == first["stage1/steps"] and second["stage1/wall_s"] == first["stage1/wall_s"]
     # another diffusion budget: stage 1 reused, stage 2 trained
-    third = pipeline.train(make_cfg(BASE + ["stage2.max_steps=3"], name="c"))
+    third = train.train(make_cfg(BASE + ["stage2.max_steps=3"], name="c"))
     assert third["stage1/reused"] is True and third["stage2/reused"] is False
     # another autoencoder setting: stage 1 trained again
-    fourth = pipeline.train(make_cfg(BASE + ["autoencoder.kl_weight=0.5"], name="d"))
+    fourth = train.train(make_cfg(BASE + ["autoencoder.kl_weight=0.5"], name="d"))
     assert fourth["stage1/reused"] is False and fourth["stage1/key"] != first["stage1/key"]
 
 
 def _race(out_dir: str, cache_dir: str, queue) -> None:
     cfg = compose_cfg(BASE + ["stage=stage1", f"paths.cache_dir={cache_dir}"], output_dir=Path(out_dir))
     cfg.paths.cache_dir = cache_dir
-    m = pipeline.train(cfg)
+    m = train.train(cfg)
     queue.put((m["stage1/reused"], m["stage1/key"]))
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from ldm import tables
+from ldm.analysis import budget, columns, tables
 from ldm.errors import ConfigError
 
 
@@ -74,9 +74,9 @@ def test_known_means_intervals_and_best(sweep):
 
 
 def test_direction():
-    assert tables.direction("recon/psnr") == 1 and tables.direction("gen/fid") == -1
-    assert tables.direction("gen/classes_covered") == 1 and tables.direction("latent/cycle_error") == -1
-    assert tables.direction("gen/modes_covered") == 1 and tables.direction("gen/mode_kl") == -1
+    assert columns.direction("recon/psnr") == 1 and columns.direction("gen/fid") == -1
+    assert columns.direction("gen/classes_covered") == 1 and columns.direction("latent/cycle_error") == -1
+    assert columns.direction("gen/modes_covered") == 1 and columns.direction("gen/mode_kl") == -1
 
 
 def test_not_a_sweep(tmp_path):
@@ -187,7 +187,7 @@ def test_budget_curves_find_each_rows_converged_budget(tmp_path):
     assert (tmp_path / "table_budget.png").is_file()
     converged = (tmp_path / "table_converged.md").read_text()
     assert "| autoencoder=vae | 300 |" in converged and "| autoencoder=bigan | ≥ 1000 (no plateau shown) |" in converged
-    assert tables.budget_curves({**t, "swept": ["autoencoder"]}, "recon/rfid") is None
+    assert budget.budget_curves({**t, "swept": ["autoencoder"]}, "recon/rfid") is None
 
 
 def test_converged_budget_needs_equivalence_not_just_no_significant_difference(tmp_path):

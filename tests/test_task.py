@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ldm import pipeline, report, tables
+from ldm.run import train
+from ldm import cli
+from ldm.analysis import tables
 from ldm.errors import ConfigError, Diverged
-from ldm.task import read_status, run_task
+from ldm.rundir import read_status
+from ldm.run.task import run_task
 from tests.conftest import compose_cfg
 
 
@@ -114,7 +117,7 @@ def test_evaluate_refuses_an_interrupted_run(tmp_path, capsys):
                                                   "host": socket.gethostname()}))
     ev = compose_cfg([f"run_dir={run}", "metrics.features=null"], config_name="evaluate", output_dir=tmp_path / "l")
     with pytest.raises(SystemExit) as e:
-        report.main(ev)
+        cli.evaluate(ev)
     assert e.value.code == 2
     assert capsys.readouterr().err == (f"error: run_dir={run} is interrupted: its training did not finish; continue "
                                        f"it with `train.py resume={run} <its overrides>`, then evaluate it\n")
@@ -125,7 +128,7 @@ def test_a_real_divergence_ends_diverged(stage, make_cfg):
     """lr=1e30 on one stage: the loss becomes non-finite, the run is recorded `diverged` and returns (exit 0)."""
     key = "autoencoder.optimizer.lr" if stage == "stage1" else "diffusion.optimizer.lr"
     cfg = make_cfg(["debug=fast", "logger=none", "metrics.features=null", f"{key}=1e30"])
-    assert pipeline.main(cfg) is None
+    assert train.main(cfg) is None
     m = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert m["status"] == "diverged" and m["error"].startswith(f"{stage.replace('stage', 'stage ')} ")
     assert ("stage1/steps" in m) == (stage == "stage2")  # a diverged stage 2 keeps stage 1's record

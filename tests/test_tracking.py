@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ldm import pipeline
+from ldm.run import train
 from tests.conftest import ROOT
 from ldm.utils.wandb_offline import summary
 
@@ -21,7 +21,7 @@ def test_tensorboard_gets_one_run_stage_scalars_hparams_final_metrics_and_figure
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     cfg = make_cfg(["debug=fast", "logger=tensorboard"])
-    pipeline.main(cfg)
+    train.main(cfg)
     run = Path(cfg.paths.output_dir)
     metrics = json.loads((run / "metrics.json").read_text())
     (version,) = (run / "tensorboard").iterdir()  # one TensorBoard run for both stages

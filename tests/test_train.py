@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ldm import pipeline
+from ldm.run import train
 from ldm.errors import Diverged
 from tests.conftest import ROOT, resume_vs_straight
 
@@ -29,7 +29,7 @@ def test_debug_fast_writes_run_directory(make_cfg):
     out = Path(cfg.paths.output_dir)
     # train.py returns the optimized metric (gen/fid by default) for sweepers
     assert cfg.optimized_metric == "gen/fid"
-    assert pipeline.main(cfg) == pytest.approx(json.loads((out / "metrics.json").read_text())["gen/fid"])
+    assert train.main(cfg) == pytest.approx(json.loads((out / "metrics.json").read_text())["gen/fid"])
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "ok"
     assert metrics["stage1/steps"] == cfg.stage1.max_steps
@@ -81,11 +81,11 @@ def test_debug_fast_writes_run_directory(make_cfg):
 @pytest.mark.slow
 def test_stage1_only_and_reuse_skips_training(make_cfg):
     first = make_cfg(QUICK + ["stage=stage1"], name="first")
-    m1 = pipeline.train(first)
+    m1 = train.train(first)
     assert "stage2/steps" not in m1 and not (Path(first.paths.output_dir) / "latents.pt").exists()
     ckpt = Path(first.paths.output_dir) / "checkpoints/stage1/last.ckpt"
     second = make_cfg(QUICK + [f"autoencoder.ckpt_path={ckpt}"], name="second")
-    m2 = pipeline.train(second)
+    m2 = train.train(second)
     assert m2["stage1/reused"] is True and m2["stage1/steps"] == first.stage1.max_steps
     owned = Path(second.paths.output_dir) / "checkpoints/stage1"  # nothing trained: the given checkpoint, linked
     assert [p.name for p in owned.iterdir()] == ["last.ckpt"]
@@ -97,14 +97,14 @@ def test_stage1_only_and_reuse_skips_training(make_cfg):
 def test_stage2_alone_needs_an_autoencoder(make_cfg, capsys):
     cfg = make_cfg(FAST + ["stage=stage2"])
     with pytest.raises(SystemExit):
-        pipeline.main(cfg)
+        train.main(cfg)
     assert "autoencoder.ckpt_path" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_identity_is_pixel_space_diffusion(make_cfg):
     cfg = make_cfg(QUICK + ["autoencoder=identity"])
-    m = pipeline.train(cfg)
+    m = train.train(cfg)
     assert m["stage1/steps"] == 0 and m["stage1/params"] == 0 and m["recon/mse"] == 0
     assert m["stage1/latent_shape"] == "1x16x16" and m["stage2/steps"] == cfg.stage2.max_steps
     cache = torch.load(Path(cfg.paths.output_dir) / "latents.pt", weights_only=True)
@@ -151,7 +151,7 @@ def test_resume_equals_uninterrupted(make_cfg):
 
 @pytest.mark.slow
 def test_same_seed_same_result_other_seed_differs(make_cfg):
-    runs = [pipeline.train(make_cfg(QUICK + [f"seed={s}"])) for s in (0, 0, 1)]
+    runs = [train.train(make_cfg(QUICK + [f"seed={s}"])) for s in (0, 0, 1)]
     assert runs[0]["recon/mse"] == runs[1]["recon/mse"] and runs[0]["stage2/val_loss"] == runs[1]["stage2/val_loss"]
     assert runs[0]["recon/mse"] != runs[2]["recon/mse"]
 
@@ -159,7 +159,7 @@ def test_same_seed_same_result_other_seed_differs(make_cfg):
 def test_missing_resume_checkpoint_is_a_user_error(make_cfg, capsys):
     cfg = make_cfg(FAST + ["ckpt_path=/nonexistent/last.ckpt"])
     with pytest.raises(SystemExit) as e:
-        pipeline.main(cfg)
+        train.main(cfg)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: ckpt_path=/nonexistent/last.ckpt is not a file: pass a checkpoint such as "
@@ -176,7 +176,7 @@ def test_divergence_is_recorded(make_cfg, monkeypatch):
 
     monkeypatch.setattr(VAE, "losses", nan_losses)
     cfg = make_cfg(QUICK)
-    assert pipeline.main(cfg) is None
+    assert train.main(cfg) is None
     metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert metrics == {"status": "diverged", "error": "stage 1 loss became nan at step 0"}
 

@@ -9,12 +9,12 @@ from typing import Any, Callable, Optional
 import lightning as L
 import torch
 
-from ldm.callbacks import batches_done
+from ldm.utils.steps import batches_done
 from ldm.errors import Diverged, NoEncoderError
 from ldm.metrics.reconstruction import psnr
 from ldm.utils.checkpoint import CLASS_KEY, qualname
 from ldm.utils.config import build_optimizer
-from ldm.utils.figures import log_grid
+from ldm.utils.image_log import log_grid
 
 
 class LatentModel(L.LightningModule):
@@ -29,6 +29,9 @@ class LatentModel(L.LightningModule):
     # (lo, hi) where the latents are bounded by construction (identity: the pixels), else None; latent diffusion
     # clips its x0 predictions to it (diffusion.clip_x0)
     latent_range: Optional[tuple[float, float]] = None
+    # capabilities, asked of the class by code that must not build a model (e.g. the claims dry run's estimate):
+    encodes: bool = False  # maps images to latents, so latent diffusion can train on it (True for every Autoencoder)
+    pixel_space: bool = False  # the latent is the image itself: nothing to train in stage 1 (identity)
 
     def __init__(self, *, image_size: int, in_channels: int, num_vis: int, optimizer: Optional[dict] = None) -> None:
         super().__init__()
@@ -151,6 +154,8 @@ class Autoencoder(LatentModel):
     Subclasses implement the interface and either `losses` (one optimizer, automatic optimisation)
     or their own manual `training_step` (GANs, via `optimize`).
     """
+
+    encodes = True
 
     @abstractmethod
     def encode_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:

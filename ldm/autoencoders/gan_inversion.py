@@ -32,7 +32,7 @@ class GANInversion(EncodedGAN):
         if encoder_steps is not None and encoder_steps < 1:
             raise ValueError(f"autoencoder.encoder_steps must be >= 1 or null, got {encoder_steps}")
         self.gan_steps = max_steps if encoder_steps else round(gan_fraction * max_steps)
-        self.extra_steps = int(encoder_steps or 0)  # batches beyond stage1.max_steps (ldm.stages.make_trainer)
+        self.extra_steps = int(encoder_steps or 0)  # batches beyond stage1.max_steps (ldm.run.stages.make_trainer)
         self.latent_weight, self.pixel_weight = latent_weight, pixel_weight
         self.refine_steps, self.refine_lr = refine_steps, refine_lr
         self.refine_feature_weight, self.refine_encoder_weight = refine_feature_weight, refine_encoder_weight

@@ -10,6 +10,7 @@ from ldm.autoencoders.base import Autoencoder
 class Identity(Autoencoder):
     """encode(x) = x, decode(z) = z; nothing to train, so the pipeline skips stage-1 fitting."""
 
+    pixel_space = True
     latent_range = (-1.0, 1.0)  # the latents are the pixels: pixel-space diffusion clips x0 to it (clip_x0)
 
     def __init__(self, image_size: int, in_channels: int, num_vis: int) -> None:

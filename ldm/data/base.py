@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ldm.data.sampling import StepBatchSampler
+from ldm.data.batch_sampler import StepBatchSampler
 from ldm.errors import ConfigError
 
 
@@ -50,7 +50,10 @@ class TensorImages(TensorTuple):
         return self.tensors[1]
 
 
-def batches(split: Dataset, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, ...]]:
+EVAL_BATCH = 256  # validation / test batches hold at least this many items: evaluation has no gradients to keep
+
+
+def batches(split: Dataset, batch_size: int = EVAL_BATCH) -> Iterator[tuple[torch.Tensor, ...]]:
     """A split's items in order, `batch_size` at a time, through `__getitems__`.
 
     What evaluation asks of a split: `len`, `__getitems__(indices) -> (images, labels)` and `labels` (all
@@ -113,8 +116,6 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int,
     return {k: torch.cat(v).sort().values for k, v in parts.items()}
 
 
-EVAL_BATCH = 256  # validation / test batches hold at least this many items: evaluation has no gradients to keep
-
 
 class StepDataModule(L.LightningDataModule):
     """Splits held in memory as `TensorTuple`s; endless, resumable training batches; sequential eval batches."""
@@ -172,7 +173,7 @@ class InMemoryImageDataModule(StepDataModule):
     """Holds all images of a small dataset in memory; subclasses implement `load()` (or `load_splits()`).
 
     `latent_f`, `latent_channels` and `recon_check` are the data config's presets for the rest of the run
-    (conf/backbone/default.yaml reads the first two; ldm.evaluation the last); they do not change the images.
+    (conf/backbone/default.yaml reads the first two; ldm.run.evaluation the last); they do not change the images.
     """
 
     def __init__(self, image_size: int, channels: int, batch_size: int = 64, val_fraction: float = 0.1,

@@ -14,7 +14,7 @@ from ldm.diffusion.samplers import CountingDenoiser, check_sampler, clipped, gui
 from ldm.errors import ConfigError, Diverged
 from ldm.utils.checkpoint import CLASS_KEY, qualname
 from ldm.utils.config import build, build_optimizer
-from ldm.utils.figures import log_grid
+from ldm.utils.image_log import log_grid
 from ldm.utils.progress import progress
 from ldm.utils.seeds import VALIDATION_SEED, normal_like
 

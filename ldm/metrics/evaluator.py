@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 from torch.nn import functional as F
 
-from ldm import cache
+from ldm.utils import cache
 from ldm.data.base import TensorImages, batches
 from ldm.errors import DataError
 from ldm.nets.classifier import ConvClassifier
@@ -214,7 +214,7 @@ def _load(path: Path) -> Evaluator:
 def load_or_train(datamodule, data_cfg: dict, evaluator_cfg: dict, cache_dir: str | Path) -> Evaluator:
     """The cached evaluator for this data config and code, training (and caching) it if absent or damaged.
 
-    Concurrent jobs share the cache entry (ldm.cache): one trains under the lock while the others wait,
+    Concurrent jobs share the cache entry (ldm.utils.cache): one trains under the lock while the others wait,
     then load; a truncated or altered file fails its checksum, is moved aside and retrained.
     """
     check_labelled(datamodule)

@@ -8,28 +8,12 @@ from typing import Optional
 
 import torch
 
-from ldm.utils.io import atomic_write
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    plt = _pyplot()
-    out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
-    plt.close(fig)
-    return out
+from ldm.utils.plotting import pyplot, save_figure
 
 
 def latent_histograms(scaled: torch.Tensor, path: Path, title: str = "") -> Path:
     """One panel per latent channel: histogram of scaled latents with the N(0, 1) density on top."""
-    plt = _pyplot()
+    plt = pyplot()
     c = scaled.shape[1]
     cols = min(4, c)
     rows = math.ceil(c / cols)
@@ -48,13 +32,13 @@ def latent_histograms(scaled: torch.Tensor, path: Path, title: str = "") -> Path
     axes.flat[0].legend(fontsize=8, loc="upper right", framealpha=0.6)
     if title:
         fig.suptitle(title, fontsize=10, y=1.04)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def class_histogram_plot(generated: torch.Tensor, path: Path, real: Optional[torch.Tensor] = None,
                          names: Optional[list[str]] = None, title: str = "") -> Path:
     """Bars: fraction of generated samples per predicted class (and of real test images), uniform line."""
-    plt = _pyplot()
+    plt = pyplot()
     k = len(generated)
     fig, ax = plt.subplots(figsize=(max(4, 0.5 * k + 2), 3))
     x = torch.arange(k).numpy()
@@ -71,7 +55,7 @@ def class_histogram_plot(generated: torch.Tensor, path: Path, real: Optional[tor
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the bars
     if title:
         ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def channel_histogram_plot(generated: torch.Tensor, path: Path, real: Optional[torch.Tensor] = None,
@@ -80,7 +64,7 @@ def channel_histogram_plot(generated: torch.Tensor, path: Path, real: Optional[t
                            title: str = "") -> Path:
     """Stacked data: one panel per channel (fraction of samples per predicted class of that channel, generated
     and real test) and, with `modes`, the mode histogram sorted from the most to the least frequent mode."""
-    plt = _pyplot()
+    plt = pyplot()
     c, k = generated.shape
     panels = c + (modes is not None)
     fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 2.8), squeeze=False)
@@ -109,4 +93,4 @@ def channel_histogram_plot(generated: torch.Tensor, path: Path, real: Optional[t
     axes[0, panels - 1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     if title:
         fig.suptitle(title, fontsize=10, y=1.04)
-    return _save(fig, path)
+    return save_figure(fig, path)

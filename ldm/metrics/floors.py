@@ -15,11 +15,10 @@ independent draws cover ~865 (`counts="exact"` keeps that scheme for tests and c
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import math
+from typing import Callable, Optional, Sequence
 
 import torch
-
-from ldm.stats import quantile_range
 
 
 def stratified_subset(labels: torch.Tensor, n: int, g: torch.Generator,
@@ -118,3 +117,17 @@ def generated_distribution(fm, feats: torch.Tensor, n: int, subsets: int, seed: 
     for k, d in dist.items():
         m[f"gen/{k}_sub"], m[f"gen/{k}_sub_lo"], m[f"gen/{k}_sub_hi"] = d["median"], d["lo"], d["hi"]
     return m
+
+
+def quantile_range(values: Sequence, lo: float = 0.05, hi: float = 0.95) -> dict:
+    """Median and the [lo, hi] quantiles (linear interpolation) of a distribution, e.g. a floor over subsets."""
+    x = sorted(float(v) for v in values
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+    if not x:
+        return {"n": 0, "median": None, "lo": None, "hi": None}
+
+    def q(p: float) -> float:
+        pos = p * (len(x) - 1)
+        i = int(math.floor(pos))
+        return x[i] if i + 1 >= len(x) else x[i] + (pos - i) * (x[i + 1] - x[i])
+    return {"n": len(x), "median": q(0.5), "lo": q(lo), "hi": q(hi)}

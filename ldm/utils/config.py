@@ -25,7 +25,7 @@ from ldm.errors import ConfigError, UserError
 # torch optimizers and nn modules; Lightning's Trainer, callbacks and loggers. The object it resolves
 # to must also be defined under ALLOWED_MODULES (re-exports such as lightning.pytorch.Trainer live
 # deeper). Extend both with LDM_EXTRA_TARGETS=mypkg,other.module (comma-separated) for code you trust.
-ALLOWED_TARGETS = ("ldm.nets", "ldm.losses", "ldm.autoencoders", "ldm.diffusion", "ldm.data", "ldm.callbacks",
+ALLOWED_TARGETS = ("ldm.nets", "ldm.losses", "ldm.autoencoders", "ldm.diffusion", "ldm.data", "ldm.run.callbacks",
                    "ldm.metrics.evaluator", "ldm.metrics.inception", "torch.optim", "torch.nn",
                    "lightning.pytorch.Trainer", "lightning.pytorch.callbacks", "lightning.pytorch.loggers",
                    "lightning.pytorch.profilers")

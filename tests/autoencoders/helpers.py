@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
-from ldm.callbacks import StepBudget
+from ldm.run.callbacks import StepBudget
 
 BACKBONE = {"ch": 8, "ch_max": 16, "f": 4, "num_res_blocks": 1, "latent_channels": 2, "dropout": 0.0}
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-3, "betas": [0.5, 0.9]}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ldm import pipeline
+from ldm.run import train
 from tests.autoencoders.helpers import ROWS
 from tests.conftest import resume_vs_straight
 
@@ -22,7 +22,7 @@ def metrics_of(cfg) -> dict:
 @pytest.mark.parametrize("row", [r for r in ROWS if r not in ("identity", "gan")])  # every row with a learnt latent
 def test_row_runs_end_to_end(row, make_cfg):
     cfg = make_cfg(FAST + [f"autoencoder={row}"])
-    pipeline.main(cfg)
+    train.main(cfg)
     m = metrics_of(cfg)
     assert m["status"] == "ok", m
     # gan_inversion_matched trains its encoder for encoder_steps batches after a GAN at the full budget
@@ -37,7 +37,7 @@ def test_row_runs_end_to_end(row, make_cfg):
 def test_gan_stage1_skips_reconstruction(make_cfg):
     """No encoder: stage 1 and its prior-sample grid run, recon/* is skipped, not crashed on."""
     cfg = make_cfg(FAST + ["autoencoder=gan", "stage=stage1"])
-    pipeline.main(cfg)
+    train.main(cfg)
     m = metrics_of(cfg)
     assert m["status"] == "ok" and m["stage1/steps"] == cfg.stage1.max_steps
     assert not [k for k in m if k.startswith("recon/")]
@@ -48,7 +48,7 @@ def test_gan_stage1_skips_reconstruction(make_cfg):
 def test_gan_with_stage2_is_refused_before_training(make_cfg, capsys):
     cfg = make_cfg(FAST + ["autoencoder=gan"])
     with pytest.raises(SystemExit) as e:
-        pipeline.main(cfg)
+        train.main(cfg)
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "autoencoder=bigan" in err and "autoencoder=gan_inversion" in err

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ldm.data.digits import DigitsDataModule
-from ldm.data.sampling import StepBatchSampler
+from ldm.data.batch_sampler import StepBatchSampler
 from ldm.errors import ConfigError
 
 

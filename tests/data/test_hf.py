@@ -13,7 +13,7 @@ import pytest
 from ldm.data import hf
 from ldm.data.hf import HFDataModule
 from ldm.errors import ConfigError, DataError
-from ldm.task import one_line
+from ldm.run.task import one_line
 
 NAMES = ["cat", "dog", "fox"]
 

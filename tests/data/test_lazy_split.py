@@ -10,8 +10,8 @@ import torch
 from ldm.autoencoders.identity import Identity
 from ldm.data.base import StepDataModule, TensorImages
 from ldm.data.digits import DigitsDataModule
-from ldm.evaluation import evaluate
-from ldm.pipeline import encode_splits
+from ldm.run.evaluation import evaluate
+from ldm.run.train import encode_splits
 from ldm.utils.config import plain
 from tests.conftest import compose_cfg
 

@@ -68,7 +68,7 @@ def package_copy(tmp_path, monkeypatch):
     """The ldm sources copied to a folder the code hash reads instead of the installed package."""
     import shutil
 
-    from ldm import cache
+    from ldm.utils import cache
 
     copy = tmp_path / "ldm"
     shutil.copytree(cache.PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
@@ -80,7 +80,7 @@ def package_copy(tmp_path, monkeypatch):
 
 
 def test_changed_evaluator_code_retrains_it_other_code_does_not(digits, tmp_path, package_copy):
-    from ldm import cache
+    from ldm.utils import cache
 
     small = {**FULL, "steps": 20}
     first = load_or_train(digits, DATA_CFG, small, tmp_path / "c")
@@ -153,7 +153,7 @@ def test_evaluate_reports_class_accuracy_of_reconstructions(evaluator, digits, c
     """Identity reconstructs exactly, so its recon/class_accuracy is the evaluator's own test accuracy;
     a decoder that returns another digit's image keeps the pixels' statistics but not the classes."""
     from ldm.autoencoders.identity import Identity
-    from ldm.evaluation import evaluate
+    from ldm.run.evaluation import evaluate
 
     class OtherDigit(Identity):
         def decode(self, z):
@@ -181,7 +181,7 @@ def test_an_evaluator_entry_holding_a_pickle_payload_is_refused_and_retrained(di
     """Someone rewrote evaluator.pt and its manifest: the weights-only load refuses it, nothing runs."""
     import json
 
-    from ldm import cache
+    from ldm.utils import cache
     from tests.test_security import pickle_bomb
 
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from ldm.metrics.features import FeatureMetrics
-from ldm.metrics.floors import stratified_subset, subset_distribution
+from ldm.metrics.floors import quantile_range, stratified_subset, subset_distribution
 
 
 def test_exact_stratified_subset_keeps_class_proportions():
@@ -90,7 +91,7 @@ def test_floor_metrics_keys_and_unequal_n():
 def test_floors_are_computed_once_per_data_n_and_seed(tmp_path, monkeypatch):
     """The floor is a property of the data: a second run with the same data, n, seed and metric settings reads it
     from the cache (the same numbers), another seed or n computes its own."""
-    from ldm import evaluation
+    from ldm.run import evaluation
 
     calls = []
 
@@ -112,7 +113,16 @@ def test_floors_are_computed_once_per_data_n_and_seed(tmp_path, monkeypatch):
 
 
 def test_floor_seed_is_fixed_across_run_seeds_unless_null():
-    from ldm.evaluation import floor_seed
+    from ldm.run.evaluation import floor_seed
 
     assert floor_seed({"seed": 3, "floor_seed": 0}) == floor_seed({"seed": 7, "floor_seed": 0}) == 0
     assert floor_seed({"seed": 3, "floor_seed": None}) == 3 and floor_seed({"seed": 5}) == 5
+
+
+def test_quantile_range_matches_numpy():
+    x = np.random.default_rng(1).gamma(2.0, size=37)
+    q = quantile_range(x.tolist())
+    assert q["n"] == 37
+    for k, p in (("median", 0.5), ("lo", 0.05), ("hi", 0.95)):
+        assert q[k] == pytest.approx(float(np.quantile(x, p)))
+    assert quantile_range([])["median"] is None

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from ldm.utils.figures import log_grid
+from ldm.utils.image_log import log_grid
 
 
 def test_grid_reaches_tensorboard_and_the_run_directory_csv_takes_none(tmp_path):

@@ -1,4 +1,4 @@
-"""A trained model, from a run directory or an export: `load(path)`; `export(model, out_dir)`.
+"""A trained model, from a run directory or an export (`ldm.run.export`): `load(path)`.
 
 An export is one directory that holds everything sampling and evaluation need, without the run:
 `autoencoder.safetensors` and `diffusion.safetensors` (the latter with the latent scale and shift
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -21,8 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ldm.autoencoders.base import Autoencoder
 from ldm.errors import ConfigError
-from ldm.task import UNFINISHED, read_status
-from ldm.utils.checkpoint import check_fits, load_module, qualname, state_mismatch
+from ldm.rundir import PATTERN, UNFINISHED, pick_checkpoint, read_status, upgrade_config
+from ldm.utils.checkpoint import check_fits, load_module, state_mismatch
 from ldm.utils.config import MODEL_TARGETS, check_targets, get_class, instantiate_module, plain
 
 EXPORT = "model.json"
@@ -61,17 +60,6 @@ def device_for(name: str):
     return torch.device(name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-PATTERN = {"last": "last.ckpt", "best": "best-*.ckpt"}  # checkpoint=... -> file name in checkpoints/<stage>/
-
-
-def pick_checkpoint(run_dir: Path, stage: str, which: str) -> Optional[Path]:
-    """checkpoints/<stage>/last.ckpt or the (latest) best-*.ckpt; None when the stage has no such checkpoint."""
-    if which not in PATTERN:
-        raise ConfigError(f"checkpoint={which}: choose last or best")
-    found = sorted((run_dir / "checkpoints" / stage).glob(PATTERN[which]))
-    return found[-1] if found else None
-
-
 def load_run(run_dir: Path, which: str = "last") -> tuple[DictConfig, Any, Optional[Any], dict]:
     """(training config, autoencoder, latent diffusion or None, info) of a finished run.
 
@@ -87,6 +75,7 @@ def load_run(run_dir: Path, which: str = "last") -> tuple[DictConfig, Any, Optio
     except Exception as e:
         raise ConfigError(f"{where} cannot be read ({type(e).__name__}): the run directory is damaged") from None
     check_targets(cfg, where)
+    cfg = upgrade_config(cfg)
     status = read_status(run_dir / "metrics.json")["status"]
     if status in UNFINISHED:
         raise ConfigError(f"run_dir={run_dir} is {status}: its training did not finish; continue it with "
@@ -116,7 +105,7 @@ def load_run(run_dir: Path, which: str = "last") -> tuple[DictConfig, Any, Optio
             raise ConfigError(f"checkpoint={ld_ckpt} models latents of shape {ld.latent_shape}, but the run's "
                               f"autoencoder makes {tuple(ae.latent_shape)}: the run directory mixes two runs")
         ld.set_decoder(ae.decode, ae.latent_range)
-    elif cfg.get("stage", "all") != "stage1" and isinstance(ae, Autoencoder):
+    elif cfg.stage != "stage1" and isinstance(ae, Autoencoder):
         raise ConfigError(f"run_dir={run_dir} has no stage-2 checkpoint (checkpoints/stage2/{PATTERN[which]}) "
                           f"although its config ran stage 2: train the run again")
     return cfg, ae, ld, info
@@ -132,39 +121,6 @@ def load(path: str | os.PathLike, which: str = "last") -> Model:
         return load_export(path)
     cfg, ae, ld, info = load_run(path, which)
     return Model(cfg, ae, ld, info)
-
-
-def umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def export(model: Model, out_dir: str | os.PathLike, source: str = "") -> Path:
-    """Write `model` as one directory (temporary folder, renamed into place: never half-written)."""
-    from safetensors.torch import save_file
-
-    out = Path(out_dir)
-    if out.exists():
-        raise ConfigError(f"export={out} exists: choose a new folder or remove it")
-    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        meta = {"format": FORMAT, "source": source, "config": OmegaConf.to_container(model.config, resolve=True),
-                "class_names": list(model.class_names)}
-        for name, module in (("autoencoder", model.autoencoder), ("diffusion", model.diffusion)):
-            if module is None:
-                continue
-            save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp / f"{name}.safetensors"))
-            os.chmod(tmp / f"{name}.safetensors", 0o666 & ~umask())  # safetensors writes 0600: readable as any file
-            meta[name] = {"class": qualname(type(module)), "hparams": plain(dict(module.hparams))}
-        (tmp / EXPORT).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
 
 
 def load_export(path: Path) -> Model:

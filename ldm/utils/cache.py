@@ -29,7 +29,7 @@ from filelock import FileLock
 from ldm.utils.io import read_json, write_json
 
 log = logging.getLogger(__name__)
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parents[1]  # the ldm package: every source file of it counts
 MANIFEST = "manifest.json"
 Writer = Callable[[str], None]  # writes a file at the given (temporary) path
 T = TypeVar("T")

@@ -17,8 +17,8 @@ from omegaconf import DictConfig
 
 from ldm.diffusion.samplers import check_sampler
 from ldm.errors import ConfigError
-from ldm.models import Model, device_for, load
-from ldm.task import run_task
+from ldm.run.loading import Model, device_for, load
+from ldm.run.task import run_task
 from ldm.utils.config import build, get_class, plain
 from ldm.utils.images import make_grid, save_png, to_uint8
 
@@ -90,7 +90,7 @@ def class_agreement(model: Model, images: torch.Tensor, label: int, cache_dir: s
                     device: torch.device) -> Optional[float]:
     """The share of `images` the run's evaluator assigns to class `label` (None when the run's metrics use no
     evaluator); loaded from the cache, or trained once as evaluation would."""
-    from ldm.evaluation import upgrade_metrics
+    from ldm.run.evaluation import upgrade_metrics
     from ldm.metrics.evaluator import EvaluatorFeatures
 
     features = (upgrade_metrics(plain(model.config.get("metrics")) or {}) or {}).get("features")
@@ -118,7 +118,7 @@ def sample(cfg: DictConfig, report=None) -> dict:
     out = write(images, label, Path(cfg.out_dir), bool(cfg.overwrite))
     log.info("wrote %d samples to %s (PNGs, samples.npz, grid.png)", len(images), out)
     result = {"num_samples": len(images), "out_dir": str(out)}
-    if label is not None and cfg.get("check_class", True):
+    if label is not None and cfg.check_class:
         share = class_agreement(model, images, label, cfg.paths.cache_dir, device)
         if share is not None:
             name = model.class_names[label] if label < len(model.class_names) else str(label)

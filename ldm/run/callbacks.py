@@ -7,11 +7,7 @@ import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 from ldm.utils.seeds import step_seed
-
-
-def batches_done(trainer: L.Trainer) -> int:
-    """Training batches completed so far (restored on resume; counts one per batch, whatever the optimizers)."""
-    return trainer.fit_loop.epoch_loop.batch_progress.total.completed
+from ldm.utils.steps import batches_done
 
 
 class StepBudget(L.Callback):

@@ -20,8 +20,10 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig
 
-from ldm import cache, tracking
-from ldm.callbacks import StepBudget, StepSeed, batches_done
+from ldm.run import tracking
+from ldm.utils import cache
+from ldm.run.callbacks import StepBudget, StepSeed
+from ldm.utils.steps import batches_done
 from ldm.utils.checkpoint import link_or_copy, run_checkpoint
 from ldm.utils.config import build, instantiate_dict
 
@@ -103,7 +105,7 @@ def run_stage(cfg: DictConfig, stage: Stage, loggers: list = ()) -> Result:
             log.info("%s: reusing %s from the cache (%s)", name, type(module).__name__, entry.dir)
             return Result(module, {**entry.info(), f"{name}/reused": True, f"{name}/source": "cache",
                                    f"{name}/cache": str(entry.dir)}, True, entry)
-        # the run's config is logged once by ldm.tracking, not each module's hparams by each Trainer
+        # the run's config is logged once by ldm.run.tracking, not each module's hparams by each Trainer
         stage.module._log_hyperparams = stage.datamodule._log_hyperparams = False
         t0 = time.perf_counter()
         trainer.fit(stage.module, datamodule=stage.datamodule, ckpt_path=stage.resume, weights_only=True)

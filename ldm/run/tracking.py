@@ -35,14 +35,14 @@ def run_name(cfg: DictConfig) -> str:
     """The run's overrides (`autoencoder=vae,seed=1`), or the task name when it has none."""
     hc = _hydra()
     name = hc.job.override_dirname if hc is not None else ""
-    return name or str(cfg.get("task_name", "run"))
+    return name or str(cfg.task_name)
 
 
 def run_group(cfg: DictConfig) -> str:
     """The sweep a job belongs to (`<task>/<sweep folder>`); a single run is its task's group."""
     from hydra.types import RunMode
 
-    hc, task = _hydra(), str(cfg.get("task_name", "run"))
+    hc, task = _hydra(), str(cfg.task_name)
     if hc is not None and hc.mode == RunMode.MULTIRUN:
         return f"{task}/{Path(hc.sweep.dir).name}"
     return task

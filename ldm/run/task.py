@@ -24,10 +24,9 @@ from typing import Callable, Optional
 from omegaconf import DictConfig
 
 from ldm.errors import Diverged, UserError
-from ldm.utils.io import read_json, write_json
+from ldm.utils.io import write_json
 
 log = logging.getLogger(__name__)
-UNFINISHED = ("running", "interrupted")
 
 
 def one_line(err: BaseException) -> str:
@@ -53,36 +52,6 @@ def in_multirun() -> bool:
         return False
 
 
-def run_status(record: dict) -> str:
-    """A status file's status, with `running` read as `interrupted` when its process is gone."""
-    status = record.get("status", "missing")
-    if status != "running":
-        return status
-    pid, host = record.get("pid"), record.get("host")
-    if host == socket.gethostname() and isinstance(pid, int):
-        try:
-            os.kill(pid, 0)
-            return "running"
-        except ProcessLookupError:
-            return "interrupted"
-        except PermissionError:  # alive, another user's
-            return "running"
-    return "interrupted" if host == socket.gethostname() else "running"
-
-
-def read_status(path: Path) -> dict:
-    """A run's status record: its JSON object, or {'status': 'missing' | 'corrupt', ...}; never raises."""
-    if not path.is_file():
-        return {"status": "missing"}
-    try:
-        record = read_json(path)
-        if not isinstance(record, dict):
-            raise ValueError("not a JSON object")
-    except (ValueError, OSError) as e:
-        return {"status": "corrupt", "error": f"{path.name} unreadable ({type(e).__name__})"}
-    return {**record, "status": run_status(record)}
-
-
 class StatusFile:
     """`metrics.json` of a run: `running` (pid, host, start time) first, then the partial and final results."""
 
@@ -102,7 +71,7 @@ class StatusFile:
 
 def finish_wandb(metrics: dict, failed: bool) -> None:
     """The run's status into the wandb summary, then wandb.finish(), also after a failure (the final metrics and
-    figures of a run that finished are logged by ldm.tracking)."""
+    figures of a run that finished are logged by ldm.run.tracking)."""
     wandb = sys.modules.get("wandb")  # only if a WandbLogger imported it
     if wandb is None or wandb.run is None:
         return

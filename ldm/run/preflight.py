@@ -17,10 +17,10 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from ldm import runtime
+from ldm.run import runtime
 from ldm.autoencoders.base import Autoencoder
 from ldm.errors import ConfigError
-from ldm.task import read_status
+from ldm.rundir import read_status
 from ldm.utils.checkpoint import check_fits, load_checkpoint, run_checkpoint
 from ldm.utils.config import build, get_class, instantiate_module, plain
 
@@ -45,7 +45,7 @@ class Plan:
 
 def eval_device(cfg: DictConfig) -> torch.device:
     """Where encoding, sampling and evaluation run: the GPU when the trainer may use one."""
-    wants_gpu = str(cfg.trainer.get("accelerator", "auto")) in ("auto", "gpu", "cuda")
+    wants_gpu = str(cfg.trainer.accelerator) in ("auto", "gpu", "cuda")
     return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
@@ -102,7 +102,7 @@ def resume_from(cfg: DictConfig) -> tuple[Optional[str], Optional[str], Optional
 
 def check(cfg: DictConfig) -> Plan:
     """Build and check everything the run needs before training; a `UserError` for the first problem found."""
-    stage = cfg.get("stage", "all")
+    stage = cfg.stage
     if stage not in STAGES:
         raise ConfigError(f"stage={stage}: choose one of {', '.join(STAGES)}")
     if cfg.get("threads") is not None:

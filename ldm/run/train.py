@@ -1,6 +1,6 @@
 """One run = one cell of an ablation: preflight -> stage 1 -> latents -> stage 2 -> evaluation -> metrics.json.
 
-Each stage is trained, continued from a checkpoint, or taken from the cache (`ldm.stages.run_stage`);
+Each stage is trained, continued from a checkpoint, or taken from the cache (`ldm.run.stages.run_stage`);
 whichever way, the run directory ends up holding its own `checkpoints/<stage>/last.ckpt`, so
 `evaluate.py run_dir=<run>` works on every finished run, also after `.cache` is deleted.
 """
@@ -17,12 +17,14 @@ from typing import Any, Callable, Optional
 import torch
 from omegaconf import DictConfig
 
-from ldm import cache, preflight, runtime, tracking
+from ldm.run import preflight, runtime, tracking
+from ldm.utils import cache
 from ldm.data.base import batches
 from ldm.data.latents import LatentDataModule
-from ldm.evaluation import evaluate
-from ldm.stages import Result, Stage, run_stage
-from ldm.task import process_rank, run_task
+from ldm.run.evaluation import evaluate
+from ldm.run.stages import Result, Stage, run_stage
+from ldm.run.task import process_rank, run_task
+from ldm.rundir import summary
 from ldm.utils.checkpoint import link_or_copy, load_module, run_checkpoint
 from ldm.utils.config import plain
 from ldm.utils.config_tree import print_config_tree
@@ -77,7 +79,7 @@ def stage1(cfg: DictConfig, plan: preflight.Plan, loggers: list) -> Result:
 
 # ---- latents ----------------------------------------------------------------------------------------------
 @torch.no_grad()
-def encode_splits(ae: Any, datamodule: Any, device: torch.device, batch_size: int = 256) -> dict:
+def encode_splits(ae: Any, datamodule: Any, device: torch.device, batch_size: int) -> dict:
     """Encode every split once: posterior mean and std (None for deterministic encoders), labels, on CPU."""
     ae.to(device).eval()
     latents = {}
@@ -107,7 +109,7 @@ def latents(cfg: DictConfig, s1: Result, plan: preflight.Plan) -> dict:
         if out is not None:
             log.info("latents: from the cache (%s)", entry.dir)
         else:
-            out = encode_splits(s1.module, plan.datamodule, plan.device)
+            out = encode_splits(s1.module, plan.datamodule, plan.device, int(cfg.metrics.eval_batch))
             if entry is not None:
                 entry.publish({"latents.pt": lambda tmp: torch.save(out, tmp)}, {"device": plan.device.type})
     if s1.rank0:
@@ -172,25 +174,6 @@ def train(cfg: DictConfig, report: Callable[[dict], None] = lambda metrics: None
     return metrics
 
 
-def summarize(run_dir: Path, metrics: dict) -> str:
-    lines = [f"run directory: {run_dir}"]
-    for sub in sorted((run_dir / "checkpoints").glob("*")):
-        lines.append(f"  checkpoints/{sub.name}: " + ", ".join(sorted(p.name for p in sub.glob("*.ckpt"))))
-    pngs = sorted(p.name for p in run_dir.glob("*.png"))
-    if pngs:
-        lines.append("  figures: " + ", ".join(pngs))
-    if (run_dir / "latents.pt").exists():
-        lines.append(f"  latent cache: {run_dir / 'latents.pt'}")
-    lines.append(f"  metrics: {run_dir / 'metrics.json'}")
-    keys = ["status", "stage1/source", "stage1/steps", "stage1/wall_s", "recon/psnr", "recon/rfid", "stage2/source",
-            "stage2/steps", "stage2/wall_s", "gen/fid", "eval/fid_floor", "gen/classes_covered", "gen/nfe",
-            "gen/sec_per_sample", "eval/evaluator_acc"]
-    shown = [f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}"
-             for k in keys if k in metrics]
-    lines.append("  " + "  ".join(shown))
-    return "\n".join(lines)
-
-
 def main(cfg: DictConfig) -> Optional[float]:
     """Entry point behind train.py: `train` under the task wrapper (status file, error policy, exit codes)."""
     run_dir = Path(cfg.paths.output_dir)
@@ -200,6 +183,6 @@ def main(cfg: DictConfig) -> Optional[float]:
     metrics = run_task(cfg, train, run_dir / "metrics.json")
     if metrics is None:
         return None
-    log.info("\n%s", summarize(run_dir, metrics))
+    log.info("\n%s", summary(run_dir, metrics))
     metric = cfg.get("optimized_metric")
     return metrics.get(metric) if metric else None

@@ -77,16 +77,3 @@ def difference(a: dict, b: dict, level: float = LEVEL) -> Optional[dict]:
         half = _st.t.ppf(q, df) * se
         lo, hi = diff - half, diff + half
     return {"diff": diff, "lo": lo, "hi": hi, "p": float(p), "test": "Welch t", "n": min(len(xa), len(xb))}
-
-
-def quantile_range(values: Sequence, lo: float = 0.05, hi: float = 0.95) -> dict:
-    """Median and the [lo, hi] quantiles (linear interpolation) of a distribution, e.g. a floor over subsets."""
-    x = sorted(numbers(values))
-    if not x:
-        return {"n": 0, "median": None, "lo": None, "hi": None}
-
-    def q(p: float) -> float:
-        pos = p * (len(x) - 1)
-        i = int(math.floor(pos))
-        return x[i] if i + 1 >= len(x) else x[i] + (pos - i) * (x[i + 1] - x[i])
-    return {"n": len(x), "median": q(0.5), "lo": q(lo), "hi": q(hi)}

@@ -1,7 +1,7 @@
 """The README's dataset table: split sizes, the evaluator's test accuracy and the real-data FID floor at n
 held-out images (median and 5-95 % range over random subsets), for each dataset named on the command line.
 
-    python -m ldm.data.stats textures stacked_digits digits [--n 1000] [--subsets 20]
+    python -m ldm.run.data_stats textures stacked_digits digits [--n 1000] [--subsets 20]
 
 Uses the default evaluator recipe and the shared evaluator cache (.cache/evaluator), so it trains an evaluator
 only where none is cached for that data config.
