@@ -14,10 +14,10 @@ ABLATION_DIR ?= logs/ablation/autoencoders
 # sweep jobs side by side, one per usable CPU (each job then runs 1 torch thread: ldm/runtime.py)
 JOBS ?= $(shell nproc)
 
-.PHONY: help install train test test-slow test-all ablation claims claims-hybrid claims-readme bench clean clean-logs
+.PHONY: help install train test test-slow test-all lint format ablation claims claims-hybrid claims-readme readme-train bench clean clean-logs
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,13 +33,22 @@ train: $(STAMP) ## train on the bundled digits with the default config (extra Hy
 test: $(STAMP) ## run the fast test suite (includes a short end-to-end run)
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
+lint: $(STAMP) ## ruff (lint + format check) and the import contracts (pyproject.toml); pre-commit runs the same
+	$(VENV)/bin/ruff check ldm tests benchmarks train.py evaluate.py sample.py
+	$(VENV)/bin/ruff format --check ldm tests benchmarks train.py evaluate.py sample.py
+	$(VENV)/bin/lint-imports pyproject.toml
+
+format: $(STAMP) ## ruff: sort imports, fix what is safe, format
+	$(VENV)/bin/ruff check --fix ldm tests benchmarks train.py evaluate.py sample.py
+	$(VENV)/bin/ruff format ldm tests benchmarks train.py evaluate.py sample.py
+
 test-slow: $(STAMP) ## run only the slow tier: subprocess CLI runs, SIGKILL + resume, DDP, sweeps
 	$(PY) -m pytest -q -m slow $(ARGS)
 
 test-all: $(STAMP) ## run every test, slow end-to-end ones included
 	$(PY) -m pytest -q $(ARGS)
 
-ablation: $(STAMP) ## the README's headline table: experiment=autoencoders (6 rows x 5 seeds), then table.md/csv/tex
+ablation: $(STAMP) ## round 1's headline table (docs/history.md): experiment=autoencoders x 5 seeds, then table.md/csv/tex
 	$(PY) train.py experiment=autoencoders hydra.sweep.dir=$(ABLATION_DIR) hydra/launcher=joblib \
 		hydra.launcher.n_jobs=$(JOBS) $(ARGS)
 	$(PY) evaluate.py table.dir=$(ABLATION_DIR)
@@ -50,7 +59,7 @@ claims: $(STAMP) ## the claims report, quick profile: runs the sweeps it lacks, 
 claims-hybrid: $(STAMP) ## claim C6 on textures (VAE + DDGAN vs VAE + diffusion): logs/claims/hybrid/REPORT.md
 	$(PY) evaluate.py claims=hybrid claims.run=true $(ARGS)
 
-claims-readme: $(STAMP) ## copy both reports into docs/claims/ and regenerate the README's Results summary
+claims-readme: $(STAMP) ## copy both reports into docs/claims/ and regenerate the README's verdict table
 	$(PY) -m ldm.analysis.claims.publish publish logs/claims/quick docs/claims/quick
 	$(PY) -m ldm.analysis.claims.publish publish logs/claims/hybrid docs/claims/hybrid
 	$(PY) -m ldm.analysis.claims.publish readme README.md docs/claims/quick docs/claims/hybrid

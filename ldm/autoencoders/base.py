@@ -9,12 +9,12 @@ from typing import Any, Callable, Optional
 import lightning as L
 import torch
 
-from ldm.utils.steps import batches_done
 from ldm.errors import Diverged, NoEncoderError
 from ldm.metrics.reconstruction import psnr
 from ldm.utils.checkpoint import CLASS_KEY, qualname
 from ldm.utils.config import build_optimizer
 from ldm.utils.image_log import log_grid
+from ldm.utils.steps import batches_done
 
 
 class LatentModel(L.LightningModule):
@@ -100,8 +100,9 @@ class LatentModel(L.LightningModule):
         self.log("loss", terms["loss"], prog_bar=True, logger=False, batch_size=len(x))
         return terms["loss"]
 
-    def optimize(self, opt: Any, loss_fn: Callable[[], dict[str, torch.Tensor]], name: str,
-                 grad_clip: Optional[float] = None) -> dict[str, torch.Tensor]:
+    def optimize(
+        self, opt: Any, loss_fn: Callable[[], dict[str, torch.Tensor]], name: str, grad_clip: Optional[float] = None
+    ) -> dict[str, torch.Tensor]:
         """One manual-optimisation step of `opt` on `loss_fn()["loss"]` (Lightning's documented recipe).
 
         Toggling freezes every other optimizer's parameters, so e.g. the generator step leaves no
@@ -144,8 +145,13 @@ class LatentModel(L.LightningModule):
     @torch.no_grad()
     def log_figures(self, x: torch.Tensor) -> None:
         """The prior-sample grid: decoded z ~ N(0, I)."""
-        log_grid(self.trainer, "stage1_prior", self.sample_prior(self.num_vis, seed=0).clamp(-1, 1), nrow=8,
-                 title=f"decoded z ~ N(0, I), step {self.batch_step}")
+        log_grid(
+            self.trainer,
+            "stage1_prior",
+            self.sample_prior(self.num_vis, seed=0).clamp(-1, 1),
+            nrow=8,
+            title=f"decoded z ~ N(0, I), step {self.batch_step}",
+        )
 
 
 class Autoencoder(LatentModel):
@@ -177,8 +183,14 @@ class Autoencoder(LatentModel):
         cols = min(8, len(x))
         rows = []
         for i in range(0, len(x), cols):
-            real = x[i:i + cols]
+            real = x[i : i + cols]
             rows += [real, self.reconstruct(real).clamp(-1, 1)]
-        log_grid(self.trainer, "stage1_recon", torch.cat(rows), nrow=cols, rows=["real", "recon"] * (len(rows) // 2),
-                 title=f"validation images and reconstructions, step {self.batch_step}")
+        log_grid(
+            self.trainer,
+            "stage1_recon",
+            torch.cat(rows),
+            nrow=cols,
+            rows=["real", "recon"] * (len(rows) // 2),
+            title=f"validation images and reconstructions, step {self.batch_step}",
+        )
         super().log_figures(x)

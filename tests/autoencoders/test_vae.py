@@ -7,7 +7,6 @@ import torch
 
 from ldm.autoencoders.vae import VAE
 from ldm.losses import gaussian_kl
-
 from tests.autoencoders.helpers import BACKBONE, row_kwargs
 
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-3}
@@ -45,8 +44,10 @@ def test_hparams_are_plain_and_reload(tmp_path):
     vae = make_vae()
     assert vae.hparams.backbone == BACKBONE and isinstance(vae.hparams.optimizer, dict)
     path = tmp_path / "vae.ckpt"
-    torch.save({"state_dict": vae.state_dict(), "hyper_parameters": dict(vae.hparams),
-                "pytorch-lightning_version": "2.6.6"}, path)
+    torch.save(
+        {"state_dict": vae.state_dict(), "hyper_parameters": dict(vae.hparams), "pytorch-lightning_version": "2.6.6"},
+        path,
+    )
     again = VAE.load_from_checkpoint(path, weights_only=True)
     x = torch.randn(2, 1, 16, 16)
     assert torch.equal(again.encode(x), vae.encode(x))

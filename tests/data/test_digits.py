@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ldm.data.digits import DigitsDataModule
 from ldm.data.batch_sampler import StepBatchSampler
+from ldm.data.digits import DigitsDataModule
 from ldm.errors import ConfigError
 
 

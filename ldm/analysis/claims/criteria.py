@@ -7,7 +7,7 @@ Criterion kinds (the `kind` key), each giving `supported`, `contradicted` or `in
 - `compare`: row `a` vs row `b` on `metric` (or `a_metric` vs `b_metric`, e.g. diffusion samples' modes vs a
   GAN's prior samples' modes; rows = override values, e.g. {autoencoder: vae}; b from `b_experiment` where
   it is another sweep, e.g. a GAN, which has no encoder and so runs stage 1 only); the claim says
-  a - b has sign `sign` (+1: a larger) by more than `margin`. The 95 % interval of the difference (ldm.analysis.statistics:
+  a - b has sign `sign` (+1: a larger) by more than `margin`. The 95 % interval of the difference (statistics:
   paired t by seed, Welch otherwise) entirely beyond the margin on the claimed side -> supported; entirely on
   the other side of 0 -> contradicted; otherwise inconclusive (the interval includes the decision threshold).
   `relative: true` reads the margin as a share of b's mean; a negative margin states non-inferiority ('a is worse
@@ -58,7 +58,7 @@ class Sweeps:
         self._cache: dict[str, Optional[list[dict]]] = {}
 
     def jobs(self, experiment: str) -> Optional[list[dict]]:
-        """Records (ldm.analysis.collect.collect) with each job's full overrides, or None where the sweep does not exist."""
+        """Records (`collect`) with each job's full overrides, or None where the sweep does not exist."""
         if experiment not in self._cache:
             d = self.root / experiment
             if not d.is_dir():
@@ -133,12 +133,22 @@ def compare(c: dict, sweeps: Sweeps) -> Finding:
     bound = margin * abs(sum(b.values()) / len(b)) if relative else margin
     verdict = _side(d["lo"], d["hi"], sign, bound)
     edge = sign * bound + 0.0  # (+ 0.0: no "-0") the claim: a - b beyond this, on the claimed side
-    claimed = (f"claimed {'>' if sign > 0 else '<'} {_fmt(edge)}"
-               + (f" ({_fmt(sign * margin * 100)} % of {_row_label(c['b'])})" if relative else ""))
-    text = (f"{metric}: {_row_label(c['a'])} − {_row_label(c['b'])} = {_fmt(d['diff'])} "
-            f"[{_fmt(d['lo'])}, {_fmt(d['hi'])}] ({d['test']}, n = {d['n']}, p = {d['p']:.3g}); {claimed}")
-    return Finding(verdict, text, {"a": statistics.mean_interval(list(a.values())),
-                                   "b": statistics.mean_interval(list(b.values())), "difference": d})
+    claimed = f"claimed {'>' if sign > 0 else '<'} {_fmt(edge)}" + (
+        f" ({_fmt(sign * margin * 100)} % of {_row_label(c['b'])})" if relative else ""
+    )
+    text = (
+        f"{metric}: {_row_label(c['a'])} − {_row_label(c['b'])} = {_fmt(d['diff'])} "
+        f"[{_fmt(d['lo'])}, {_fmt(d['hi'])}] ({d['test']}, n = {d['n']}, p = {d['p']:.3g}); {claimed}"
+    )
+    return Finding(
+        verdict,
+        text,
+        {
+            "a": statistics.mean_interval(list(a.values())),
+            "b": statistics.mean_interval(list(b.values())),
+            "difference": d,
+        },
+    )
 
 
 def threshold(c: dict, sweeps: Sweeps) -> Finding:
@@ -150,8 +160,10 @@ def threshold(c: dict, sweeps: Sweeps) -> Finding:
     if s["lo"] is None:
         return Finding("undecided", f"fewer than 2 seeds in {_row_label(c['row'])}")
     verdict = _side(s["lo"] - value, s["hi"] - value, sign, 0.0)
-    text = (f"{metric} of {_row_label(c['row'])} = {_fmt(s['mean'])} [{_fmt(s['lo'])}, {_fmt(s['hi'])}] "
-            f"(n = {s['n']}); claimed {'>' if sign > 0 else '<'} {_fmt(value)}")
+    text = (
+        f"{metric} of {_row_label(c['row'])} = {_fmt(s['mean'])} [{_fmt(s['lo'])}, {_fmt(s['hi'])}] "
+        f"(n = {s['n']}); claimed {'>' if sign > 0 else '<'} {_fmt(value)}"
+    )
     return Finding(verdict, text, {"row": s})
 
 
@@ -184,8 +196,10 @@ def trend(c: dict, sweeps: Sweeps) -> Finding:
     if s["lo"] is None:
         return Finding("undecided", f"{len(xs)} runs of `{exp}`: a rank correlation needs at least 4")
     verdict = _side(s["lo"], s["hi"], sign, min_rho)
-    text = (f"Spearman ρ({key}, {metric}) = {_fmt(s['rho'])} [{_fmt(s['lo'])}, {_fmt(s['hi'])}] over {s['n']} "
-            f"runs; claimed {'+' if sign > 0 else '−'}ρ > {_fmt(min_rho)}")
+    text = (
+        f"Spearman ρ({key}, {metric}) = {_fmt(s['rho'])} [{_fmt(s['lo'])}, {_fmt(s['hi'])}] over {s['n']} "
+        f"runs; claimed {'+' if sign > 0 else '−'}ρ > {_fmt(min_rho)}"
+    )
     return Finding(verdict, text, {"spearman": s})
 
 
@@ -238,8 +252,9 @@ def metrics_of(criterion: dict, experiment: str) -> list[str]:
         if c is not criterion:
             out += [m for m in metrics_of(c, experiment) if m not in out]
             continue
-        sides = [("experiment", c.get("a_metric", c.get("metric"))),
-                 ("b_experiment" if c.get("b_experiment") else "experiment", c.get("b_metric", c.get("metric")))]
+        sides = [
+            ("experiment", c.get("a_metric", c.get("metric"))),
+            ("b_experiment" if c.get("b_experiment") else "experiment", c.get("b_metric", c.get("metric"))),
+        ]
         out += [m for key, m in sides if m and c.get(key) == experiment]
     return list(dict.fromkeys(out))  # each once, in order
-

@@ -15,7 +15,6 @@ from ldm.analysis.claims.render import summary
 from ldm.analysis.readme import splice
 from ldm.errors import ConfigError
 
-
 BLOCK = "claims-summary"  # the README's markers: <!-- claims-summary:begin ... --> ... <!-- claims-summary:end -->
 
 
@@ -57,14 +56,19 @@ def log_to_wandb(profile: dict, root: Path, findings: dict) -> None:
 
     import wandb
 
-    run = wandb.init(project=profile["wandb_project"], group=f"claims/{root.name}",
-                     job_type="claims-report", name=f"claims-{profile['profile']}",
-                     dir=str(root), config={"profile": profile.get("profile"), "dir": str(root)})
+    run = wandb.init(
+        project=profile["wandb_project"],
+        group=f"claims/{root.name}",
+        job_type="claims-report",
+        name=f"claims-{profile['profile']}",
+        dir=str(root),
+        config={"profile": profile.get("profile"), "dir": str(root)},
+    )
     verdicts = wandb.Table(columns=["claim", "statement", "verdict", "numbers"])
     for name, f in findings.items():
         verdicts.add_data(name, str(profile["claims"][name].get("statement", "")).strip(), f.verdict, f.text)
     payload = {"claims/verdicts": verdicts}
-    for exp in (profile.get("experiments") or {}):
+    for exp in profile.get("experiments") or {}:
         table_csv = root / exp / "table.csv"
         if table_csv.is_file():
             rows = list(csv.reader(table_csv.open()))
@@ -84,8 +88,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
-    usage = ("usage: python -m ldm.analysis.claims.publish readme README.md <report dir> [<report dir> ...]\n"
-             "       python -m ldm.analysis.claims.publish publish logs/claims/<profile> docs/claims/<profile>")
+    usage = (
+        "usage: python -m ldm.analysis.claims.publish readme README.md <report dir> [<report dir> ...]\n"
+        "       python -m ldm.analysis.claims.publish publish logs/claims/<profile> docs/claims/<profile>"
+    )
     if not ((len(args) >= 3 and args[0] == "readme") or (len(args) == 3 and args[0] == "publish")):
         print(usage, file=sys.stderr)
         return 2
@@ -96,7 +102,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 0
         for d in args[2:]:
             _check_report(Path(d))
-        splice_readme(Path(args[1]), [Path(d) for d in args[2:]], "python -m ldm.analysis.claims.publish " + " ".join(args))
+        command = "python -m ldm.analysis.claims.publish " + " ".join(args)
+        splice_readme(Path(args[1]), [Path(d) for d in args[2:]], command)
     except (ConfigError, OSError, ValueError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
