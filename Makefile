@@ -14,7 +14,7 @@ ABLATION_DIR ?= logs/ablation/autoencoders
 # sweep jobs side by side, one per usable CPU (each job then runs 1 torch thread: ldm/runtime.py)
 JOBS ?= $(shell nproc)
 
-.PHONY: help install train test test-slow test-all lint format ablation claims claims-hybrid claims-readme readme-train bench clean clean-logs
+.PHONY: help install train test test-slow test-all lint ablation claims claims-hybrid claims-readme readme-train bench clean clean-logs
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -33,14 +33,9 @@ train: $(STAMP) ## train on the bundled digits with the default config (extra Hy
 test: $(STAMP) ## run the fast test suite (includes a short end-to-end run)
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
-lint: $(STAMP) ## ruff (lint + format check) and the import contracts (pyproject.toml); pre-commit runs the same
+lint: $(STAMP) ## ruff check and the import contracts (pyproject.toml); pre-commit runs the same
 	$(VENV)/bin/ruff check ldm tests benchmarks train.py evaluate.py sample.py
-	$(VENV)/bin/ruff format --check ldm tests benchmarks train.py evaluate.py sample.py
 	$(VENV)/bin/lint-imports pyproject.toml
-
-format: $(STAMP) ## ruff: sort imports, fix what is safe, format
-	$(VENV)/bin/ruff check --fix ldm tests benchmarks train.py evaluate.py sample.py
-	$(VENV)/bin/ruff format ldm tests benchmarks train.py evaluate.py sample.py
 
 test-slow: $(STAMP) ## run only the slow tier: subprocess CLI runs, SIGKILL + resume, DDP, sweeps
 	$(PY) -m pytest -q -m slow $(ARGS)

@@ -14,13 +14,8 @@ from typing import Callable, Mapping, Sequence
 
 def summarize(times: Sequence[float]) -> dict:
     """Median, min and max of a list of seconds (the raw list kept, for results.json)."""
-    return {
-        "median": statistics.median(times),
-        "min": min(times),
-        "max": max(times),
-        "reps": len(times),
-        "times": list(times),
-    }
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "reps": len(times),
+            "times": list(times)}
 
 
 def interleaved(fns: Mapping[str, Callable[[], object]], reps: int, warmup: int = 1) -> dict:
@@ -40,23 +35,14 @@ def interleaved(fns: Mapping[str, Callable[[], object]], reps: int, warmup: int 
 
 def scale(summary: dict, factor: float) -> dict:
     """A summary of seconds turned into another unit (e.g. x1000 for ms); a rate uses `rate` instead."""
-    return {
-        **summary,
-        "median": summary["median"] * factor,
-        "min": summary["min"] * factor,
-        "max": summary["max"] * factor,
-        "times": [t * factor for t in summary["times"]],
-    }
+    return {**summary, "median": summary["median"] * factor, "min": summary["min"] * factor,
+            "max": summary["max"] * factor, "times": [t * factor for t in summary["times"]]}
 
 
 def rate(summary: dict, amount: float) -> dict:
     """`amount` per second from a summary of seconds: median amount/median_s, min from the slowest rep."""
-    return {
-        "median": amount / summary["median"],
-        "min": amount / summary["max"],
-        "max": amount / summary["min"],
-        "reps": summary["reps"],
-    }
+    return {"median": amount / summary["median"], "min": amount / summary["max"], "max": amount / summary["min"],
+            "reps": summary["reps"]}
 
 
 def fmt(x: float | None, digits: int = 3) -> str:
@@ -66,7 +52,7 @@ def fmt(x: float | None, digits: int = 3) -> str:
     if x == 0:
         return "0"
     mag = abs(x)
-    if mag >= 10**digits:
+    if mag >= 10 ** digits:
         return f"{x:,.0f}"
     decimals = max(0, digits - 1 - int(f"{mag:e}".split("e")[1]))
     return f"{x:,.{decimals}f}"

@@ -25,9 +25,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-UNET_S = dict(
-    model_channels=32, channel_mult=[1, 2], num_res_blocks=2, attention_resolutions=[2], num_heads=4, dropout=0.0
-)
+UNET_S = dict(model_channels=32, channel_mult=[1, 2], num_res_blocks=2, attention_resolutions=[2], num_heads=4,
+              dropout=0.0)
 SHAPES = {"latent": (2, 4), "pixel": (1, 16)}  # name -> (channels, size): the VAE's 2x4x4 latent, 1x16x16 digits
 BASELINE = "diffusers"
 
@@ -49,25 +48,13 @@ def our_unet(in_channels: int, size: int) -> nn.Module:
 def diffusers_unet(in_channels: int, size: int) -> nn.Module:
     from diffusers import UNet2DModel
 
-    return UNet2DModel(
-        sample_size=size,
-        in_channels=in_channels,
-        out_channels=in_channels,
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=16,
-        norm_num_groups=32,
-        attn_norm_num_groups=32,
-        norm_eps=1e-6,
-        resnet_time_scale_shift="scale_shift",
-        act_fn="silu",
-        dropout=0.0,
-        flip_sin_to_cos=True,
-        freq_shift=0,
-        time_embedding_type="positional",
-    )
+    return UNet2DModel(sample_size=size, in_channels=in_channels, out_channels=in_channels,
+                       block_out_channels=(32, 64), layers_per_block=2,
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                       up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+                       attention_head_dim=16, norm_num_groups=32, attn_norm_num_groups=32, norm_eps=1e-6,
+                       resnet_time_scale_shift="scale_shift", act_fn="silu", dropout=0.0,
+                       flip_sin_to_cos=True, freq_shift=0, time_embedding_type="positional")
 
 
 def unets() -> dict[str, Constructor]:
@@ -90,9 +77,8 @@ def before_is_ours() -> bool:
 
     names = ("timestep_embedding", "zero_init", "TimeResBlock", "SelfAttention", "Level", "UNet")
     try:
-        return all(
-            inspect.getsource(getattr(ours, n)) == inspect.getsource(getattr(before, n)) for n in names
-        ) and code(blocks.group_norm) == code(before.group_norm)
+        return (all(inspect.getsource(getattr(ours, n)) == inspect.getsource(getattr(before, n)) for n in names)
+                and code(blocks.group_norm) == code(before.group_norm))
     except (AttributeError, OSError, TypeError):
         return False
 
@@ -117,21 +103,14 @@ def _ours_to_diffusers_state(sd: dict, levels: int, num_res_blocks: int) -> dict
                 out[f"{dst}.{suffix}"] = sd[f"{src}.{suffix}"]
 
     def res(src: str, dst: str) -> None:
-        for a, b in (
-            ("norm1", "norm1"),
-            ("conv1", "conv1"),
-            ("emb", "time_emb_proj"),
-            ("norm2", "norm2"),
-            ("conv2", "conv2"),
-            ("skip", "conv_shortcut"),
-        ):
+        for a, b in (("norm1", "norm1"), ("conv1", "conv1"), ("emb", "time_emb_proj"), ("norm2", "norm2"),
+                     ("conv2", "conv2"), ("skip", "conv_shortcut")):
             copy(f"{src}.{a}", f"{dst}.{b}")
 
     def attn(src: str, dst: str) -> None:
         copy(f"{src}.norm", f"{dst}.group_norm")
-        for (name, w), b in zip(
-            zip("qkv", sd[f"{src}.qkv.weight"].flatten(1).chunk(3)), sd[f"{src}.qkv.bias"].chunk(3)
-        ):
+        for (name, w), b in zip(zip("qkv", sd[f"{src}.qkv.weight"].flatten(1).chunk(3)),
+                                sd[f"{src}.qkv.bias"].chunk(3)):
             out[f"{dst}.to_{name}.weight"], out[f"{dst}.to_{name}.bias"] = w, b
         out[f"{dst}.to_out.0.weight"] = sd[f"{src}.proj.weight"].flatten(1)
         out[f"{dst}.to_out.0.bias"] = sd[f"{src}.proj.bias"]

@@ -42,10 +42,8 @@ def train(threads: int, seconds: float, min_steps: int, max_seconds: float, batc
         opt.step()
         return time.perf_counter() - t0
 
-    print(
-        json.dumps({"threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}),
-        flush=True,
-    )
+    print(json.dumps({"threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}),
+          flush=True)
     print(json.dumps({"warmup": step()}), flush=True)
     n, start = 0, time.perf_counter()
     while True:

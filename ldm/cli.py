@@ -14,17 +14,8 @@ from typing import Any, Optional
 from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
-SHOWN = (
-    "eval/evaluator_acc",
-    "eval/fid_floor",
-    "recon/psnr",
-    "recon/rfid",
-    "recon/class_accuracy",
-    "latent/prior_fid",
-    "gen/fid",
-    "gen/kid",
-    "gen/classes_covered",
-)
+SHOWN = ("eval/evaluator_acc", "eval/fid_floor", "recon/psnr", "recon/rfid", "recon/class_accuracy",
+         "latent/prior_fid", "gen/fid", "gen/kid", "gen/classes_covered")
 
 
 def train(cfg: DictConfig) -> Optional[float]:
@@ -95,22 +86,8 @@ def table(cfg: DictConfig) -> None:
                 evaluate_run(cfg, job, (job / eval_file).parent)
             except UserError as e:  # one bad job does not cost the others their table
                 log.error("job %s not re-evaluated: %s", r["job"], one_line(e))
-    result = tables.build(
-        out,
-        plain(t.columns),
-        t.title,
-        eval_file=eval_file,
-        name=name,
-        reference=t.reference,
-        converge_on=t.converge_on,
-        converge_margin=float(t.converge_margin),
-    )
+    result = tables.build(out, plain(t.columns), t.title, eval_file=eval_file, name=name, reference=t.reference,
+                          converge_on=t.converge_on, converge_margin=float(t.converge_margin))
     print((out / f"{name}.md").read_text())
-    log.info(
-        "wrote %s, %s.csv, %s.tex (%d rows, %d failed/missing jobs)",
-        out / f"{name}.md",
-        name,
-        name,
-        len(result["rows"]),
-        len(result["bad"]),
-    )
+    log.info("wrote %s, %s.csv, %s.tex (%d rows, %d failed/missing jobs)", out / f"{name}.md", name, name,
+             len(result["rows"]), len(result["bad"]))

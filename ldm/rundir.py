@@ -79,23 +79,9 @@ def pick_checkpoint(run_dir: Path, stage: str, which: str) -> Optional[Path]:
 
 
 # the headline values a run prints when it ends (and the README's generated output block shows)
-SUMMARY_KEYS = [
-    "status",
-    "stage1/source",
-    "stage1/steps",
-    "stage1/wall_s",
-    "recon/psnr",
-    "recon/rfid",
-    "stage2/source",
-    "stage2/steps",
-    "stage2/wall_s",
-    "gen/fid",
-    "eval/fid_floor",
-    "gen/classes_covered",
-    "gen/nfe",
-    "gen/sec_per_sample",
-    "eval/evaluator_acc",
-]
+SUMMARY_KEYS = ["status", "stage1/source", "stage1/steps", "stage1/wall_s", "recon/psnr", "recon/rfid",
+                "stage2/source", "stage2/steps", "stage2/wall_s", "gen/fid", "eval/fid_floor", "gen/classes_covered",
+                "gen/nfe", "gen/sec_per_sample", "eval/evaluator_acc"]
 
 
 def summary(run_dir: Path, metrics: dict) -> str:
@@ -109,11 +95,8 @@ def summary(run_dir: Path, metrics: dict) -> str:
     if (run_dir / "latents.pt").exists():
         lines.append(f"  latent cache: {run_dir / 'latents.pt'}")
     lines.append(f"  metrics: {run_dir / 'metrics.json'}")
-    shown = [
-        f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}"
-        for k in SUMMARY_KEYS
-        if k in metrics
-    ]
+    shown = [f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}"
+             for k in SUMMARY_KEYS if k in metrics]
     lines.append("  " + "  ".join(shown))
     return "\n".join(lines)
 

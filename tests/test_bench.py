@@ -15,23 +15,12 @@ from tests.conftest import ROOT
 def test_bench_quick_writes_every_section(tmp_path):
     pytest.importorskip("diffusers", reason="the bench extra: pip install -e '.[bench]' (.ci/run installs it)")
     out = tmp_path / "RESULTS.md"
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/bench.py", "--quick", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    proc = subprocess.run([sys.executable, "benchmarks/bench.py", "--quick", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
-    for heading in (
-        "## 1. Machine and load",
-        "## 2. Conv peak",
-        "## 3. UNet: ours vs diffusers",
-        "## 4. Stage steps/s",
-        "## 5. Contention",
-        "## 6. Planning",
-    ):
+    for heading in ("## 1. Machine and load", "## 2. Conv peak", "## 3. UNet: ours vs diffusers",
+                    "## 4. Stage steps/s", "## 5. Contention", "## 6. Planning"):
         assert heading in text, heading
     raw = json.loads((tmp_path / "results.json").read_text())  # the raw numbers beside the report
     assert raw["quick"] is True and set(raw["section_wall_s"]) >= {"machine", "conv", "unet", "jobs", "contention"}

@@ -14,10 +14,8 @@ from ldm.utils import cache
 def publish(tmp_path: Path, key: str = "k", **files: bytes) -> cache.Entry:
     entry = cache.Entry(tmp_path, "stage1", key, parts={"seed": 0})
     with entry.locked():
-        entry.publish(
-            {name: (lambda data: lambda tmp: Path(tmp).write_bytes(data))(data) for name, data in files.items()},
-            {"stage1/steps": 7},
-        )
+        entry.publish({name: (lambda data: lambda tmp: Path(tmp).write_bytes(data))(data)
+                       for name, data in files.items()}, {"stage1/steps": 7})
     return entry
 
 
@@ -41,16 +39,13 @@ def test_absent_entry_is_not_usable_and_nothing_is_moved(tmp_path):
     assert not (tmp_path / "stage1" / ".bad").exists()
 
 
-@pytest.mark.parametrize(
-    "damage, reason",
-    [
-        (lambda e: e.path("a").write_bytes(b"hel"), "a has 3 bytes, the manifest says 5"),
-        (lambda e: e.path("a").write_bytes(b"HELLO"), "a does not match its sha256"),  # same size, other bytes
-        (lambda e: e.path("b").unlink(), "b is missing"),
-        (lambda e: e.path("manifest.json").unlink(), "no manifest.json"),
-        (lambda e: e.path("manifest.json").write_text('{"files": '), "unreadable manifest.json"),
-    ],
-)
+@pytest.mark.parametrize("damage, reason", [
+    (lambda e: e.path("a").write_bytes(b"hel"), "a has 3 bytes, the manifest says 5"),
+    (lambda e: e.path("a").write_bytes(b"HELLO"), "a does not match its sha256"),  # same size, other bytes
+    (lambda e: e.path("b").unlink(), "b is missing"),
+    (lambda e: e.path("manifest.json").unlink(), "no manifest.json"),
+    (lambda e: e.path("manifest.json").write_text("{\"files\": "), "unreadable manifest.json"),
+])
 def test_damaged_entry_is_moved_aside_and_logged(tmp_path, caplog, damage, reason):
     entry = publish(tmp_path, a=b"hello", b=b"world!")
     damage(entry)

@@ -14,14 +14,8 @@ from ldm.analysis.claims import criteria, estimate, publish, render, runner
 from ldm.errors import ConfigError
 
 
-def make_sweep(
-    root: Path,
-    experiment: str,
-    rows: dict[str, list],
-    key: str = "autoencoder",
-    metric: str = "gen/fid",
-    status: dict | None = None,
-) -> None:
+def make_sweep(root: Path, experiment: str, rows: dict[str, list], key: str = "autoencoder",
+               metric: str = "gen/fid", status: dict | None = None) -> None:
     """rows: value of `key` -> per-seed metric values; status: {(value, seed): 'failed'} for broken jobs."""
     n = 0
     for value, vals in rows.items():
@@ -36,15 +30,8 @@ def make_sweep(
 
 
 def cmp(sign=-1, margin=0.0):
-    return {
-        "kind": "compare",
-        "experiment": "rows",
-        "metric": "gen/fid",
-        "a": {"autoencoder": "vae"},
-        "b": {"autoencoder": "gan"},
-        "sign": sign,
-        "margin": margin,
-    }
+    return {"kind": "compare", "experiment": "rows", "metric": "gen/fid", "a": {"autoencoder": "vae"},
+            "b": {"autoencoder": "gan"}, "sign": sign, "margin": margin}
 
 
 def test_compare_supported_contradicted_inconclusive(tmp_path):
@@ -63,9 +50,9 @@ def test_compare_supported_contradicted_inconclusive(tmp_path):
 def test_relative_non_inferiority_margin(tmp_path):
     """'a is worse than b by less than 10 % of b' (sign -1, margin -0.1, relative): within -> supported, wholly
     beyond the bound -> contradicted, straddling it -> inconclusive; a worse-but-within result is not contradicted."""
-    within = {"vae": [10.3, 10.5, 10.4], "gan": [10.0, 10.1, 9.9]}  # +4 %
-    beyond = {"vae": [13.0, 13.2, 12.8], "gan": [10.0, 10.1, 9.9]}  # +30 %
-    straddle = {"vae": [10.2, 11.8, 11.0], "gan": [10.0, 10.1, 9.9]}  # +10 % with a wide interval
+    within = {"vae": [10.3, 10.5, 10.4], "gan": [10.0, 10.1, 9.9]}       # +4 %
+    beyond = {"vae": [13.0, 13.2, 12.8], "gan": [10.0, 10.1, 9.9]}       # +30 %
+    straddle = {"vae": [10.2, 11.8, 11.0], "gan": [10.0, 10.1, 9.9]}     # +10 % with a wide interval
     for name, rows in (("within", within), ("beyond", beyond), ("straddle", straddle)):
         make_sweep(tmp_path / name, "rows", rows)
     crit = {**cmp(sign=-1, margin=-0.1), "relative": True}
@@ -86,32 +73,16 @@ def test_missing_or_failed_jobs_leave_the_claim_undecided_and_named(tmp_path):
 
 def test_threshold_and_trend(tmp_path):
     make_sweep(tmp_path, "rows", {"vae": [0.5, 0.6, 0.55]})
-    th = {
-        "kind": "threshold",
-        "experiment": "rows",
-        "metric": "gen/fid",
-        "row": {"autoencoder": "vae"},
-        "value": 1.0,
-        "sign": -1,
-    }
+    th = {"kind": "threshold", "experiment": "rows", "metric": "gen/fid", "row": {"autoencoder": "vae"},
+          "value": 1.0, "sign": -1}
     assert criteria.decide(th, criteria.Sweeps(tmp_path)).verdict == "supported"
     assert criteria.decide({**th, "sign": 1}, criteria.Sweeps(tmp_path)).verdict == "contradicted"
     assert criteria.decide({**th, "value": 0.55}, criteria.Sweeps(tmp_path)).verdict == "inconclusive"
-    betas = {
-        "0.0": [0.01, 0.012, 0.011],
-        "0.01": [0.02, 0.021, 0.019],
-        "0.1": [0.04, 0.041, 0.039],
-        "1.0": [0.08, 0.082, 0.079],
-    }
+    betas = {"0.0": [0.01, 0.012, 0.011], "0.01": [0.02, 0.021, 0.019], "0.1": [0.04, 0.041, 0.039],
+             "1.0": [0.08, 0.082, 0.079]}
     make_sweep(tmp_path, "beta", betas, key="autoencoder.kl_weight", metric="recon/mse")
-    tr = {
-        "kind": "trend",
-        "experiment": "beta",
-        "x": "autoencoder.kl_weight",
-        "metric": "recon/mse",
-        "sign": 1,
-        "min_rho": 0.5,
-    }
+    tr = {"kind": "trend", "experiment": "beta", "x": "autoencoder.kl_weight", "metric": "recon/mse", "sign": 1,
+          "min_rho": 0.5}
     f = criteria.decide(tr, criteria.Sweeps(tmp_path))
     from scipy.stats import spearmanr
 
@@ -127,23 +98,13 @@ def test_threshold_and_trend(tmp_path):
 
 def test_all_of_and_the_report_is_byte_stable(tmp_path):
     make_sweep(tmp_path, "rows", {"vae": [1.0, 1.1, 0.9], "gan": [5.0, 5.2, 4.8]})
-    th = {
-        "kind": "threshold",
-        "experiment": "rows",
-        "metric": "gen/fid",
-        "row": {"autoencoder": "gan"},
-        "value": 1.0,
-        "sign": 1,
-    }
-    cfg = {
-        "profile": "test",
-        "label": "hand-made sweeps",
-        "claims": {
-            "C1": {"statement": "vae beats gan", "criterion_text": "FID difference < 0", "criterion": cmp()},
-            "C2": {"statement": "both", "criterion": {"kind": "all", "of": [cmp(), th]}},
-            "C3": {"statement": "mixed", "criterion": {"kind": "all", "of": [cmp(), {**th, "sign": -1}]}},
-        },
-    }
+    th = {"kind": "threshold", "experiment": "rows", "metric": "gen/fid", "row": {"autoencoder": "gan"},
+          "value": 1.0, "sign": 1}
+    cfg = {"profile": "test", "label": "hand-made sweeps",
+           "claims": {"C1": {"statement": "vae beats gan", "criterion_text": "FID difference < 0",
+                             "criterion": cmp()},
+                      "C2": {"statement": "both", "criterion": {"kind": "all", "of": [cmp(), th]}},
+                      "C3": {"statement": "mixed", "criterion": {"kind": "all", "of": [cmp(), {**th, "sign": -1}]}}}}
     found = criteria.verdicts(cfg, tmp_path)
     assert {k: v.verdict for k, v in found.items()} == {"C1": "supported", "C2": "supported", "C3": "contradicted"}
     a = render.report(cfg, tmp_path, found, ["make claims"])
@@ -184,15 +145,8 @@ def test_profile_config_and_report_command(tmp_path, capsys):
 def test_profile_time_estimate_counts_each_jobs_stages():
     """The dry run's estimate: a latent job pays both stages, a gan job no stage 2, a stage-1-only job no stage 2,
     the pixel row its own (slower) stage-2 rate; n_jobs side by side divide the wall time."""
-    r = {
-        "stage1_steps_per_s": 10.0,
-        "stage2_steps_per_s": 20.0,
-        "pixel_stage2_steps_per_s": 1.0,
-        "gpu_step_s": 0.01,
-        "gen_sec_per_sample": 0.01,
-        "pixel_gen_sec_per_sample": 0.1,
-        "fixed_s": 5.0,
-    }
+    r = {"stage1_steps_per_s": 10.0, "stage2_steps_per_s": 20.0, "pixel_stage2_steps_per_s": 1.0, "gpu_step_s": 0.01,
+         "gen_sec_per_sample": 0.01, "pixel_gen_sec_per_sample": 0.1, "fixed_s": 5.0}
     common = ["stage1.max_steps=100", "stage2.max_steps=200", "metrics.num_samples=100"]
     assert estimate.estimate_job_s(sweep_jobs.expand(common + ["autoencoder=vae"])[0], {}, r) == 5 + 10 + 10 + 1
     assert estimate.estimate_job_s(sweep_jobs.expand(common + ["autoencoder=gan"])[0], {}, r) == 5 + 10
@@ -228,16 +182,8 @@ def test_quick_profile_runs_end_to_end_at_debug_budgets(tmp_path):
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    cmd = [
-        sys.executable,
-        "evaluate.py",
-        "claims=quick",
-        "claims.run=true",
-        f"claims.dir={tmp_path}",
-        "claims.seeds='0,1'",
-        "claims.n_jobs=2",
-        "claims.common=['debug=fast','logger=none']",
-    ]
+    cmd = [sys.executable, "evaluate.py", "claims=quick", "claims.run=true", f"claims.dir={tmp_path}",
+           "claims.seeds='0,1'", "claims.n_jobs=2", "claims.common=['debug=fast','logger=none']"]
     first = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1500)
     assert first.returncode == 0, first.stderr[-3000:]
     for name, jobs in {"rows": 4, "bigan": 2, "beta": 10, "stacked": 2, "stacked_gan": 2}.items():
@@ -275,15 +221,9 @@ def test_report_builds_each_experiments_table_and_logs_to_wandb_offline(tmp_path
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     make_sweep(tmp_path, "rows", {"vae": [1.0, 1.1, 0.9], "gan": [5.0, 5.2, 4.8]})
-    profile = {
-        "profile": "t",
-        "dir": str(tmp_path),
-        "experiments": {"rows": ["autoencoder=vae,gan"]},
-        "seeds": "0,1,2",
-        "claims": {"C1": {"statement": "vae beats gan", "criterion": cmp()}},
-        "wandb": True,
-        "wandb_project": "ldm-test",
-    }
+    profile = {"profile": "t", "dir": str(tmp_path), "experiments": {"rows": ["autoencoder=vae,gan"]},
+               "seeds": "0,1,2", "claims": {"C1": {"statement": "vae beats gan", "criterion": cmp()}},
+               "wandb": True, "wandb_project": "ldm-test"}
     out = claims_report(OmegaConf.create({"claims": profile}))
     assert out == {"claims/C1": "supported"}
     table = (tmp_path / "rows" / "table.md").read_text()
@@ -305,31 +245,11 @@ def test_readme_summary_is_spliced_from_reports(tmp_path, capsys):
     make_sweep(quick, "rows", {"vae": [1.0, 1.1, 0.9], "gan": [5.0, 5.2, 4.8]})
     make_sweep(hybrid, "hyb", {"vae": [1.0, 1.1, 0.9], "gan": [5.0, 5.2, 4.8]})
     c2_missing = {**cmp(), "experiment": "hyb"}
-    claims_report(
-        OmegaConf.create(
-            {
-                "claims": {
-                    "profile": "quick",
-                    "dir": str(quick),
-                    "claims": {
-                        "C1": {"statement": "vae beats gan", "criterion": cmp()},
-                        "C2": {"statement": "hybrid", "criterion": c2_missing},
-                    },
-                }
-            }
-        )
-    )
-    claims_report(
-        OmegaConf.create(
-            {
-                "claims": {
-                    "profile": "hybrid",
-                    "dir": str(hybrid),
-                    "claims": {"C2": {"statement": "hybrid", "criterion": {**c2_missing, "sign": 1}}},
-                }
-            }
-        )
-    )
+    claims_report(OmegaConf.create({"claims": {"profile": "quick", "dir": str(quick), "claims": {
+        "C1": {"statement": "vae beats gan", "criterion": cmp()},
+        "C2": {"statement": "hybrid", "criterion": c2_missing}}}}))
+    claims_report(OmegaConf.create({"claims": {"profile": "hybrid", "dir": str(hybrid), "claims": {
+        "C2": {"statement": "hybrid", "criterion": {**c2_missing, "sign": 1}}}}}))
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- claims-summary:begin -->\nold\n<!-- claims-summary:end -->\nrest\n")
     assert publish.main(["readme", str(readme), str(quick), str(hybrid)]) == 0
@@ -360,14 +280,8 @@ def test_publish_copies_the_report_tables_and_figures_not_the_jobs(tmp_path):
 
 
 def test_experiments_and_metrics_a_criterion_reads():
-    crit = {
-        "kind": "all",
-        "of": [
-            cmp(),
-            {**cmp(), "b_experiment": "gan_only", "b_metric": "latent/prior_fid"},
-            {"kind": "trend", "experiment": "beta", "x": "k", "metric": "recon/mse"},
-        ],
-    }
+    crit = {"kind": "all", "of": [cmp(), {**cmp(), "b_experiment": "gan_only", "b_metric": "latent/prior_fid"},
+                                  {"kind": "trend", "experiment": "beta", "x": "k", "metric": "recon/mse"}]}
     assert criteria.experiments_of(crit) == ["rows", "gan_only", "beta"]
     assert criteria.metrics_of(crit, "rows") == ["gen/fid"]  # once, though two criteria read it
     assert criteria.metrics_of(crit, "gan_only") == ["latent/prior_fid"]

@@ -24,28 +24,19 @@ BASE = ["debug=fast", "logger=none", "threads=1"]
 
 
 def train(args: list[str], run_dir: Path, cache: Path, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "train.py", *BASE, *args, f"hydra.run.dir={run_dir}", f"paths.cache_dir={cache}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=ENV,
-        **kw,
-    )
+    return subprocess.run([sys.executable, "train.py", *BASE, *args, f"hydra.run.dir={run_dir}",
+                           f"paths.cache_dir={cache}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=ENV, **kw)
 
 
-@pytest.mark.parametrize(
-    "override, start",
-    [
-        ("backbone.f=3", "error: backbone.f=3 must be a power of two"),
-        ("data.channels=2", "error: data.channels=2 must be 1 (grayscale) or 3 (RGB)"),
-        ("stage1.max_steps=0", "error: stage1.max_steps=0 must be an integer >= 1"),
-        ("stage2.batch_size=5000", "error: stage2.batch_size=5000 is larger than the training split"),
-        ("autoencoder=gan", "error: autoencoder=gan has no encoder"),
-        ("ckpt_path=/nonexistent/last.ckpt", "error: ckpt_path=/nonexistent/last.ckpt is not a file"),
-    ],
-)
+@pytest.mark.parametrize("override, start", [
+    ("backbone.f=3", "error: backbone.f=3 must be a power of two"),
+    ("data.channels=2", "error: data.channels=2 must be 1 (grayscale) or 3 (RGB)"),
+    ("stage1.max_steps=0", "error: stage1.max_steps=0 must be an integer >= 1"),
+    ("stage2.batch_size=5000", "error: stage2.batch_size=5000 is larger than the training split"),
+    ("autoencoder=gan", "error: autoencoder=gan has no encoder"),
+    ("ckpt_path=/nonexistent/last.ckpt", "error: ckpt_path=/nonexistent/last.ckpt is not a file"),
+])
 def test_bad_input_is_one_error_line_and_exit_2_before_training(override, start, tmp_path):
     run = tmp_path / "run"
     proc = train([override], run, tmp_path / "cache")
@@ -65,25 +56,15 @@ def test_a_diverged_run_exits_0(tmp_path):
 
 # a budget long enough to be killed in the middle of, checkpoints every 10 batches; caches off, so that
 # every run really trains what it reports
-LONG = [
-    "stage1.max_steps=60",
-    "stage1.val_every=10",
-    "stage2.max_steps=60",
-    "stage2.val_every=10",
-    "cache.stage1=false",
-    "cache.stage2=false",
-]
+LONG = ["stage1.max_steps=60", "stage1.val_every=10", "stage2.max_steps=60", "stage2.val_every=10",
+        "cache.stage1=false", "cache.stage2=false"]
 
 
 def kill_when(run: Path, stage: str, cache: Path) -> int:
     """Start a run, SIGKILL it as soon as `stage` wrote its first last.ckpt; returns that checkpoint's step."""
-    proc = subprocess.Popen(
-        [sys.executable, "train.py", *BASE, *LONG, f"hydra.run.dir={run}", f"paths.cache_dir={cache}"],
-        cwd=ROOT,
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = subprocess.Popen([sys.executable, "train.py", *BASE, *LONG, f"hydra.run.dir={run}",
+                             f"paths.cache_dir={cache}"], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     ckpt = run / "checkpoints" / stage / "last.ckpt"
     deadline = time.time() + 300
     while not ckpt.is_file() and proc.poll() is None and time.time() < deadline:
@@ -91,9 +72,8 @@ def kill_when(run: Path, stage: str, cache: Path) -> int:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    return torch.load(ckpt, map_location="cpu", weights_only=True)["loops"]["fit_loop"]["epoch_loop.batch_progress"][
-        "total"
-    ]["completed"]
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["loops"]["fit_loop"][
+        "epoch_loop.batch_progress"]["total"]["completed"]
 
 
 def state(run: Path, stage: str) -> dict:
@@ -126,15 +106,8 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(stage, uninterrupted, t
     for s in ("stage1", "stage2"):
         a, b = state(uninterrupted, s), state(resumed, s)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), s
-    for key in (
-        "recon/psnr",
-        "recon/rfid",
-        "latent/prior_fid",
-        "gen/fid",
-        "gen/kid",
-        "gen/classes_covered",
-        "stage2/val_loss",
-    ):
+    for key in ("recon/psnr", "recon/rfid", "latent/prior_fid", "gen/fid", "gen/kid", "gen/classes_covered",
+                "stage2/val_loss"):
         assert m[key] == ref[key], key
 
 
@@ -147,46 +120,21 @@ def test_ddp_cpu_with_the_default_metrics_evaluates_like_one_process(tmp_path):
     m = json.loads((run / "metrics.json").read_text())
     assert m["status"] == "ok" and m["stage1/steps"] == 4 and m["stage2/steps"] == 4
     assert proc.stderr.count("run directory:") + proc.stdout.count("run directory:") == 1  # rank 0 reports once
-    ev = subprocess.run(
-        [
-            sys.executable,
-            "evaluate.py",
-            f"run_dir={run}",
-            f"out_dir={tmp_path / 'eval'}",
-            f"paths.cache_dir={tmp_path / 'cache'}",
-            "metrics.features.steps=40",
-            "metrics.interp_pairs=4",
-            "metrics.interp_steps=4",
-            "metrics.kid_subsets=10",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=ENV,
-    )
+    ev = subprocess.run([sys.executable, "evaluate.py", f"run_dir={run}", f"out_dir={tmp_path / 'eval'}",
+                         f"paths.cache_dir={tmp_path / 'cache'}", "metrics.features.steps=40",
+                         "metrics.interp_pairs=4", "metrics.interp_steps=4", "metrics.kid_subsets=10"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV)
     assert ev.returncode == 0, ev.stderr[-2000:]
     single = json.loads((tmp_path / "eval" / "eval.json").read_text())
-    for key in (
-        "recon/psnr",
-        "recon/rfid",
-        "latent/prior_fid",
-        "gen/fid",
-        "gen/kid",
-        "gen/precision",
-        "gen/classes_covered",
-        "eval/fid_floor",
-    ):
+    for key in ("recon/psnr", "recon/rfid", "latent/prior_fid", "gen/fid", "gen/kid", "gen/precision",
+                "gen/classes_covered", "eval/fid_floor"):
         assert single[key] == pytest.approx(m[key], rel=1e-5, abs=1e-8), key
 
 
-@pytest.mark.parametrize(
-    "data, expected",
-    [
-        ("textures", {"eval/fid_floor_n": 2000, "eval/reference_n": 10000}),
-        ("stacked_digits", {"eval/fid_floor_n": 10000, "eval/num_samples": 10000, "eval/num_modes": 1000}),
-    ],
-)
+@pytest.mark.parametrize("data, expected", [
+    ("textures", {"eval/fid_floor_n": 2000, "eval/reference_n": 10000}),
+    ("stacked_digits", {"eval/fid_floor_n": 10000, "eval/num_samples": 10000, "eval/num_modes": 1000}),
+])
 def test_the_decidable_datasets_run_end_to_end(data, expected, tmp_path):
     """data=textures and data=stacked_digits through the real command line: metrics and figures, with their
     latent presets (textures 4x8x8, stacked digits 6x4x4) and, for stacked digits, the mode metrics."""
@@ -210,20 +158,16 @@ def test_hf_dataset_from_disk_runs_and_a_missing_column_is_one_error_line(tmp_pa
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    rows = {
-        "img": [Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(60)],
-        "label": [i % 3 for i in range(60)],
-    }
+    rows = {"img": [Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(60)],
+            "label": [i % 3 for i in range(60)]}
     features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"])})
     datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "ds"))
     hf = ["data=hf", f"data.path={tmp_path / 'ds'}", "data.image_size=16"]
     bad = train(hf, tmp_path / "bad", tmp_path / "cache")
     assert bad.returncode == 2, bad.stderr[-2000:]
     errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [
-        f"error: data.image_column=image is not a column of data.path={tmp_path / 'ds'} (columns: img, "
-        f"label): set data.image_column to one of them"
-    ], bad.stderr[-2000:]
+    assert errors == [f"error: data.image_column=image is not a column of data.path={tmp_path / 'ds'} (columns: img, "
+                      f"label): set data.image_column to one of them"], bad.stderr[-2000:]
     good = train(hf + ["data.image_column=img"], tmp_path / "good", tmp_path / "cache")
     assert good.returncode == 0, good.stderr[-3000:]
     m = json.loads((tmp_path / "good" / "metrics.json").read_text())

@@ -8,22 +8,8 @@ from omegaconf import OmegaConf
 
 from tests.conftest import CONF, compose_cfg
 
-GROUPS = [
-    "data",
-    "backbone",
-    "autoencoder",
-    "diffusion",
-    "sampler",
-    "metrics",
-    "trainer",
-    "logger",
-    "callbacks",
-    "paths",
-    "hydra",
-    "debug",
-    "experiment",
-    "hparams_search",
-]
+GROUPS = ["data", "backbone", "autoencoder", "diffusion", "sampler", "metrics", "trainer", "logger", "callbacks",
+          "paths", "hydra", "debug", "experiment", "hparams_search"]
 
 
 def options(group: str) -> list[str]:

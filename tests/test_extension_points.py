@@ -129,17 +129,8 @@ def test_a_row_a_sampler_and_a_dataset_each_take_one_module_and_one_yaml(extensi
     lines = {name: len(textwrap.dedent(text).strip().splitlines()) for name, text in YAMLS.items()}
     assert max(lines.values()) <= 12  # each YAML is a handful of lines
     out = extension / "run"
-    cfg = compose_cfg(
-        [
-            "debug=fast",
-            "logger=none",
-            "autoencoder=pool",
-            "sampler=x0",
-            "data=stripes",
-            f"hydra.searchpath=[file://{extension / 'conf'}]",
-        ],
-        output_dir=out,
-    )
+    cfg = compose_cfg(["debug=fast", "logger=none", "autoencoder=pool", "sampler=x0", "data=stripes",
+                       f"hydra.searchpath=[file://{extension / 'conf'}]"], output_dir=out)
     train.main(cfg)
     m = json.loads((out / "metrics.json").read_text())
     assert m["status"] == "ok", m

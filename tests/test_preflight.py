@@ -48,34 +48,25 @@ def refused(make_cfg, overrides: list[str], capsys) -> tuple[str, dict]:
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     run = Path(cfg.paths.output_dir)
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["status"] == "failed" and metrics["error"] == lines[0][len("error: ") :]
+    assert metrics["status"] == "failed" and metrics["error"] == lines[0][len("error: "):]
     assert "stage1/steps" not in metrics and not (run / "checkpoints").exists()  # nothing trained
     return lines[0], metrics
 
 
-@pytest.mark.parametrize(
-    "override, message",
-    [
-        ("backbone.f=3", "error: backbone.f=3 must be a power of two (1, 2, 4, 8, ...)"),
-        ("data.channels=2", "error: data.channels=2 must be 1 (grayscale) or 3 (RGB)"),
-        ("stage1.max_steps=0", "error: stage1.max_steps=0 must be an integer >= 1"),
-        ("stage2.max_steps=-3", "error: stage2.max_steps=-3 must be an integer >= 1"),
-        ("stage1.val_every=0", "error: stage1.val_every=0 must be an integer >= 1"),
-        (
-            "stage2.batch_size=5000",
-            "error: stage2.batch_size=5000 is larger than the training split (1437 latents): lower stage2.batch_size",
-        ),
-        (
-            "data.batch_size=2000",
-            "error: data.batch_size=2000 is larger than the training split (1437 images): lower data.batch_size",
-        ),
-        ("stage=both", "error: stage=both: choose one of all, stage1, stage2"),
-        (
-            "diffusion.net.channel_mult=[1,2,2,2]",
-            "error: UNet with 4 levels needs a latent size divisible by 8, got 4: use fewer channel_mult entries",
-        ),
-    ],
-)
+@pytest.mark.parametrize("override, message", [
+    ("backbone.f=3", "error: backbone.f=3 must be a power of two (1, 2, 4, 8, ...)"),
+    ("data.channels=2", "error: data.channels=2 must be 1 (grayscale) or 3 (RGB)"),
+    ("stage1.max_steps=0", "error: stage1.max_steps=0 must be an integer >= 1"),
+    ("stage2.max_steps=-3", "error: stage2.max_steps=-3 must be an integer >= 1"),
+    ("stage1.val_every=0", "error: stage1.val_every=0 must be an integer >= 1"),
+    ("stage2.batch_size=5000", "error: stage2.batch_size=5000 is larger than the training split (1437 latents): "
+                               "lower stage2.batch_size"),
+    ("data.batch_size=2000", "error: data.batch_size=2000 is larger than the training split (1437 images): "
+                             "lower data.batch_size"),
+    ("stage=both", "error: stage=both: choose one of all, stage1, stage2"),
+    ("diffusion.net.channel_mult=[1,2,2,2]", "error: UNet with 4 levels needs a latent size divisible by 8, got 4: "
+                                              "use fewer channel_mult entries"),
+])
 def test_bad_config_values(override, message, make_cfg, capsys):
     line, _ = refused(make_cfg, QUICK + [override], capsys)
     assert line == message
@@ -105,10 +96,8 @@ def test_a_checkpoint_of_another_row(key, checkpoints, make_cfg, capsys):
 def test_a_checkpoint_of_another_latent_shape_shows_both(key, checkpoints, make_cfg, capsys):
     path = checkpoints["vae_f2"]
     line, _ = refused(make_cfg, QUICK + [f"{key}={path}"], capsys)
-    assert line.startswith(
-        f"error: {key}={path} holds a VAE, latent 2x8x8, 1x16x16 images, but the config asks "
-        f"for a VAE, latent 2x4x4, 1x16x16 images"
-    )
+    assert line.startswith(f"error: {key}={path} holds a VAE, latent 2x8x8, 1x16x16 images, but the config asks "
+                           f"for a VAE, latent 2x4x4, 1x16x16 images")
 
 
 @pytest.mark.slow
@@ -118,10 +107,8 @@ def test_a_stage2_checkpoint_of_another_latent_shape(checkpoints, make_cfg, caps
     capsys.readouterr()  # that run's progress bars are not the refused run's output
     path = Path(other.paths.output_dir) / "checkpoints/stage2/last.ckpt"
     line, _ = refused(make_cfg, QUICK + [f"stage2.ckpt_path={path}"], capsys)
-    assert line.startswith(
-        f"error: stage2.ckpt_path={path} holds a LatentDiffusion, latent 2x8x8, but the config "
-        f"asks for a LatentDiffusion, latent 2x4x4"
-    )
+    assert line.startswith(f"error: stage2.ckpt_path={path} holds a LatentDiffusion, latent 2x8x8, but the config "
+                           f"asks for a LatentDiffusion, latent 2x4x4")
 
 
 def test_a_row_without_encoder_is_refused_before_stage1(make_cfg, capsys):
@@ -131,52 +118,25 @@ def test_a_row_without_encoder_is_refused_before_stage1(make_cfg, capsys):
 
 def test_evaluator_features_on_unlabelled_data(make_cfg, capsys, tmp_path):
     root = image_folder(tmp_path / "flat", [""])
-    line, _ = refused(
-        make_cfg,
-        [
-            "debug=fast",
-            "logger=none",
-            "data=folder",
-            f"data.root={root}",
-            "data.image_size=8",
-            "backbone.f=2",
-            "diffusion.net.channel_mult=[1]",
-            "data.batch_size=4",
-            "stage2.batch_size=4",
-        ],
-        capsys,
-    )
-    assert line.startswith(
-        "error: metrics/features=evaluator needs labelled data with at least 2 classes, but the data has 0"
-    )
+    line, _ = refused(make_cfg, ["debug=fast", "logger=none", "data=folder", f"data.root={root}",
+                                 "data.image_size=8", "backbone.f=2", "diffusion.net.channel_mult=[1]",
+                                 "data.batch_size=4", "stage2.batch_size=4"], capsys)
+    assert line.startswith("error: metrics/features=evaluator needs labelled data with at least 2 classes, but the "
+                           "data has 0")
 
 
 def test_evaluator_features_on_a_single_class(make_cfg, capsys, tmp_path):
     root = image_folder(tmp_path / "one", ["cats"])
-    line, _ = refused(
-        make_cfg,
-        [
-            "debug=fast",
-            "logger=none",
-            "data=folder",
-            f"data.root={root}",
-            "data.image_size=8",
-            "backbone.f=2",
-            "diffusion.net.channel_mult=[1]",
-            "data.batch_size=4",
-            "stage2.batch_size=4",
-        ],
-        capsys,
-    )
+    line, _ = refused(make_cfg, ["debug=fast", "logger=none", "data=folder", f"data.root={root}",
+                                 "data.image_size=8", "backbone.f=2", "diffusion.net.channel_mult=[1]",
+                                 "data.batch_size=4", "stage2.batch_size=4"], capsys)
     assert "needs labelled data with at least 2 classes, but the data has 1" in line
 
 
 def test_a_test_split_too_small_to_measure(make_cfg, capsys):
     line, _ = refused(make_cfg, ["debug=fast", "logger=none", "data.test_fraction=0.001"], capsys)
-    assert line == (
-        "error: the test split has 2 images, too few for FID and the real-data floor: raise "
-        "data.test_fraction, or set metrics.features=null"
-    )
+    assert line == ("error: the test split has 2 images, too few for FID and the real-data floor: raise "
+                    "data.test_fraction, or set metrics.features=null")
 
 
 @pytest.mark.slow

@@ -43,23 +43,11 @@ def test_train_applies_thread_settings_before_torch_loads(tmp_path, multirun):
     """Read back from metrics.json: the settings were made before torch was imported, the wait policy is
     passive, and threads=null means every usable CPU for a run and 1 for a sweep's job."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
-    args = [
-        "debug=fast",
-        "stage=stage1",
-        "logger=none",
-        "metrics.features=null",
-        "stage1.max_steps=2",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-    ]
+    args = ["debug=fast", "stage=stage1", "logger=none", "metrics.features=null", "stage1.max_steps=2",
+            f"paths.cache_dir={tmp_path / 'cache'}"]
     where = [f"hydra.sweep.dir={tmp_path / 'sweep'}", "seed=0"] if multirun else [f"hydra.run.dir={tmp_path / 'run'}"]
-    proc = subprocess.run(
-        [sys.executable, "train.py", *(["-m"] if multirun else []), *args, *where],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    proc = subprocess.run([sys.executable, "train.py", *(["-m"] if multirun else []), *args, *where], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / ("sweep/0" if multirun else "run") / "metrics.json").read_text())
     assert metrics["runtime/before_torch"] is True and metrics["runtime/omp_wait_policy"] == "PASSIVE"

@@ -23,9 +23,8 @@ def run(fast_run) -> Path:
 
 
 def sample(run_dir: Path, out: Path, *overrides: str) -> dict:
-    cfg = compose_cfg(
-        [f"run_dir={run_dir}", f"out_dir={out}", *overrides], config_name="sample", output_dir=out.parent / "logs"
-    )
+    cfg = compose_cfg([f"run_dir={run_dir}", f"out_dir={out}", *overrides], config_name="sample",
+                      output_dir=out.parent / "logs")
     return cli.sample(cfg)
 
 
@@ -46,16 +45,12 @@ def test_exactly_n_pngs_and_the_same_bytes_for_the_same_seed(run, tmp_path):
 
 @pytest.mark.slow  # export + load + sample (2 s)
 def test_an_export_loads_alone_and_samples_like_its_run(run, tmp_path):
-    cfg = compose_cfg(
-        [f"run_dir={run}", f"export={tmp_path / 'export'}"], config_name="evaluate", output_dir=tmp_path / "logs"
-    )
+    cfg = compose_cfg([f"run_dir={run}", f"export={tmp_path / 'export'}"], config_name="evaluate",
+                      output_dir=tmp_path / "logs")
     cli.evaluate(cfg)
     exported = tmp_path / "export"
-    assert sorted(p.name for p in exported.iterdir()) == [
-        "autoencoder.safetensors",
-        "diffusion.safetensors",
-        "model.json",
-    ]
+    assert sorted(p.name for p in exported.iterdir()) == ["autoencoder.safetensors", "diffusion.safetensors",
+                                                          "model.json"]
     model = load(exported)
     assert model.class_names == [str(i) for i in range(10)] and model.config.seed == 1
     original = load(run)
@@ -68,14 +63,11 @@ def test_an_export_loads_alone_and_samples_like_its_run(run, tmp_path):
         assert (tmp_path / "from_run" / name).read_bytes() == (tmp_path / "from_export" / name).read_bytes()
 
 
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        (["class=3"], "class=3: this run is not class-conditional"),
-        (["num_samples=0"], "num_samples=0 and batch_size=64 must be >= 1"),
-        (["steps=5000"], "sampler.steps=5000 must be an integer in [1, 1000]"),
-    ],
-)
+@pytest.mark.parametrize("overrides, message", [
+    (["class=3"], "class=3: this run is not class-conditional"),
+    (["num_samples=0"], "num_samples=0 and batch_size=64 must be >= 1"),
+    (["steps=5000"], "sampler.steps=5000 must be an integer in [1, 1000]"),
+])
 def test_bad_input_is_one_error_line(run, tmp_path, capsys, overrides, message):
     with pytest.raises(SystemExit) as e:
         sample(run, tmp_path / "out", *overrides)
@@ -102,38 +94,15 @@ def test_a_chosen_class_comes_out_as_that_class(tmp_path):
     from ldm.metrics.evaluator import load_or_train
 
     run = tmp_path / "cond"
-    overrides = [
-        "logger=none",
-        "diffusion.class_conditional=true",
-        "stage1.max_steps=300",
-        "stage2.max_steps=800",
-        "stage2.val_every=400",
-        "threads=1",
-        "metrics.num_samples=50",
-    ]
-    proc = subprocess.run(
-        [sys.executable, "train.py", *overrides, f"hydra.run.dir={run}", f"paths.cache_dir={tmp_path / 'cache'}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    overrides = ["logger=none", "diffusion.class_conditional=true", "stage1.max_steps=300", "stage2.max_steps=800",
+                 "stage2.val_every=400", "threads=1", "metrics.num_samples=50"]
+    proc = subprocess.run([sys.executable, "train.py", *overrides, f"hydra.run.dir={run}",
+                           f"paths.cache_dir={tmp_path / 'cache'}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=1800)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "sample.py",
-            f"run_dir={run}",
-            "class=3",
-            "guidance_scale=3",
-            "num_samples=64",
-            f"out_dir={tmp_path / 'threes'}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = subprocess.run([sys.executable, "sample.py", f"run_dir={run}", "class=3", "guidance_scale=3",
+                           "num_samples=64", f"out_dir={tmp_path / 'threes'}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     images = torch.from_numpy(np.load(tmp_path / "threes" / "samples.npz")["images"]).permute(0, 3, 1, 2)
     images = images.float() / 127.5 - 1

@@ -93,10 +93,8 @@ def test_a_foreign_target_in_checkpoint_hparams_is_refused(trained, make_cfg, ca
     target.write_text("precious")
     ckpt = foreign_target(trained / "checkpoints/stage1/last.ckpt", tmp_path / "evil.ckpt", target)
     line = run_train(make_cfg, [f"autoencoder.ckpt_path={ckpt}"], capsys)
-    assert (
-        f"autoencoder.ckpt_path={ckpt}: hyper_parameters.recon_loss._target_=builtins.open is not an allowed "
-        "target" in line
-    )
+    assert f"autoencoder.ckpt_path={ckpt}: hyper_parameters.recon_loss._target_=builtins.open is not an allowed " \
+           "target" in line
     assert target.read_text() == "precious"
 
 
@@ -108,12 +106,8 @@ def copy_run(src: Path, dst: Path) -> Path:
 
 
 def evaluate(run_dir: Path, tmp_path: Path, capsys, **extra) -> str:
-    cfg = compose_cfg(
-        [f"run_dir={run_dir}", "metrics.features=null", f"paths.cache_dir={tmp_path / 'cache'}"]
-        + [f"{k}={v}" for k, v in extra.items()],
-        config_name="evaluate",
-        output_dir=tmp_path / "logs",
-    )
+    cfg = compose_cfg([f"run_dir={run_dir}", "metrics.features=null", f"paths.cache_dir={tmp_path / 'cache'}"] +
+                      [f"{k}={v}" for k, v in extra.items()], config_name="evaluate", output_dir=tmp_path / "logs")
     with pytest.raises(SystemExit) as e:
         cli.evaluate(cfg)
     assert e.value.code == 2
@@ -135,9 +129,8 @@ def test_evaluate_refuses_foreign_hparams_in_the_run(trained, tmp_path, capsys):
     run = copy_run(trained, tmp_path / "run")
     ckpt = run / "checkpoints/stage1/last.ckpt"
     foreign_target(ckpt, ckpt, target)
-    assert "hyper_parameters.recon_loss._target_=builtins.open is not an allowed target" in evaluate(
-        run, tmp_path, capsys
-    )
+    assert "hyper_parameters.recon_loss._target_=builtins.open is not an allowed target" in \
+        evaluate(run, tmp_path, capsys)
     assert target.read_text() == "precious"
 
 
@@ -149,12 +142,10 @@ def test_evaluate_refuses_a_run_config_with_a_foreign_target(trained, tmp_path, 
     config["data"] = {"_target_": "builtins.open", "_args_": [str(target), "w"]}
     (run / ".hydra/config.yaml").write_text(yaml.safe_dump(config))
     line = evaluate(run, tmp_path, capsys)
-    assert line == (
-        f"error: run_dir={run} (.hydra/config.yaml): data._target_=builtins.open is not an allowed "
-        "target: only this package's classes, torch.optim, torch.nn and Lightning's "
-        "Trainer/callbacks/loggers/profilers may be instantiated; if you trust it, add its module to "
-        "LDM_EXTRA_TARGETS"
-    )
+    assert line == (f"error: run_dir={run} (.hydra/config.yaml): data._target_=builtins.open is not an allowed "
+                    "target: only this package's classes, torch.optim, torch.nn and Lightning's "
+                    "Trainer/callbacks/loggers/profilers may be instantiated; if you trust it, add its module to "
+                    "LDM_EXTRA_TARGETS")
     assert target.read_text() == "precious"
 
 
@@ -171,9 +162,8 @@ def test_table_names_cannot_leave_the_table_dir(name, tmp_path, capsys):
     sweep = tmp_path / "sweep"
     (sweep / "0" / ".hydra").mkdir(parents=True)
     (sweep / "0" / ".hydra" / "overrides.yaml").write_text("- seed=0\n")
-    cfg = compose_cfg(
-        [f"table.dir={sweep}", f"table.name={name}"], config_name="evaluate", output_dir=tmp_path / "logs"
-    )
+    cfg = compose_cfg([f"table.dir={sweep}", f"table.name={name}"], config_name="evaluate",
+                      output_dir=tmp_path / "logs")
     with pytest.raises(SystemExit) as e:
         cli.evaluate(cfg)
     assert e.value.code == 2
@@ -182,18 +172,16 @@ def test_table_names_cannot_leave_the_table_dir(name, tmp_path, capsys):
 
 
 def test_table_eval_file_cannot_leave_the_job(tmp_path, capsys):
-    cfg = compose_cfg(
-        [f"table.dir={tmp_path}", "table.eval_file=../../x.json"], config_name="evaluate", output_dir=tmp_path / "logs"
-    )
+    cfg = compose_cfg([f"table.dir={tmp_path}", "table.eval_file=../../x.json"], config_name="evaluate",
+                      output_dir=tmp_path / "logs")
     with pytest.raises(SystemExit):
         cli.evaluate(cfg)
     assert "table.eval_file=../../x.json must be a relative path without '..'" in one_error(capsys)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "kind, name", [("stage1", "autoencoder.ckpt"), ("stage2", "diffusion.ckpt"), ("latents", "latents.pt")]
-)
+@pytest.mark.parametrize("kind, name", [("stage1", "autoencoder.ckpt"), ("stage2", "diffusion.ckpt"),
+                                        ("latents", "latents.pt")])
 def test_a_cache_entry_holding_a_payload_is_refused_and_rebuilt(kind, name, make_cfg, tmp_path):
     """A payload with a matching manifest (someone rewrote both): refused on load, moved aside, rebuilt."""
     from ldm.utils import cache
@@ -219,17 +207,12 @@ def test_checkpoint_hparams_may_name_model_parts_only(trained, tmp_path):
     from ldm.utils.checkpoint import load_module
 
     state = torch.load(trained / "checkpoints/stage1/last.ckpt", map_location="cpu", weights_only=True)
-    state["hyper_parameters"]["recon_loss"] = {
-        "_target_": "lightning.pytorch.loggers.CSVLogger",
-        "save_dir": str(tmp_path / "logs"),
-    }
+    state["hyper_parameters"]["recon_loss"] = {"_target_": "lightning.pytorch.loggers.CSVLogger",
+                                               "save_dir": str(tmp_path / "logs")}
     torch.save(state, tmp_path / "logger.ckpt")
-    with pytest.raises(
-        ConfigError,
-        match="hyper_parameters.recon_loss._target_=lightning.pytorch.loggers.CSVLogger is not an allowed target",
-    ):
+    with pytest.raises(ConfigError, match="hyper_parameters.recon_loss._target_=lightning.pytorch.loggers.CSVLogger "
+                                          "is not an allowed target"):
         load_module(tmp_path / "logger.ckpt", "autoencoder.ckpt_path", expected=VAE)
-    assert load_module(
-        trained / "checkpoints/stage1/last.ckpt", "autoencoder.ckpt_path", expected=VAE
-    ).latent_shape == (2, 4, 4)  # the untouched checkpoint loads
+    assert load_module(trained / "checkpoints/stage1/last.ckpt", "autoencoder.ckpt_path", expected=VAE).latent_shape \
+        == (2, 4, 4)  # the untouched checkpoint loads
     assert not (tmp_path / "logs").exists()

@@ -13,9 +13,8 @@ import torch
 from ldm.nets.unet import UNet
 from ldm.utils.seeds import normal_like
 
-TINY = dict(
-    model_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[2], num_heads=2, dropout=0.0
-)
+TINY = dict(model_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[2], num_heads=2,
+            dropout=0.0)
 
 
 def test_noise_does_not_depend_on_memory_format():
@@ -29,9 +28,8 @@ def test_noise_does_not_depend_on_memory_format():
     assert draws[1].is_contiguous()
 
 
-@pytest.mark.parametrize(
-    "target,extra", [("torch.optim.AdamW", {"weight_decay": 0.01}), ("torch.optim.Adam", {"betas": [0.5, 0.9]})]
-)
+@pytest.mark.parametrize("target,extra", [("torch.optim.AdamW", {"weight_decay": 0.01}),
+                                          ("torch.optim.Adam", {"betas": [0.5, 0.9]})])
 def test_multi_tensor_optimizer_and_ema_are_bit_identical(target, extra):
     """build_optimizer picks the foreach implementation (CPU default: per-parameter) and EMA updates with one
     multi-tensor lerp: both must give exactly the weights the per-parameter loops give, not nearly."""

@@ -18,17 +18,8 @@ from tests.conftest import compose_cfg
 FAST = ["debug=fast", "logger=none"]
 QUICK = FAST + ["metrics.features=null"]
 # what evaluation measures on the models: equal models give equal numbers
-COMPARED = (
-    "recon/psnr",
-    "recon/rfid",
-    "recon/class_accuracy",
-    "latent/prior_fid",
-    "latent/cycle_error",
-    "gen/fid",
-    "gen/kid",
-    "gen/classes_covered",
-    "eval/fid_floor",
-)
+COMPARED = ("recon/psnr", "recon/rfid", "recon/class_accuracy", "latent/prior_fid", "latent/cycle_error",
+            "gen/fid", "gen/kid", "gen/classes_covered", "eval/fid_floor")
 
 
 def metrics_of(cfg) -> dict:
@@ -40,20 +31,10 @@ def weights(run: Path, stage: str) -> dict:
 
 
 def evaluate(run_dir: Path, cache_dir: str, tmp_path: Path) -> dict:
-    cfg = compose_cfg(
-        [
-            f"run_dir={run_dir}",
-            f"out_dir={tmp_path / 'eval'}",
-            f"paths.cache_dir={cache_dir}",
-            "metrics.features.steps=40",
-            "metrics.interp_pairs=4",
-            "metrics.interp_steps=4",
-            "metrics.kid_subsets=10",
-            "metrics.floor_subsets=3",
-        ],
-        config_name="evaluate",
-        output_dir=tmp_path / "logs",
-    )
+    cfg = compose_cfg([f"run_dir={run_dir}", f"out_dir={tmp_path / 'eval'}", f"paths.cache_dir={cache_dir}",
+                       "metrics.features.steps=40", "metrics.interp_pairs=4", "metrics.interp_steps=4",
+                       "metrics.kid_subsets=10", "metrics.floor_subsets=3"], config_name="evaluate",
+                      output_dir=tmp_path / "logs")
     cli.evaluate(cfg)
     return json.loads((tmp_path / "eval" / "eval.json").read_text())
 
@@ -114,12 +95,8 @@ def test_a_reused_autoencoder_checkpoint_is_linked_into_the_run(make_cfg, tmp_pa
     assert own.is_file()
 
 
-CACHED_FILES = [
-    ("stage1", "autoencoder.ckpt"),
-    ("stage2", "diffusion.ckpt"),
-    ("latents", "latents.pt"),
-    ("evaluator", "evaluator.pt"),
-]
+CACHED_FILES = [("stage1", "autoencoder.ckpt"), ("stage2", "diffusion.ckpt"), ("latents", "latents.pt"),
+                ("evaluator", "evaluator.pt")]
 
 
 @pytest.mark.slow

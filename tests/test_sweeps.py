@@ -64,10 +64,8 @@ def test_two_processes_racing_for_one_entry(tmp_path):
     entries = list((tmp_path / "cache" / "stage1").glob("*/autoencoder.ckpt"))
     assert len(entries) == 1 and not list((tmp_path / "cache").rglob("*.tmp"))
     # the process that lost the race owns the very same weights in its own run directory
-    a, b = (
-        torch.load(tmp_path / f"run{i}" / "checkpoints/stage1/last.ckpt", weights_only=True)["state_dict"]
-        for i in range(2)
-    )
+    a, b = (torch.load(tmp_path / f"run{i}" / "checkpoints/stage1/last.ckpt", weights_only=True)["state_dict"]
+            for i in range(2))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -76,26 +74,10 @@ def test_joblib_multirun_gives_a_table(tmp_path):
     """2 autoencoders x 2 seeds through the joblib launcher -> a table with two rows, n=2 each."""
     sweep = tmp_path / "sweep"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "-m",
-            "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=2",
-            "autoencoder=vae,ae",
-            "seed=0,1",
-            *BASE,
-            "threads=1",
-            f"hydra.sweep.dir={sweep}",
-            f"paths.cache_dir={tmp_path / 'cache'}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    proc = subprocess.run([sys.executable, "train.py", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                           "autoencoder=vae,ae", "seed=0,1", *BASE, "threads=1", f"hydra.sweep.dir={sweep}",
+                           f"paths.cache_dir={tmp_path / 'cache'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     t = tables.build(sweep, columns=["recon/psnr", "stage2/val_loss"])
     assert [r["n"] for r in t["rows"]] == [2, 2] and not t["bad"]
@@ -107,23 +89,10 @@ def test_joblib_multirun_gives_a_table(tmp_path):
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
     """gan cannot encode, so its job fails at stage 2; the vae job after it still runs and the table lists both."""
     sweep = tmp_path / "sweep"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "-m",
-            "autoencoder=gan,vae",
-            *BASE,
-            "stage1.max_steps=2",
-            f"hydra.sweep.dir={sweep}",
-            f"paths.cache_dir={tmp_path / 'cache'}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    proc = subprocess.run([sys.executable, "train.py", "-m", "autoencoder=gan,vae", *BASE, "stage1.max_steps=2",
+                           f"hydra.sweep.dir={sweep}", f"paths.cache_dir={tmp_path / 'cache'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     gan = json.loads((sweep / "0" / "metrics.json").read_text())
     assert gan["status"] == "failed" and "bigan" in gan["error"] and "gan_inversion" in gan["error"]
@@ -136,27 +105,13 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
 def test_a_two_trial_optuna_search_writes_its_result(tmp_path):
     """hparams_search=vae_optuna: 2 TPE trials of debug=fast; the best value is the best trial's gen/fid."""
     sweep = tmp_path / "search"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "-m",
-            "hparams_search=vae_optuna",
-            "debug=fast",
-            "logger=none",
-            "hydra.sweeper.n_trials=2",
-            f"hydra.sweep.dir={sweep}",
-            f"paths.cache_dir={tmp_path / 'cache'}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    proc = subprocess.run([sys.executable, "train.py", "-m", "hparams_search=vae_optuna", "debug=fast", "logger=none",
+                           "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}",
+                           f"paths.cache_dir={tmp_path / 'cache'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     import yaml
-
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert set(result["best_params"]) == {"autoencoder.kl_weight", "backbone.latent_channels", "diffusion"}
     fids = [json.loads((sweep / str(i) / "metrics.json").read_text())["gen/fid"] for i in range(2)]

@@ -17,16 +17,9 @@ def make_job(root: Path, num: int, overrides: list[str], metrics: dict | None) -
     job = root / str(num)
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    (job / ".hydra" / "config.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "stage1": {"max_steps": 1000},
-                "stage2": {"max_steps": 2000, "batch_size": 128},
-                "data": {"batch_size": 64},
-                "metrics": {"num_samples": None},
-            }
-        )
-    )
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
+        {"stage1": {"max_steps": 1000}, "stage2": {"max_steps": 2000, "batch_size": 128}, "data": {"batch_size": 64},
+         "metrics": {"num_samples": None}}))
     if metrics is not None:
         (job / "metrics.json").write_text(json.dumps(metrics))
 
@@ -37,19 +30,12 @@ def sweep(tmp_path):
     n = 0
     for ae, values in rows.items():
         for seed, (psnr, fid) in enumerate(values):
-            make_job(
-                tmp_path,
-                n,
-                ["experiment=autoencoders", f"autoencoder={ae}", f"seed={seed}"],
-                {"status": "ok", "recon/psnr": psnr, "gen/fid": fid, "eval/fid_floor": 5.0, "eval/fid_floor_n": 180},
-            )
+            make_job(tmp_path, n, ["experiment=autoencoders", f"autoencoder={ae}", f"seed={seed}"],
+                     {"status": "ok", "recon/psnr": psnr, "gen/fid": fid, "eval/fid_floor": 5.0,
+                      "eval/fid_floor_n": 180})
             n += 1
-    make_job(
-        tmp_path,
-        n,
-        ["experiment=autoencoders", "autoencoder=bigan", "seed=2"],
-        {"status": "failed", "error": "RuntimeError: boom"},
-    )
+    make_job(tmp_path, n, ["experiment=autoencoders", "autoencoder=bigan", "seed=2"],
+             {"status": "failed", "error": "RuntimeError: boom"})
     make_job(tmp_path, n + 1, ["experiment=autoencoders", "autoencoder=gan", "seed=0"], None)  # never finished
     return tmp_path
 
@@ -81,10 +67,8 @@ def test_known_means_intervals_and_best(sweep):
     assert "job 5 (autoencoder=bigan, seed=2): failed: RuntimeError: boom" in md
     assert "job 6 (autoencoder=gan, seed=0): missing" in md
     csv = (sweep / "table.csv").read_text().splitlines()
-    assert csv[0] == (
-        "config,n,recon/psnr,recon/psnr_std,recon/psnr_lo,recon/psnr_hi,recon/psnr_vs_ref,"
-        "recon/psnr_vs_ref_p,gen/fid,gen/fid_std,gen/fid_lo,gen/fid_hi,gen/fid_vs_ref,gen/fid_vs_ref_p"
-    )
+    assert csv[0] == ("config,n,recon/psnr,recon/psnr_std,recon/psnr_lo,recon/psnr_hi,recon/psnr_vs_ref,"
+                      "recon/psnr_vs_ref_p,gen/fid,gen/fid_std,gen/fid_lo,gen/fid_hi,gen/fid_vs_ref,gen/fid_vs_ref_p")
     assert csv[1].startswith("autoencoder=vae,3,32.0,2.0,27.03") and csv[2].startswith("autoencoder=bigan,2,14.0,")
     assert r"\textbf{32.00 [27.03, 36.97] (3)}" in (sweep / "table.tex").read_text()
 
@@ -132,14 +116,8 @@ def test_best_only_where_earned(tmp_path):
     g = torch.Generator().manual_seed(0)
     same = (10 + torch.randn(2, 5, generator=g)).tolist()
     assert _rows(tmp_path / "same", {"vae": same[0], "ae": same[1]}) == set()
-    assert _rows(
-        tmp_path / "apart",
-        {
-            "vae": [10.0, 10.5, 9.5, 10.2, 9.8],
-            "ae": [20.0, 20.5, 19.5, 20.2, 19.8],
-            "gan": [90.0, 95.0, 85.0, 92.0, 88.0],
-        },
-    ) == {"vae"}
+    assert _rows(tmp_path / "apart", {"vae": [10.0, 10.5, 9.5, 10.2, 9.8], "ae": [20.0, 20.5, 19.5, 20.2, 19.8],
+                                      "gan": [90.0, 95.0, 85.0, 92.0, 88.0]}) == {"vae"}
     assert _rows(tmp_path / "tie", {"vae": [10.0, 10.0], "ae": [10.0, 10.0], "gan": [50.0, 50.0]}) == set()
     assert _rows(tmp_path / "one_seed", {"vae": [10.0], "ae": [20.0]}) == set()
     # paired by seed: a small but consistent per-seed gain is significant where the unpaired spread is not
@@ -158,26 +136,16 @@ def test_reference_row_can_be_named(tmp_path):
 
 def test_wall_times_of_cached_stages_and_identity_reconstruction_are_never_best(tmp_path):
     jobs = [  # row, recon/psnr, stage1/params, stage1/wall_s, stage1/source, gen/fid
-        ("identity", 126.0, 0, 0.0, "none", 5.0),  # a sentinel PSNR (no reconstruction), no stage 1
-        ("vae", 30.0, 10, 0.5, "cache", 4.0),  # a stage taken from the cache: its wall time is not its own
+        ("identity", 126.0, 0, 0.0, "none", 5.0),    # a sentinel PSNR (no reconstruction), no stage 1
+        ("vae", 30.0, 10, 0.5, "cache", 4.0),        # a stage taken from the cache: its wall time is not its own
         ("ae", 29.0, 10, 90.0, "trained", 6.0),
         ("vae_gan", 25.0, 12, 120.0, "trained", 7.0),
     ]
     for n, (row, psnr, params, wall, source, fid) in enumerate(jobs):
         for seed in (0, 1):  # two seeds, 0.1 apart: every gap between rows above is far outside the noise
-            make_job(
-                tmp_path,
-                2 * n + seed,
-                [f"autoencoder={row}", f"seed={seed}"],
-                {
-                    "status": "ok",
-                    "recon/psnr": psnr + 0.1 * seed,
-                    "stage1/params": params,
-                    "stage1/wall_s": wall + 0.1 * seed,
-                    "stage1/source": source,
-                    "gen/fid": fid + 0.1 * seed,
-                },
-            )
+            make_job(tmp_path, 2 * n + seed, [f"autoencoder={row}", f"seed={seed}"],
+                     {"status": "ok", "recon/psnr": psnr + 0.1 * seed, "stage1/params": params,
+                      "stage1/wall_s": wall + 0.1 * seed, "stage1/source": source, "gen/fid": fid + 0.1 * seed})
     t = tables.build(tmp_path, columns=["recon/psnr", "stage1/wall_s", "gen/fid"])
     order = [dict(r["group"])["autoencoder"] for r in t["rows"]]
     best = {c: {order[i] for i in rows} for c, rows in t["best"].items()}
@@ -189,20 +157,10 @@ def test_figures_next_to_the_table(tmp_path):
     n = 0
     for beta, (rate, mse) in {"0.0": (40.0, 0.01), "1e-4": (20.0, 0.02), "1.0": (2.0, 0.08)}.items():
         for seed in range(2):
-            make_job(
-                tmp_path,
-                n,
-                [f"autoencoder.kl_weight={beta}", f"seed={seed}"],
-                {
-                    "status": "ok",
-                    "latent/rate": rate + seed,
-                    "recon/mse": mse * (1 + 0.1 * seed),
-                    "gen/fid": 1.0 + seed,
-                    "eval/fid_floor": 0.5,
-                    "eval/fid_floor_lo": 0.3,
-                    "eval/fid_floor_hi": 0.9,
-                },
-            )
+            make_job(tmp_path, n, [f"autoencoder.kl_weight={beta}", f"seed={seed}"],
+                     {"status": "ok", "latent/rate": rate + seed, "recon/mse": mse * (1 + 0.1 * seed),
+                      "gen/fid": 1.0 + seed, "eval/fid_floor": 0.5, "eval/fid_floor_lo": 0.3,
+                      "eval/fid_floor_hi": 0.9})
             n += 1
     t = tables.build(tmp_path, columns=["latent/rate", "recon/mse", "gen/fid"])
     assert [p.name for p in t["figures"]] == ["table_bars.png", "table_rate_distortion.png"]
@@ -219,12 +177,8 @@ def test_budget_curves_find_each_rows_converged_budget(tmp_path):
     for ae, curve in (("vae", {100: 3.0, 300: 1.5, 1000: 1.5}), ("bigan", {100: 5.0, 300: 4.0, 1000: 2.0})):
         for b, m in curve.items():
             for seed in range(3):
-                make_job(
-                    tmp_path,
-                    n,
-                    [f"autoencoder={ae}", f"stage1.max_steps={b}", f"seed={seed}"],
-                    {"status": "ok", "recon/rfid": m + 0.05 * rng.random(), "stage1/wall_s": b / 4.0},
-                )
+                make_job(tmp_path, n, [f"autoencoder={ae}", f"stage1.max_steps={b}", f"seed={seed}"],
+                         {"status": "ok", "recon/rfid": m + 0.05 * rng.random(), "stage1/wall_s": b / 4.0})
                 n += 1
     t = tables.build(tmp_path, ["recon/rfid", "stage1/wall_s"])
     rows = {dict(g)["autoencoder"]: c for g, c in t["budget"]["rows"].items()}
@@ -246,12 +200,8 @@ def test_converged_budget_needs_equivalence_not_just_no_significant_difference(t
     for ae, curve in (("ae", {100: 0.64, 300: 0.22, 1000: 0.12}), ("vae", {100: 3.0, 300: 1.01, 1000: 1.0})):
         for b, m in curve.items():
             for seed in range(2):
-                make_job(
-                    tmp_path,
-                    n,
-                    [f"autoencoder={ae}", f"stage1.max_steps={b}", f"seed={seed}"],
-                    {"status": "ok", "recon/rfid": m + (noise[ae][b] if seed else -noise[ae][b])},
-                )
+                make_job(tmp_path, n, [f"autoencoder={ae}", f"stage1.max_steps={b}", f"seed={seed}"],
+                         {"status": "ok", "recon/rfid": m + (noise[ae][b] if seed else -noise[ae][b])})
                 n += 1
     t = tables.build(tmp_path, ["recon/rfid"])
     rows = {dict(g)["autoencoder"]: c for g, c in t["budget"]["rows"].items()}

@@ -60,11 +60,8 @@ def test_a_diverged_task_is_a_result_and_a_failed_one_keeps_its_partial_metrics(
 
     with pytest.raises(RuntimeError):
         run_task(compose_cfg([]), crashes, path)
-    assert json.loads(path.read_text()) == {
-        "stage1/steps": 4,
-        "status": "failed",
-        "error": "RuntimeError: boom second line",
-    }
+    assert json.loads(path.read_text()) == {"stage1/steps": 4, "status": "failed",
+                                            "error": "RuntimeError: boom second line"}
 
 
 def test_user_error_is_one_line_and_exit_2(tmp_path, capsys):
@@ -80,19 +77,15 @@ def test_user_error_is_one_line_and_exit_2(tmp_path, capsys):
 
 def test_read_status_tells_running_interrupted_corrupt_and_missing(tmp_path):
     here = {"pid": os.getpid(), "host": socket.gethostname()}
-    cases = {
-        "running": {"status": "running", **here},
-        "interrupted": {"status": "running", "pid": dead_pid(), "host": socket.gethostname()},
-        "ok": {"status": "ok"},
-    }
+    cases = {"running": {"status": "running", **here},
+             "interrupted": {"status": "running", "pid": dead_pid(), "host": socket.gethostname()},
+             "ok": {"status": "ok"}}
     for name, record in cases.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(record))
         assert read_status(tmp_path / f"{name}.json")["status"] == name
     (tmp_path / "corrupt.json").write_text('{"status": "ok", "recon')
-    assert read_status(tmp_path / "corrupt.json") == {
-        "status": "corrupt",
-        "error": "corrupt.json unreadable (JSONDecodeError)",
-    }
+    assert read_status(tmp_path / "corrupt.json") == {"status": "corrupt", "error": "corrupt.json unreadable "
+                                                                                     "(JSONDecodeError)"}
     assert read_status(tmp_path / "none.json") == {"status": "missing"}
 
 
@@ -120,17 +113,14 @@ def test_a_table_lists_corrupt_and_interrupted_jobs_and_is_still_written(tmp_pat
 def test_evaluate_refuses_an_interrupted_run(tmp_path, capsys):
     run = tmp_path / "run"
     compose_cfg(["debug=fast"], output_dir=run)  # writes .hydra/config.yaml
-    (run / "metrics.json").write_text(
-        json.dumps({"status": "running", "pid": dead_pid(), "host": socket.gethostname()})
-    )
+    (run / "metrics.json").write_text(json.dumps({"status": "running", "pid": dead_pid(),
+                                                  "host": socket.gethostname()}))
     ev = compose_cfg([f"run_dir={run}", "metrics.features=null"], config_name="evaluate", output_dir=tmp_path / "l")
     with pytest.raises(SystemExit) as e:
         cli.evaluate(ev)
     assert e.value.code == 2
-    assert capsys.readouterr().err == (
-        f"error: run_dir={run} is interrupted: its training did not finish; continue "
-        f"it with `train.py resume={run} <its overrides>`, then evaluate it\n"
-    )
+    assert capsys.readouterr().err == (f"error: run_dir={run} is interrupted: its training did not finish; continue "
+                                       f"it with `train.py resume={run} <its overrides>`, then evaluate it\n")
 
 
 @pytest.mark.parametrize("stage", ["stage1", "stage2"])

@@ -32,10 +32,8 @@ def test_tensorboard_gets_one_run_stage_scalars_hparams_final_metrics_and_figure
     assert not any("-" in tag.split("/")[0] for tag in scalars)  # stage1/..., never stage1-train/...
     assert events.Scalars("final/gen/fid")[-1].value == pytest.approx(metrics["gen/fid"], rel=1e-6)
     assert {"final/samples", "final/recon", "final/class_hist"} <= set(events.Tags()["images"])
-    hparams = {
-        tag: plugin_data_pb2.HParamsPluginData.FromString(content)
-        for tag, content in events.PluginTagToContent("hparams").items()
-    }
+    hparams = {tag: plugin_data_pb2.HParamsPluginData.FromString(content)
+               for tag, content in events.PluginTagToContent("hparams").items()}
     start = hparams["_hparams_/session_start_info"].session_start_info.hparams
     assert start["autoencoder/_target_"].string_value == "ldm.autoencoders.vae.VAE"
     assert start["params/stage1"].number_value == metrics["stage1/params"]
@@ -48,23 +46,9 @@ def test_tensorboard_gets_one_run_stage_scalars_hparams_final_metrics_and_figure
 def test_wandb_offline_runs_are_named_grouped_configured_and_get_final_numbers_and_figures(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "-m",
-            "debug=fast",
-            "logger=wandb",
-            "seed=0,1",
-            f"hydra.sweep.dir={sweep}",
-            f"paths.cache_dir={tmp_path / 'cache'}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    proc = subprocess.run([sys.executable, "train.py", "-m", "debug=fast", "logger=wandb", "seed=0,1",
+                           f"hydra.sweep.dir={sweep}", f"paths.cache_dir={tmp_path / 'cache'}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for seed in (0, 1):
         job = sweep / str(seed)

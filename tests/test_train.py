@@ -61,43 +61,13 @@ def test_debug_fast_writes_run_directory(make_cfg):
     assert metrics["stage2/scale_factor"] > 0 and metrics["stage2/val_loss"] > 0
     assert metrics["gen/nfe"] == cfg.sampler.steps and metrics["gen/sec_per_sample"] > 0
     assert load_state(out / "checkpoints/stage2/last.ckpt")["global_step"] == cfg.stage2.max_steps
-    contract = [
-        "stage1/steps",
-        "stage1/wall_s",
-        "stage1/params",
-        "stage1/reused",
-        "stage1/val_loss",
-        "stage2/steps",
-        "stage2/wall_s",
-        "stage2/params",
-        "stage2/val_loss",
-        "stage2/scale_factor",
-        "recon/mse",
-        "recon/psnr",
-        "recon/ssim",
-        "recon/rfid",
-        "latent/kl_to_prior",
-        "latent/std",
-        "latent/interp_ppl",
-        "latent/interp_uniformity",
-        "latent/cycle_error",
-        "latent/prior_fid",
-        "gen/fid",
-        "gen/kid",
-        "gen/kid_std",
-        "gen/precision",
-        "gen/recall",
-        "gen/density",
-        "gen/coverage",
-        "gen/classes_covered",
-        "gen/class_kl",
-        "gen/confidence",
-        "gen/nfe",
-        "gen/sec_per_sample",
-        "eval/evaluator_acc",
-        "eval/num_samples",
-        "eval/fid_floor",
-    ]
+    contract = ["stage1/steps", "stage1/wall_s", "stage1/params", "stage1/reused", "stage1/val_loss",
+                "stage2/steps", "stage2/wall_s", "stage2/params", "stage2/val_loss", "stage2/scale_factor",
+                "recon/mse", "recon/psnr", "recon/ssim", "recon/rfid", "latent/kl_to_prior", "latent/std",
+                "latent/interp_ppl", "latent/interp_uniformity", "latent/cycle_error", "latent/prior_fid",
+                "gen/fid", "gen/kid", "gen/kid_std", "gen/precision", "gen/recall", "gen/density", "gen/coverage",
+                "gen/classes_covered", "gen/class_kl", "gen/confidence", "gen/nfe", "gen/sec_per_sample",
+                "eval/evaluator_acc", "eval/num_samples", "eval/fid_floor"]
     assert not [k for k in contract if metrics.get(k) is None]
     for name in ("recon.png", "interpolation.png", "latent_hist.png", "class_hist.png"):
         assert (out / name).stat().st_size > 500, name
@@ -192,10 +162,8 @@ def test_missing_resume_checkpoint_is_a_user_error(make_cfg, capsys):
         train.main(cfg)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [
-        "error: ckpt_path=/nonexistent/last.ckpt is not a file: pass a checkpoint such as "
-        "<run>/checkpoints/stage1/last.ckpt"
-    ]
+    assert err == ["error: ckpt_path=/nonexistent/last.ckpt is not a file: pass a checkpoint such as "
+                   "<run>/checkpoints/stage1/last.ckpt"]
     status = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert status["status"] == "failed" and "ckpt_path" in status["error"]
 
@@ -217,20 +185,9 @@ def test_divergence_is_recorded(make_cfg, monkeypatch):
 def test_cli_bad_data_root_one_line_nonzero(tmp_path):
     """The real command line: one clear line on stderr, exit code 2, failed status recorded."""
     run_dir = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "data=folder",
-            f"data.root={tmp_path}/missing",
-            f"hydra.run.dir={run_dir}",
-            "logger=none",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = subprocess.run([sys.executable, "train.py", "data=folder", f"data.root={tmp_path}/missing",
+                           f"hydra.run.dir={run_dir}", "logger=none"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 2, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last == f"error: data.root={tmp_path}/missing does not exist: point data.root at a folder of PNG/JPEG images"

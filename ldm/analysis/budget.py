@@ -12,6 +12,7 @@ from ldm.analysis.render import row_label
 BUDGET_SWEEP_KEYS = ("stage1.max_steps", "stage2.max_steps")
 
 
+
 def budget_curves(t: dict, metric: str, margin: float = 0.1) -> Optional[dict]:
     """Where a sweep varies a step budget: per row (the group without the budget key), its budgets in order with
     the metric's mean and interval, and its converged budget: the smallest budget shown to be within `margin`
@@ -46,13 +47,10 @@ def budget_curves(t: dict, metric: str, margin: float = 0.1) -> Optional[dict]:
                 if b == best_b or within:
                     converged = b
                     break
-        out[group] = {
-            "budgets": [b for b, _ in pts],
-            "stats": [r["stats"][metric] for _, r in pts],
-            "wall_s": [r["means"].get("stage1/wall_s") for _, r in pts],
-            "converged": converged,
-        }
+        out[group] = {"budgets": [b for b, _ in pts], "stats": [r["stats"][metric] for _, r in pts],
+                      "wall_s": [r["means"].get("stage1/wall_s") for _, r in pts], "converged": converged}
     return {"key": key, "metric": metric, "margin": margin, "rows": out}
+
 
 
 def converged_label(c: dict) -> str:
@@ -71,25 +69,17 @@ def converged_label(c: dict) -> str:
     return str(b)
 
 
+
 def converged_table(curves: dict) -> str:
     """Markdown: each row's converged budget and its metric there, next to the largest budget's."""
-    lines = [
-        f"Converged: the smallest budget whose difference from the row's best on {curves['metric']} has its 95 % "
-        f"interval within {100 * curves['margin']:.0f} % of the best's mean (paired by seed).",
-        "",
-        f"| row | converged {curves['key']} | {curves['metric']} there | at the largest budget |",
-        "|---|---|---|---|",
-    ]
-
-    def cell(s: dict) -> str:
-        if s["lo"] is not None:
-            return f"{s['mean']:.3g} [{s['lo']:.3g}, {s['hi']:.3g}]"
-        return f"{s['mean']:.3g}" if s["mean"] is not None else "–"
-
+    lines = [f"Converged: the smallest budget whose difference from the row's best on {curves['metric']} has its 95 % "
+             f"interval within {100 * curves['margin']:.0f} % of the best's mean (paired by seed).", "",
+             f"| row | converged {curves['key']} | {curves['metric']} there | at the largest budget |",
+             "|---|---|---|---|"]
     for group, c in curves["rows"].items():
+        cell = lambda s: (f"{s['mean']:.3g} [{s['lo']:.3g}, {s['hi']:.3g}]" if s["lo"] is not None  # noqa: E731
+                          else f"{s['mean']:.3g}" if s["mean"] is not None else "–")
         there = c["stats"][c["budgets"].index(c["converged"])] if c["converged"] is not None else None
-        lines.append(
-            f"| {row_label(group)} | {converged_label(c)} | "
-            f"{cell(there) if there else '–'} | {cell(c['stats'][-1])} (at {c['budgets'][-1]}) |"
-        )
+        lines.append(f"| {row_label(group)} | {converged_label(c)} | "
+                     f"{cell(there) if there else '–'} | {cell(c['stats'][-1])} (at {c['budgets'][-1]}) |")
     return "\n".join(lines) + "\n"

@@ -11,12 +11,14 @@ from ldm.rundir import job_overrides, read_status
 IGNORED_OVERRIDES = ("seed",)  # varies within a row: never a row's key
 
 
+
 def config_value(cfg: dict, dotted: str):
     for part in dotted.split("."):
         if not isinstance(cfg, dict) or part not in cfg:
             return None
         cfg = cfg[part]
     return cfg
+
 
 
 def collect(sweep_dir: Path, eval_file: str = "eval.json") -> tuple[list[dict], list[str]]:
@@ -29,13 +31,10 @@ def collect(sweep_dir: Path, eval_file: str = "eval.json") -> tuple[list[dict], 
     has an `eval_file` (relative to the job: eval.json, or <out_dir>/eval.json for an evaluation written elsewhere,
     e.g. with more samples); its values take precedence over metrics.json and the record says so."""
     if not sweep_dir.is_dir():
-        raise ConfigError(
-            f"table dir={sweep_dir} is not a directory: pass a multirun directory (logs/<task>/multiruns/<time>)"
-        )
-    jobs = sorted(
-        (p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()),
-        key=lambda p: (len(p.name), p.name),
-    )
+        raise ConfigError(f"table dir={sweep_dir} is not a directory: "
+                          "pass a multirun directory (logs/<task>/multiruns/<time>)")
+    jobs = sorted((p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()),
+                  key=lambda p: (len(p.name), p.name))
     records, swept = [], set()
     all_overrides = [job_overrides(j) for j in jobs]
     keys = {k for o in all_overrides for k in o}
@@ -48,15 +47,7 @@ def collect(sweep_dir: Path, eval_file: str = "eval.json") -> tuple[list[dict], 
         re_evaluated = evaluated.get("status") == "ok"
         if re_evaluated:
             metrics = {**metrics, **evaluated}
-        records.append(
-            {
-                "job": job.name,
-                "group": tuple((k, o.get(k, "")) for k in swept),
-                "seed": o.get("seed"),
-                "status": status,
-                "error": metrics.get("error", ""),
-                "metrics": metrics,
-                "re_evaluated": re_evaluated,
-            }
-        )
+        records.append({"job": job.name, "group": tuple((k, o.get(k, "")) for k in swept), "seed": o.get("seed"),
+                        "status": status, "error": metrics.get("error", ""), "metrics": metrics,
+                        "re_evaluated": re_evaluated})
     return records, swept

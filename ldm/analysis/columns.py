@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-HIGHER_IS_BETTER = (
-    "psnr",
-    "ssim",
-    "precision",
-    "recall",
-    "coverage",
-    "density",
-    "classes_covered",
-    "modes_covered",
-    "accuracy",
-    "confidence",
-    "evaluator_acc",
-)
+HIGHER_IS_BETTER = ("psnr", "ssim", "precision", "recall", "coverage", "density", "classes_covered", "modes_covered",
+                    "accuracy", "confidence", "evaluator_acc")
 
 
-LOWER_IS_BETTER = (
-    "mse",
-    "fid",
-    "kid",
-    "kl",
-    "ppl",
-    "uniformity",
-    "cycle_error",
-    "wall_s",
-    "sec_per_sample",
-    "val_loss",
-)
+LOWER_IS_BETTER = ("mse", "fid", "kid", "kl", "ppl", "uniformity", "cycle_error", "wall_s", "sec_per_sample",
+                   "val_loss")
+
 
 
 def direction(column: str) -> int:
@@ -39,6 +19,7 @@ def direction(column: str) -> int:
     if any(k in name for k in LOWER_IS_BETTER):
         return -1
     return 0
+
 
 
 def contends(column: str, runs: list[dict]) -> bool:

@@ -18,6 +18,7 @@ def _floor_band(runs_rows: list[dict]) -> Optional[tuple[float, float]]:
     return (min(lo), max(hi)) if lo and hi else None
 
 
+
 def plot(t: dict, sweep_dir: Path, name: str = "table") -> list[Path]:
     """`<name>_bars.png`: one panel per column, each row's mean with its 95 % interval as an error bar (the
     FID floor's 5-95 % range as a band on gen/fid), best marks as in the table; `<name>_rate_distortion.png`
@@ -34,10 +35,8 @@ def plot(t: dict, sweep_dir: Path, name: str = "table") -> list[Path]:
     for ax, c in zip(axes.flat, cols):
         y = list(range(len(rows)))
         means = [r["means"][c] if r["means"][c] is not None else float("nan") for r in rows]
-        err = [
-            [(m - r["stats"][c]["lo"]) if r["stats"][c]["lo"] is not None else 0 for m, r in zip(means, rows)],
-            [(r["stats"][c]["hi"] - m) if r["stats"][c]["hi"] is not None else 0 for m, r in zip(means, rows)],
-        ]
+        err = [[(m - r["stats"][c]["lo"]) if r["stats"][c]["lo"] is not None else 0 for m, r in zip(means, rows)],
+               [(r["stats"][c]["hi"] - m) if r["stats"][c]["hi"] is not None else 0 for m, r in zip(means, rows)]]
         colours = ["tab:orange" if i in t["best"].get(c, ()) else "tab:blue" for i in range(len(rows))]
         ax.barh(y, means, xerr=err, color=colours, capsize=3)
         band = _floor_band(rows) if c == "gen/fid" else None
@@ -50,31 +49,23 @@ def plot(t: dict, sweep_dir: Path, name: str = "table") -> list[Path]:
         d = direction(c)
         ax.set_title(c + (" (higher is better)" if d > 0 else " (lower is better)" if d < 0 else ""), fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
-    for ax in list(axes.flat)[len(cols) :]:
+    for ax in list(axes.flat)[len(cols):]:
         ax.axis("off")
-    fig.suptitle(
-        f"{sweep_dir.name}: mean and 95 % interval over seeds (orange: best, p < 0.05 vs runner-up)",
-        fontsize=9,
-        y=1.0 + 0.12 / nrow,
-    )
+    fig.suptitle(f"{sweep_dir.name}: mean and 95 % interval over seeds (orange: best, p < 0.05 vs runner-up)",
+                 fontsize=9, y=1.0 + 0.12 / nrow)
     written.append(save_figure(fig, sweep_dir / f"{name}_bars.png"))
     kl_key = next((k for k in t["swept"] if k.endswith("kl_weight")), None)
     distortion = next((c for c in ("recon/mse", "recon/psnr") if c in t["columns"]), None)
     if kl_key and "latent/rate" in t["columns"] and distortion:
-        pts = [
-            (r["means"]["latent/rate"], r["means"][distortion], r["stats"][distortion], dict(r["group"])[kl_key])
-            for r in rows
-            if r["means"]["latent/rate"] is not None and r["means"][distortion] is not None
-        ]
+        pts = [(r["means"]["latent/rate"], r["means"][distortion], r["stats"][distortion], dict(r["group"])[kl_key])
+               for r in rows if r["means"]["latent/rate"] is not None and r["means"][distortion] is not None]
         if pts:
             fig, ax = plt.subplots(figsize=(4.5, 3.5))
             pts.sort(key=lambda p: p[0])
             x = [p[0] for p in pts]
             yv = [p[1] for p in pts]
-            yerr = [
-                [p[1] - (p[2]["lo"] if p[2]["lo"] is not None else p[1]) for p in pts],
-                [(p[2]["hi"] if p[2]["hi"] is not None else p[1]) - p[1] for p in pts],
-            ]
+            yerr = [[p[1] - (p[2]["lo"] if p[2]["lo"] is not None else p[1]) for p in pts],
+                    [(p[2]["hi"] if p[2]["hi"] is not None else p[1]) - p[1] for p in pts]]
             ax.errorbar(x, yv, yerr=yerr, marker="o", capsize=3)
             for xi, yi, p in zip(x, yv, pts):
                 ax.annotate(f"β={p[3]}", (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
@@ -83,6 +74,7 @@ def plot(t: dict, sweep_dir: Path, name: str = "table") -> list[Path]:
             ax.set_title("rate-distortion across the KL weight (95 % intervals over seeds)", fontsize=9)
             written.append(save_figure(fig, sweep_dir / f"{name}_rate_distortion.png"))
     return written
+
 
 
 def plot_budget(curves: dict, sweep_dir: Path, name: str = "table") -> Path:
@@ -96,13 +88,10 @@ def plot_budget(curves: dict, sweep_dir: Path, name: str = "table") -> Path:
     positive = all(s["mean"] is None or s["mean"] > 0 for c in curves["rows"].values() for s in c["stats"])
     for group, c in curves["rows"].items():
         means = [s["mean"] if s["mean"] is not None else float("nan") for s in c["stats"]]
-        lows = [
-            max(s["lo"], 0.1 * m) if positive and s["lo"] is not None else s["lo"] for m, s in zip(means, c["stats"])
-        ]
-        err = [
-            [m - lo if lo is not None else 0 for m, lo in zip(means, lows)],
-            [s["hi"] - m if s["hi"] is not None else 0 for m, s in zip(means, c["stats"])],
-        ]
+        lows = [max(s["lo"], 0.1 * m) if positive and s["lo"] is not None else s["lo"]
+                for m, s in zip(means, c["stats"])]
+        err = [[m - lo if lo is not None else 0 for m, lo in zip(means, lows)],
+               [s["hi"] - m if s["hi"] is not None else 0 for m, s in zip(means, c["stats"])]]
         row_name = row_label(group)
         for ax, x in ((axes[0], c["budgets"]), (axes[1], c["wall_s"])):
             if any(v is None for v in x):
@@ -119,9 +108,6 @@ def plot_budget(curves: dict, sweep_dir: Path, name: str = "table") -> Path:
         ax.set_xlabel(xlabel)
         ax.set_ylabel(curves["metric"] + (" (log; bars cut at 0.1x the mean)" if positive else ""))
     axes[0].legend(fontsize=7)
-    fig.suptitle(
-        f"{sweep_dir.name}: {curves['metric']} against budget (95 % intervals over seeds; ring = converged: "
-        f"the smallest budget shown within {100 * curves['margin']:.0f} % of the row's best)",
-        fontsize=8,
-    )
+    fig.suptitle(f"{sweep_dir.name}: {curves['metric']} against budget (95 % intervals over seeds; ring = converged: "
+                 f"the smallest budget shown within {100 * curves['margin']:.0f} % of the row's best)", fontsize=8)
     return save_figure(fig, sweep_dir / f"{name}_budget.png")

@@ -8,7 +8,6 @@ files it left), with the date, the commit and the CPU it ran on, between the REA
 
 from __future__ import annotations
 
-import platform
 import subprocess
 import sys
 import time
@@ -18,19 +17,9 @@ from typing import Optional
 from ldm.analysis.readme import splice
 from ldm.errors import ConfigError
 from ldm.rundir import read_status, summary
+from ldm.utils.machine import cpu_model
 
 BLOCK = "train-output"
-
-
-def cpu_name() -> str:
-    """The CPU model (speeds here are this machine's: read them as ratios)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def commit(where: Path) -> str:
@@ -55,7 +44,7 @@ def block(run_dir: Path, shown_as: Optional[str] = None) -> str:
     total = sum(w for w in walls if isinstance(w, (int, float)))
     when = time.strftime("%Y-%m-%d", time.localtime((run_dir / "metrics.json").stat().st_mtime))
     head = (
-        f"From a real `make train` run on {when}, published at commit {commit(Path.cwd())}, {cpu_name()} "
+        f"From a real `make train` run on {when}, published at commit {commit(Path.cwd())}, {cpu_model()} "
         f"(stages and evaluation {total / 60:.1f} min):\n\n"
     )
     return head + "```text\n" + text + "\n```\n"

@@ -59,55 +59,38 @@ def markdown(t: dict, title: str) -> str:
     """The table with its budgets, shared overrides, the comparison with the reference row and the bad jobs."""
     cols, rows, best = t["columns"], t["rows"], t["best"]
     head = _head(t)
-    md = [
-        f"### {title}",
-        "",
-        "Budgets: " + ", ".join(f"{what} {v}" for what, v in t["budgets"] if v is not None or "samples" in what),
-        ("Shared overrides: " + " ".join(t["constant"])) if t["constant"] else "",
-        "Cells: mean [95 % Student-t interval over seeds] (number of seeds). **Bold** = best in its column, marked "
-        "only where the difference to the runner-up excludes 0 at 95 % (p < 0.05; paired t by seed where both "
-        "rows ran the same seeds, Welch t otherwise), among rows that measured it (not the wall time of a cached "
-        "stage, not identity's exact reconstruction); no bold: the top rows cannot be told apart. FID floor: "
-        "held-out real images vs train at the same feature extractor, median (5–95 % range over random "
-        "held-out subsets of the generated set's size) where the run measured its spread.",
-        (
-            f"Re-evaluated from checkpoints ({t['eval_file']} over metrics.json): {t['re_evaluated']} of {t['jobs']} "
-            "jobs"
-            + (f", sampled with {', '.join(t['samplers'])}" if t["samplers"] else "")
-            + (f", {'/'.join(map(str, t['num_samples']))} samples" if t["num_samples"] else "")
-            + "."
-        )
-        if t["re_evaluated"]
-        else "",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join(["---"] * len(head)) + "|",
-    ]
+    md = [f"### {title}", "",
+          "Budgets: " + ", ".join(f"{what} {v}" for what, v in t["budgets"] if v is not None or "samples" in what),
+          ("Shared overrides: " + " ".join(t["constant"])) if t["constant"] else "",
+          "Cells: mean [95 % Student-t interval over seeds] (number of seeds). **Bold** = best in its column, marked "
+          "only where the difference to the runner-up excludes 0 at 95 % (p < 0.05; paired t by seed where both "
+          "rows ran the same seeds, Welch t otherwise), among rows that measured it (not the wall time of a cached "
+          "stage, not identity's exact reconstruction); no bold: the top rows cannot be told apart. FID floor: "
+          "held-out real images vs train at the same feature extractor, median (5–95 % range over random "
+          "held-out subsets of the generated set's size) where the run measured its spread.",
+          (f"Re-evaluated from checkpoints ({t['eval_file']} over metrics.json): {t['re_evaluated']} of {t['jobs']} "
+           "jobs" + (f", sampled with {', '.join(t['samplers'])}" if t["samplers"] else "")
+           + (f", {'/'.join(map(str, t['num_samples']))} samples" if t["num_samples"] else "") + ".")
+          if t["re_evaluated"] else "",
+          "",
+          "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for i, r in enumerate(rows):
         cells = [f"**{r['cells'][c]}**" if i in best.get(c, ()) else r["cells"][c] for c in cols]
         md.append("| " + " | ".join([row_label(r["group"])] + cells + [floor_cell(r)]) + " |")
     ref = t["reference"]
     if ref is not None and len(rows) > 1:
         ref_label = row_label(rows[ref]["group"])
-        md += [
-            "",
-            f"Difference from the reference row ({ref_label}): row mean − reference mean [95 % interval] "
-            "and the two-sided p-value (paired t by seed where both rows ran the same seeds, Welch t otherwise; "
-            "– where a row has fewer than 2 seeds).",
-            "",
-            "| config | " + " | ".join(cols) + " |",
-            "|" + "|".join(["---"] * (len(cols) + 1)) + "|",
-        ]
+        md += ["", f"Difference from the reference row ({ref_label}): row mean − reference mean [95 % interval] "
+               "and the two-sided p-value (paired t by seed where both rows ran the same seeds, Welch t otherwise; "
+               "– where a row has fewer than 2 seeds).", "",
+               "| config | " + " | ".join(cols) + " |", "|" + "|".join(["---"] * (len(cols) + 1)) + "|"]
         for i, r in enumerate(rows):
             if i != ref:
                 md.append("| " + " | ".join([row_label(r["group"])] + [diff_cell(r["vs_ref"][c]) for c in cols]) + " |")
     if t["bad"]:
         md += ["", "Jobs without results (failed, diverged, interrupted, corrupt or missing):"]
-        md += [
-            f"- job {b['job']} ({row_label(b['group'])}, seed={b['seed']}): {b['status']}"
-            + (f": {b['error']}" if b["error"] else "")
-            for b in t["bad"]
-        ]
+        md += [f"- job {b['job']} ({row_label(b['group'])}, seed={b['seed']}): {b['status']}"
+               + (f": {b['error']}" if b["error"] else "") for b in t["bad"]]
     return "\n".join(md) + "\n"
 
 
@@ -116,23 +99,15 @@ def csv_text(t: dict) -> str:
     cols, rows = t["columns"], t["rows"]
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(
-        ["config", "n"]
-        + [h for c in cols for h in (c, f"{c}_std", f"{c}_lo", f"{c}_hi", f"{c}_vs_ref", f"{c}_vs_ref_p")]
-    )
+    w.writerow(["config", "n"] + [h for c in cols for h in (c, f"{c}_std", f"{c}_lo", f"{c}_hi", f"{c}_vs_ref",
+                                                                f"{c}_vs_ref_p")])
     blank = lambda v: "" if v is None else v  # noqa: E731
     for r in rows:
         cells = []
         for c in cols:
             s, d = r["stats"][c], r["vs_ref"][c] or {}
-            cells += [
-                blank(s["mean"]),
-                blank(s["std"]),
-                blank(s["lo"]),
-                blank(s["hi"]),
-                blank(d.get("diff")),
-                blank(d.get("p")),
-            ]
+            cells += [blank(s["mean"]), blank(s["std"]), blank(s["lo"]), blank(s["hi"]), blank(d.get("diff")),
+                      blank(d.get("p"))]
         w.writerow([row_label(r["group"]), r["n"]] + cells)
     return buf.getvalue()
 
@@ -142,14 +117,11 @@ def latex(t: dict) -> str:
     rows, best = t["rows"], t["best"]
     cols, head = t["columns"], _head(t)
     esc = lambda s: s.replace("_", r"\_").replace("%", r"\%").replace("±", r"$\pm$")  # noqa: E731
-    tex = [
-        r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}",
-        r"\toprule",
-        " & ".join(esc(h) for h in head) + r" \\",
-        r"\midrule",
-    ]
+    tex = [r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule",
+           " & ".join(esc(h) for h in head) + r" \\", r"\midrule"]
     for i, r in enumerate(rows):
-        cells = [(r"\textbf{" + esc(r["cells"][c]) + "}") if i in best.get(c, ()) else esc(r["cells"][c]) for c in cols]
+        cells = [(r"\textbf{" + esc(r["cells"][c]) + "}") if i in best.get(c, ()) else esc(r["cells"][c])
+                 for c in cols]
         tex.append(" & ".join([esc(row_label(r["group"]))] + cells + [esc(floor_cell(r))]) + r" \\")
     tex += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(tex) + "\n"

@@ -72,7 +72,7 @@ def difference(a: dict, b: dict, level: float = LEVEL) -> Optional[dict]:
     if se == 0:
         p, lo, hi = _degenerate(diff)
     else:
-        df = (va + vb) ** 2 / ((va**2 / (len(xa) - 1) if va else 0) + (vb**2 / (len(xb) - 1) if vb else 0))
+        df = (va + vb) ** 2 / ((va ** 2 / (len(xa) - 1) if va else 0) + (vb ** 2 / (len(xb) - 1) if vb else 0))
         p = 2 * _st.t.sf(abs(diff / se), df)
         half = _st.t.ppf(q, df) * se
         lo, hi = diff - half, diff + half

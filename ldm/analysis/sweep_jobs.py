@@ -1,5 +1,4 @@
 """The jobs of one Hydra multirun, enumerated with Hydra's own override parser (as BasicSweeper runs them)."""
-
 from __future__ import annotations
 
 import itertools
@@ -24,15 +23,12 @@ class _GroupOptions:
     def __init__(self, conf_dir: Path) -> None:
         self.conf_dir = conf_dir
 
-    def get_group_options(
-        self, group_name: str, results_filter: ObjectType | None = ObjectType.CONFIG, **_: Any
-    ) -> list[str]:
+    def get_group_options(self, group_name: str, results_filter: ObjectType | None = ObjectType.CONFIG,
+                          **_: Any) -> list[str]:
         folder = self.conf_dir / group_name.replace(".", "/")
         if not folder.is_dir():
-            raise ConfigError(
-                f"glob() over `{group_name}`: no config group folder {folder}; "
-                f"sweep an existing group (a folder under {self.conf_dir}) or list the values"
-            )
+            raise ConfigError(f"glob() over `{group_name}`: no config group folder {folder}; "
+                              f"sweep an existing group (a folder under {self.conf_dir}) or list the values")
         # version_base>=1.2 (this project: 1.3) lists only *.yaml; sorted like Hydra's ConfigRepository
         return sorted(p.stem for p in folder.iterdir() if p.suffix == ".yaml" and p.is_file())
 
@@ -47,10 +43,8 @@ def _parse(overrides: list[str], conf_dir: Path) -> list[Override]:
             parsed.extend(parser.parse_overrides([o]))
         except HydraException as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(
-                f"override `{o}` is not valid Hydra override syntax ({first}); write key=value, "
-                f"quote values with special characters, e.g. key='a=b'"
-            ) from None
+            raise ConfigError(f"override `{o}` is not valid Hydra override syntax ({first}); write key=value, "
+                              f"quote values with special characters, e.g. key='a=b'") from None
     return parsed
 
 
@@ -67,15 +61,11 @@ def _choices(overrides: list[str], conf_dir: Path | None) -> dict[str, list[str]
             try:  # range() is only checked when enumerated, e.g. a zero step
                 values = list(ov.sweep_string_iterator())
             except (HydraException, ValueError) as e:
-                raise ConfigError(
-                    f"override `{ov.input_line}` cannot be enumerated ({e}); fix its arguments, "
-                    f"e.g. range(start, stop, step) with a non-zero step"
-                ) from None
+                raise ConfigError(f"override `{ov.input_line}` cannot be enumerated ({e}); fix its arguments, "
+                                  f"e.g. range(start, stop, step) with a non-zero step") from None
         else:
-            raise ConfigError(
-                f"override `{ov.input_line}` is an interval sweep, which has no finite list of jobs "
-                f"(only optimising sweepers such as Optuna sample it); use choice(...) or range(...)"
-            )
+            raise ConfigError(f"override `{ov.input_line}` is an interval sweep, which has no finite list of jobs "
+                              f"(only optimising sweepers such as Optuna sample it); use choice(...) or range(...)")
         # a repeated key replaces the earlier values but keeps its place, like split_arguments' OrderedDict
         out[key] = values
     return out

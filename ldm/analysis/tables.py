@@ -20,30 +20,12 @@ from ldm.errors import ConfigError
 from ldm.rundir import job_overrides
 from ldm.utils.io import atomic_write
 
-DEFAULT_COLUMNS = [
-    "recon/psnr",
-    "recon/rfid",
-    "recon/class_accuracy",
-    "latent/kl_to_prior",
-    "latent/interp_uniformity",
-    "latent/cycle_error",
-    "latent/prior_fid",
-    "gen/fid",
-    "gen/kid",
-    "gen/precision",
-    "gen/recall",
-    "gen/coverage",
-    "gen/classes_covered",
-    "stage1/wall_s",
-    "stage2/wall_s",
-]
-BUDGET_KEYS = [
-    ("stage1.max_steps", "stage-1 steps"),
-    ("data.batch_size", "stage-1 batch"),
-    ("stage2.max_steps", "stage-2 steps"),
-    ("stage2.batch_size", "stage-2 batch"),
-    ("metrics.num_samples", "samples (null = test split)"),
-]
+DEFAULT_COLUMNS = ["recon/psnr", "recon/rfid", "recon/class_accuracy", "latent/kl_to_prior", "latent/interp_uniformity",
+                   "latent/cycle_error", "latent/prior_fid", "gen/fid", "gen/kid", "gen/precision", "gen/recall",
+                   "gen/coverage", "gen/classes_covered", "stage1/wall_s", "stage2/wall_s"]
+BUDGET_KEYS = [("stage1.max_steps", "stage-1 steps"), ("data.batch_size", "stage-1 batch"),
+               ("stage2.max_steps", "stage-2 steps"), ("stage2.batch_size", "stage-2 batch"),
+               ("metrics.num_samples", "samples (null = test split)")]
 
 
 def _per_seed(runs: list[dict], column: str) -> dict:
@@ -70,9 +52,8 @@ def mark_best(rows: list[dict], column: str) -> set[int]:
     Rows that do not contend in the column (ldm.analysis.columns.contends) are left out; none is marked where the column
     has no direction, where fewer than 2 rows measured it, or where the top two cannot be told apart."""
     d = direction(column)
-    cands = [
-        (r["means"][column], i) for i, r in enumerate(rows) if r["means"][column] is not None and r["contends"][column]
-    ]
+    cands = [(r["means"][column], i) for i, r in enumerate(rows)
+             if r["means"][column] is not None and r["contends"][column]]
     if not d or len(cands) < 2:
         return set()
     cands.sort(key=lambda vi: -d * vi[0])
@@ -83,16 +64,9 @@ def mark_best(rows: list[dict], column: str) -> set[int]:
     return {i} if diff is not None and diff["p"] < statistics.ALPHA else set()
 
 
-def build(
-    sweep_dir: str | Path,
-    columns: Optional[Sequence[str]] = None,
-    title: str = "",
-    eval_file: str = "eval.json",
-    name: str = "table",
-    reference: Optional[str] = None,
-    converge_on: Optional[str] = "recon/rfid",
-    converge_margin: float = 0.1,
-) -> dict:
+def build(sweep_dir: str | Path, columns: Optional[Sequence[str]] = None, title: str = "",
+          eval_file: str = "eval.json", name: str = "table", reference: Optional[str] = None,
+          converge_on: Optional[str] = "recon/rfid", converge_margin: float = 0.1) -> dict:
     """Write <name>.md / .csv / .tex into `sweep_dir`; returns the rows and the lists of bad jobs. A sweep over a
     step budget also gets <name>_budget.png and <name>_converged.md (each row's converged budget on `converge_on`)."""
     sweep_dir = Path(sweep_dir)
@@ -111,67 +85,34 @@ def build(
         cells, summaries = {}, {}
         for c in columns:
             cells[c], summaries[c] = render.cell([m.get(c) for m in runs])
-        rows.append(
-            {
-                "group": group,
-                "n": len(runs),
-                "cells": cells,
-                "stats": summaries,
-                "means": {c: s["mean"] for c, s in summaries.items()},
-                "stds": {c: s["std"] for c, s in summaries.items()},
-                "seeds": {c: _per_seed(runs, c) for c in columns},
-                "contends": {c: contends(c, runs) for c in columns},
-                "floor_med": statistics.numbers([m.get("eval/fid_floor") for m in runs]),
-                "floor_lo": min(statistics.numbers([m.get("eval/fid_floor_lo") for m in runs]), default=None),
-                "floor_hi": max(statistics.numbers([m.get("eval/fid_floor_hi") for m in runs]), default=None),
-                "floor_n": next((m["eval/fid_floor_n"] for m in runs if m.get("eval/fid_floor_n")), None),
-            }
-        )
+        rows.append({"group": group, "n": len(runs), "cells": cells, "stats": summaries,
+                     "means": {c: s["mean"] for c, s in summaries.items()},
+                     "stds": {c: s["std"] for c, s in summaries.items()},
+                     "seeds": {c: _per_seed(runs, c) for c in columns},
+                     "contends": {c: contends(c, runs) for c in columns},
+                     "floor_med": statistics.numbers([m.get("eval/fid_floor") for m in runs]),
+                     "floor_lo": min(statistics.numbers([m.get("eval/fid_floor_lo") for m in runs]), default=None),
+                     "floor_hi": max(statistics.numbers([m.get("eval/fid_floor_hi") for m in runs]), default=None),
+                     "floor_n": next((m["eval/fid_floor_n"] for m in runs if m.get("eval/fid_floor_n")), None)})
     best = {c: b for c in columns if (b := mark_best(rows, c))}
     ref = find_reference(rows, reference)
     for i, r in enumerate(rows):
-        r["vs_ref"] = {
-            c: (None if ref is None or i == ref else statistics.difference(r["seeds"][c], rows[ref]["seeds"][c]))
-            for c in columns
-        }
+        r["vs_ref"] = {c: (None if ref is None or i == ref else
+                           statistics.difference(r["seeds"][c], rows[ref]["seeds"][c])) for c in columns}
     bad = [r for r in records if r["status"] != "ok"]
-    first_cfg_path = next(
-        (
-            sweep_dir / r["job"] / ".hydra" / "config.yaml"
-            for r in records
-            if (sweep_dir / r["job"] / ".hydra" / "config.yaml").is_file()
-        ),
-        None,
-    )
+    first_cfg_path = next((sweep_dir / r["job"] / ".hydra" / "config.yaml" for r in records
+                           if (sweep_dir / r["job"] / ".hydra" / "config.yaml").is_file()), None)
     cfg = yaml.safe_load(first_cfg_path.read_text()) if first_cfg_path else {}
     budgets = [(label, config_value(cfg, key)) for key, label in BUDGET_KEYS]
-    constant = sorted(
-        {
-            f"{k}={v}"
-            for r in records
-            for k, v in job_overrides(sweep_dir / r["job"]).items()
-            if k not in swept and k not in IGNORED_OVERRIDES
-        }
-    )
+    constant = sorted({f"{k}={v}" for r in records for k, v in job_overrides(sweep_dir / r["job"]).items()
+                       if k not in swept and k not in IGNORED_OVERRIDES})
     re_evaluated = [r for r in records if r["re_evaluated"]]
     samplers = sorted({r["metrics"]["eval/sampler"] for r in re_evaluated if r["metrics"].get("eval/sampler")})
-    result = {
-        "rows": rows,
-        "columns": columns,
-        "best": best,
-        "bad": bad,
-        "reference": ref,
-        "swept": swept,
-        "budgets": budgets,
-        "constant": constant,
-        "re_evaluated": len(re_evaluated),
-        "jobs": len(records),
-        "samplers": samplers,
-        "eval_file": eval_file,
-        "num_samples": sorted(
-            {r["metrics"].get("eval/num_samples") for r in re_evaluated if r["metrics"].get("eval/num_samples")}
-        ),
-    }
+    result = {"rows": rows, "columns": columns, "best": best, "bad": bad, "reference": ref, "swept": swept,
+              "budgets": budgets, "constant": constant, "re_evaluated": len(re_evaluated), "jobs": len(records),
+              "samplers": samplers,
+              "eval_file": eval_file, "num_samples": sorted({r["metrics"].get("eval/num_samples") for r in re_evaluated
+                                                             if r["metrics"].get("eval/num_samples")})}
     render.write(sweep_dir, result, title or sweep_dir.name, name)
     result["figures"] = plots.plot(result, sweep_dir, name)
     curves = budget_curves(result, converge_on, converge_margin) if converge_on else None

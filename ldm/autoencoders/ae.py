@@ -14,9 +14,8 @@ from ldm.utils.config import build
 class AE(Autoencoder):
     """loss = recon(x, D(E(x))), summed per image; nothing pulls the latent towards N(0, I)."""
 
-    def __init__(
-        self, *, backbone: dict, image_size: int, in_channels: int, recon_loss: dict, optimizer: dict, num_vis: int
-    ) -> None:
+    def __init__(self, *, backbone: dict, image_size: int, in_channels: int, recon_loss: dict, optimizer: dict,
+                 num_vis: int) -> None:
         super().__init__(image_size=image_size, in_channels=in_channels, optimizer=optimizer, num_vis=num_vis)
         self.save_hyperparameters()
         self.spec = BackboneSpec(**backbone)

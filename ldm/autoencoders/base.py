@@ -100,9 +100,8 @@ class LatentModel(L.LightningModule):
         self.log("loss", terms["loss"], prog_bar=True, logger=False, batch_size=len(x))
         return terms["loss"]
 
-    def optimize(
-        self, opt: Any, loss_fn: Callable[[], dict[str, torch.Tensor]], name: str, grad_clip: Optional[float] = None
-    ) -> dict[str, torch.Tensor]:
+    def optimize(self, opt: Any, loss_fn: Callable[[], dict[str, torch.Tensor]], name: str,
+                 grad_clip: Optional[float] = None) -> dict[str, torch.Tensor]:
         """One manual-optimisation step of `opt` on `loss_fn()["loss"]` (Lightning's documented recipe).
 
         Toggling freezes every other optimizer's parameters, so e.g. the generator step leaves no
@@ -145,13 +144,8 @@ class LatentModel(L.LightningModule):
     @torch.no_grad()
     def log_figures(self, x: torch.Tensor) -> None:
         """The prior-sample grid: decoded z ~ N(0, I)."""
-        log_grid(
-            self.trainer,
-            "stage1_prior",
-            self.sample_prior(self.num_vis, seed=0).clamp(-1, 1),
-            nrow=8,
-            title=f"decoded z ~ N(0, I), step {self.batch_step}",
-        )
+        log_grid(self.trainer, "stage1_prior", self.sample_prior(self.num_vis, seed=0).clamp(-1, 1), nrow=8,
+                 title=f"decoded z ~ N(0, I), step {self.batch_step}")
 
 
 class Autoencoder(LatentModel):
@@ -183,14 +177,8 @@ class Autoencoder(LatentModel):
         cols = min(8, len(x))
         rows = []
         for i in range(0, len(x), cols):
-            real = x[i : i + cols]
+            real = x[i:i + cols]
             rows += [real, self.reconstruct(real).clamp(-1, 1)]
-        log_grid(
-            self.trainer,
-            "stage1_recon",
-            torch.cat(rows),
-            nrow=cols,
-            rows=["real", "recon"] * (len(rows) // 2),
-            title=f"validation images and reconstructions, step {self.batch_step}",
-        )
+        log_grid(self.trainer, "stage1_recon", torch.cat(rows), nrow=cols, rows=["real", "recon"] * (len(rows) // 2),
+                 title=f"validation images and reconstructions, step {self.batch_step}")
         super().log_figures(x)

@@ -36,15 +36,8 @@ class BiGAN(EncodedGAN):
     (Donahue & Simonyan, 2019), whose losses are summed with the joint one.
     """
 
-    def __init__(
-        self,
-        *,
-        recon_weight: float,
-        stochastic_encoder: bool,
-        lr_decay_start: Optional[float],
-        max_steps: Optional[int],
-        **gan,
-    ) -> None:
+    def __init__(self, *, recon_weight: float, stochastic_encoder: bool, lr_decay_start: Optional[float],
+                 max_steps: Optional[int], **gan) -> None:
         """`recon_weight`; `stochastic_encoder` (ALI: E(x) = mu + sigma * eps, reparameterised, Dumoulin et al.,
         2017); `lr_decay_start` (a share of `max_steps` after which both learning rates decay exponentially to
         0.01 x at `max_steps`; null: constant); and everything the GAN takes (`**gan`: backbone, discriminator,

@@ -24,22 +24,9 @@ class GAN(LatentModel):
     `EncodedGAN` rows report the pixel reconstruction loss instead. A GAN is not an `Autoencoder`.
     """
 
-    def __init__(
-        self,
-        *,
-        backbone: dict,
-        image_size: int,
-        in_channels: int,
-        discriminator: dict,
-        adv_loss: dict,
-        recon_loss: dict,
-        r1_gamma: float,
-        tanh: bool,
-        optimizer: dict,
-        disc_optimizer: dict,
-        grad_clip: Optional[float],
-        num_vis: int,
-    ) -> None:
+    def __init__(self, *, backbone: dict, image_size: int, in_channels: int, discriminator: dict, adv_loss: dict,
+                 recon_loss: dict, r1_gamma: float, tanh: bool, optimizer: dict, disc_optimizer: dict,
+                 grad_clip: Optional[float], num_vis: int) -> None:
         super().__init__(image_size=image_size, in_channels=in_channels, optimizer=optimizer, num_vis=num_vis)
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -65,8 +52,7 @@ class GAN(LatentModel):
         return NoEncoderError(
             "autoencoder=gan has no encoder, so it cannot map images to latents (needed for the latent cache and "
             "reconstruction metrics): use autoencoder=bigan (an encoder trained jointly with the generator) or "
-            "autoencoder=gan_inversion (an encoder trained to invert the generator), or stage=stage1"
-        )
+            "autoencoder=gan_inversion (an encoder trained to invert the generator), or stage=stage1")
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.generator(z)
@@ -77,10 +63,8 @@ class GAN(LatentModel):
         return self.generator.parameters()
 
     def configure_optimizers(self):
-        return [
-            build_optimizer(self.optimizer_cfg, self.generator_parameters()),
-            build_optimizer(self.disc_optimizer_cfg, self.discriminator.parameters()),
-        ]
+        return [build_optimizer(self.optimizer_cfg, self.generator_parameters()),
+                build_optimizer(self.disc_optimizer_cfg, self.discriminator.parameters())]
 
     def discriminator_loss(self, x: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """Real x against G(z); R1 on the real batch when r1_gamma > 0 (and gradients are on)."""
@@ -88,11 +72,8 @@ class GAN(LatentModel):
         if r1:
             x = x.detach().requires_grad_(True)
         real, fake = self.discriminator(x), self.discriminator(self.generator(z).detach())
-        terms = {
-            "loss": self.adv_loss.discriminator(real, fake),
-            "logits_real": real.mean(),
-            "logits_fake": fake.mean(),
-        }
+        terms = {"loss": self.adv_loss.discriminator(real, fake),
+                 "logits_real": real.mean(), "logits_fake": fake.mean()}
         if r1:
             terms["r1"] = r1_penalty(real, x)
             terms["loss"] = terms["loss"] + 0.5 * self.r1_gamma * terms["r1"]

@@ -23,22 +23,10 @@ class GANInversion(EncodedGAN):
     generator's domain is); its cost shows in recon/encode_sec_per_image.
     """
 
-    def __init__(
-        self,
-        *,
-        gan_fraction: float,
-        max_steps: int,
-        latent_weight: float,
-        pixel_weight: float,
-        refine_steps: int,
-        refine_lr: float,
-        encoder_optimizer: dict,
-        encoder_steps: Optional[int],
-        refine_feature_weight: float,
-        refine_features: Optional[dict],
-        refine_encoder_weight: float,
-        **gan: dict,
-    ) -> None:
+    def __init__(self, *, gan_fraction: float, max_steps: int, latent_weight: float, pixel_weight: float,
+                 refine_steps: int, refine_lr: float, encoder_optimizer: dict, encoder_steps: Optional[int],
+                 refine_feature_weight: float, refine_features: Optional[dict], refine_encoder_weight: float,
+                 **gan: dict) -> None:
         """The inversion's own settings and everything the GAN takes (`**gan`)."""
         super().__init__(**gan)
         if encoder_steps is not None and encoder_steps < 1:

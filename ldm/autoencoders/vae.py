@@ -19,17 +19,8 @@ class VAE(Autoencoder):
     With per-image sums `kl_weight` means what it means in the literature (1e-6 in latent diffusion).
     """
 
-    def __init__(
-        self,
-        *,
-        backbone: dict,
-        image_size: int,
-        in_channels: int,
-        kl_weight: float,
-        recon_loss: dict,
-        optimizer: dict,
-        num_vis: int,
-    ) -> None:
+    def __init__(self, *, backbone: dict, image_size: int, in_channels: int, kl_weight: float, recon_loss: dict,
+                 optimizer: dict, num_vis: int) -> None:
         super().__init__(image_size=image_size, in_channels=in_channels, optimizer=optimizer, num_vis=num_vis)
         self.save_hyperparameters()
         self.spec = BackboneSpec(**backbone)

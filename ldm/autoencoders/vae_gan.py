@@ -24,36 +24,12 @@ class VAEGAN(VAE):
     batches) neither the adversarial term nor the discriminator's training runs: this is the VAE.
     """
 
-    def __init__(
-        self,
-        *,
-        backbone: dict,
-        image_size: int,
-        in_channels: int,
-        kl_weight: float,
-        recon_loss: dict,
-        discriminator: dict,
-        adv_loss: dict,
-        disc_weight: float,
-        disc_start_fraction: float,
-        max_steps: int,
-        perceptual_loss: Optional[dict],
-        perceptual_weight: float,
-        optimizer: dict,
-        disc_optimizer: dict,
-        grad_clip: Optional[float],
-        num_vis: int,
-        logvar_init: Optional[float],
-    ) -> None:
-        super().__init__(
-            backbone=backbone,
-            image_size=image_size,
-            in_channels=in_channels,
-            kl_weight=kl_weight,
-            recon_loss=recon_loss,
-            optimizer=optimizer,
-            num_vis=num_vis,
-        )
+    def __init__(self, *, backbone: dict, image_size: int, in_channels: int, kl_weight: float, recon_loss: dict,
+                 discriminator: dict, adv_loss: dict, disc_weight: float, disc_start_fraction: float, max_steps: int,
+                 perceptual_loss: Optional[dict], perceptual_weight: float, optimizer: dict, disc_optimizer: dict,
+                 grad_clip: Optional[float], num_vis: int, logvar_init: Optional[float]) -> None:
+        super().__init__(backbone=backbone, image_size=image_size, in_channels=in_channels, kl_weight=kl_weight,
+                         recon_loss=recon_loss, optimizer=optimizer, num_vis=num_vis)
         self.automatic_optimization = False
         self.discriminator = build(discriminator, in_channels=in_channels, image_size=image_size)
         self.adv_loss = build(adv_loss)
@@ -69,21 +45,14 @@ class VAEGAN(VAE):
         self.logvar = torch.nn.Parameter(torch.tensor(float(logvar_init))) if logvar_init is not None else None
         rf = getattr(self.discriminator, "receptive_field", None)
         if rf is not None:
-            log.info(
-                "PatchGAN receptive field: %d px of a %d px image%s",
-                rf,
-                image_size,
-                "" if rf < image_size else " (each patch logit sees the whole image: not local)",
-            )
+            log.info("PatchGAN receptive field: %d px of a %d px image%s", rf, image_size,
+                     "" if rf < image_size else " (each patch logit sees the whole image: not local)")
 
     def configure_optimizers(self):
-        ae_params = itertools.chain(
-            self.encoder.parameters(), self.decoder.parameters(), [self.logvar] if self.logvar is not None else []
-        )
-        return [
-            build_optimizer(self.optimizer_cfg, ae_params),
-            build_optimizer(self.disc_optimizer_cfg, self.discriminator.parameters()),
-        ]
+        ae_params = itertools.chain(self.encoder.parameters(), self.decoder.parameters(),
+                                    [self.logvar] if self.logvar is not None else [])
+        return [build_optimizer(self.optimizer_cfg, ae_params),
+                build_optimizer(self.disc_optimizer_cfg, self.discriminator.parameters())]
 
     def losses(self, x: torch.Tensor, sample: bool = True) -> dict[str, torch.Tensor]:
         terms = super().losses(x, sample)

@@ -28,12 +28,9 @@ class TensorTuple(Dataset):
         return tuple(t[i] for t in self.tensors)
 
     def __getitems__(self, indices: list[int]):
-        if (
-            len(indices) > 1
-            and indices[-1] - indices[0] == len(indices) - 1
-            and all(b - a == 1 for a, b in zip(indices, indices[1:]))
-        ):
-            return tuple(t[indices[0] : indices[-1] + 1] for t in self.tensors)  # a contiguous run: views, no copy
+        if len(indices) > 1 and indices[-1] - indices[0] == len(indices) - 1 and \
+                all(b - a == 1 for a, b in zip(indices, indices[1:])):
+            return tuple(t[indices[0]:indices[-1] + 1] for t in self.tensors)  # a contiguous run: views, no copy
         idx = torch.as_tensor(indices, dtype=torch.long)
         return tuple(t[idx] for t in self.tensors)
 
@@ -85,9 +82,8 @@ def _quotas(counts: list[int], fraction: float) -> list[int]:
     return out
 
 
-def split_indices(
-    n: int, val_fraction: float, test_fraction: float, seed: int, labels: Optional[torch.Tensor] = None
-) -> dict[str, torch.Tensor]:
+def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int,
+                  labels: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
     """Deterministic train/val/test split of range(n) from `seed`.
 
     With `labels` (every one >= 0) the split is stratified: each class contributes its share of the val and
@@ -102,11 +98,8 @@ def split_indices(
         raise ConfigError(f"data.val_fraction + data.test_fraction leave no training images out of {n}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     if labels is None:
-        return {
-            "test": perm[:n_test].sort().values,
-            "val": perm[n_test : n_test + n_val].sort().values,
-            "train": perm[n_test + n_val :].sort().values,
-        }
+        return {"test": perm[:n_test].sort().values, "val": perm[n_test:n_test + n_val].sort().values,
+                "train": perm[n_test + n_val:].sort().values}
     labels = torch.as_tensor(labels)
     if len(labels) != n or bool((labels < 0).any()):
         raise ValueError("stratified split_indices needs one label >= 0 per item")
@@ -118,9 +111,10 @@ def split_indices(
     parts: dict[str, list[torch.Tensor]] = {"test": [], "val": [], "train": []}
     for m, t, v in zip(members, tests, vals):
         parts["test"].append(m[:t])
-        parts["val"].append(m[t : t + v])
-        parts["train"].append(m[t + v :])
+        parts["val"].append(m[t:t + v])
+        parts["train"].append(m[t + v:])
     return {k: torch.cat(v).sort().values for k, v in parts.items()}
+
 
 
 class StepDataModule(L.LightningDataModule):
@@ -128,14 +122,8 @@ class StepDataModule(L.LightningDataModule):
 
     batch_key = "data.batch_size"  # the config key that sets `batch_size`, for error messages
 
-    def __init__(
-        self,
-        batch_size: int = 64,
-        split_seed: int = 0,
-        num_workers: int = 0,
-        shuffle_seed: Optional[int] = None,
-        overfit_batches: int = 0,
-    ) -> None:
+    def __init__(self, batch_size: int = 64, split_seed: int = 0, num_workers: int = 0,
+                 shuffle_seed: Optional[int] = None, overfit_batches: int = 0) -> None:
         super().__init__()
         self.batch_size = batch_size
         self.overfit_batches = overfit_batches  # > 0: train on only this many batches' worth of items (debug)
@@ -160,9 +148,8 @@ class StepDataModule(L.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         try:
             items = min(len(train), self.overfit_batches * self.batch_size) if self.overfit_batches else len(train)
-            sampler = StepBatchSampler(
-                items, self.batch_size, seed=self.shuffle_seed, start=start, rank=rank, world_size=world
-            )
+            sampler = StepBatchSampler(items, self.batch_size, seed=self.shuffle_seed, start=start,
+                                       rank=rank, world_size=world)
         except ValueError as e:
             raise ConfigError(f"{self.batch_key}: {e}: lower {self.batch_key}") from None
         return DataLoader(train, batch_sampler=sampler, collate_fn=_collate_batch, num_workers=self.num_workers)
@@ -189,28 +176,12 @@ class InMemoryImageDataModule(StepDataModule):
     (conf/backbone/default.yaml reads the first two; ldm.run.evaluation the last); they do not change the images.
     """
 
-    def __init__(
-        self,
-        image_size: int,
-        channels: int,
-        batch_size: int = 64,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        split_seed: int = 0,
-        num_workers: int = 0,
-        shuffle_seed: Optional[int] = None,
-        overfit_batches: int = 0,
-        latent_f: Optional[int] = None,
-        latent_channels: Optional[int] = None,
-        recon_check: Optional[dict] = None,
-    ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            split_seed=split_seed,
-            num_workers=num_workers,
-            shuffle_seed=shuffle_seed,
-            overfit_batches=overfit_batches,
-        )
+    def __init__(self, image_size: int, channels: int, batch_size: int = 64, val_fraction: float = 0.1,
+                 test_fraction: float = 0.1, split_seed: int = 0, num_workers: int = 0,
+                 shuffle_seed: Optional[int] = None, overfit_batches: int = 0, latent_f: Optional[int] = None,
+                 latent_channels: Optional[int] = None, recon_check: Optional[dict] = None) -> None:
+        super().__init__(batch_size=batch_size, split_seed=split_seed, num_workers=num_workers,
+                         shuffle_seed=shuffle_seed, overfit_batches=overfit_batches)
         if image_size < 1:
             raise ConfigError(f"data.image_size={image_size} must be a positive integer")
         if channels not in (1, 3):
@@ -231,9 +202,8 @@ class InMemoryImageDataModule(StepDataModule):
         sources (photo regions, digit splits) override this."""
         images, labels = self.load()
         labelled = len(labels) > 0 and bool((labels >= 0).all())
-        idx = split_indices(
-            len(images), self.val_fraction, self.test_fraction, self.split_seed, labels=labels if labelled else None
-        )
+        idx = split_indices(len(images), self.val_fraction, self.test_fraction, self.split_seed,
+                            labels=labels if labelled else None)
         return {k: (images[v], labels[v]) for k, v in idx.items()}
 
     def setup(self, stage: Optional[str] = None) -> None:
@@ -254,10 +224,8 @@ class InMemoryImageDataModule(StepDataModule):
 
     def __repr__(self) -> str:
         sizes = {k: len(v) for k, v in self.splits.items()} or "not set up"
-        return (
-            f"{type(self).__name__}({self.channels}x{self.image_size}x{self.image_size}, "
-            f"classes={self.num_classes}, splits={sizes})"
-        )
+        return (f"{type(self).__name__}({self.channels}x{self.image_size}x{self.image_size}, "
+                f"classes={self.num_classes}, splits={sizes})")
 
 
 def resize_center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -267,9 +235,8 @@ def resize_center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
         s = size / min(h, w)
         nh, nw = max(size, math.ceil(h * s - 1e-6)), max(size, math.ceil(w * s - 1e-6))
         antialias = nh < h or nw < w
-        images = torch.nn.functional.interpolate(
-            images, size=(nh, nw), mode="bilinear", align_corners=False, antialias=antialias
-        )
+        images = torch.nn.functional.interpolate(images, size=(nh, nw), mode="bilinear", align_corners=False,
+                                                 antialias=antialias)
         top, left = (nh - size) // 2, (nw - size) // 2
-        images = images[..., top : top + size, left : left + size]
+        images = images[..., top:top + size, left:left + size]
     return images.clamp(-1, 1)

@@ -19,9 +19,8 @@ class StepBatchSampler(Sampler[list[int]]):
     already trained on, which is what makes mid-epoch resume exact.
     """
 
-    def __init__(
-        self, num_samples: int, batch_size: int, seed: int = 0, start: int = 0, rank: int = 0, world_size: int = 1
-    ) -> None:
+    def __init__(self, num_samples: int, batch_size: int, seed: int = 0, start: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_samples < batch_size:
@@ -40,7 +39,7 @@ class StepBatchSampler(Sampler[list[int]]):
     def batch(self, step: int) -> list[int]:
         """Indices of this rank's batch at training step `step`."""
         epoch, i = divmod(step * self.world_size + self.rank, self.batches_per_epoch)
-        return self._permutation(epoch)[i * self.batch_size : (i + 1) * self.batch_size].tolist()
+        return self._permutation(epoch)[i * self.batch_size:(i + 1) * self.batch_size].tolist()
 
     def __iter__(self) -> Iterator[list[int]]:
         step = self.start

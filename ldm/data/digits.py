@@ -14,7 +14,6 @@ class DigitsDataModule(InMemoryImageDataModule):
         super().__init__(image_size=image_size, channels=channels, **kwargs)
         if channels != 1:
             from ldm.errors import ConfigError
-
             raise ConfigError(f"data.channels={channels}: the digits are grayscale, use data.channels=1")
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor]:

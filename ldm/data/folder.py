@@ -31,10 +31,8 @@ class FolderDataModule(InMemoryImageDataModule):
             raise DataError(f"data.root={self.root} {what}: point data.root at a folder of PNG/JPEG images")
         files = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
         if not files:
-            raise DataError(
-                f"data.root={self.root} holds no PNG/JPEG images ({', '.join(EXTENSIONS)}); "
-                f"add images or point data.root elsewhere"
-            )
+            raise DataError(f"data.root={self.root} holds no PNG/JPEG images ({', '.join(EXTENSIONS)}); "
+                            f"add images or point data.root elsewhere")
         return files
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,9 +58,7 @@ class FolderDataModule(InMemoryImageDataModule):
             labels.append(class_index[p.relative_to(self.root).parts[0]] if labelled else -1)
         if bad:
             first, err = bad[0]
-            raise DataError(
-                f"{len(bad)} of {len(files)} image files under data.root={self.root} could not be "
-                f"read (first: {first.relative_to(self.root)}: {type(err).__name__}); "
-                f"remove or replace them"
-            )
+            raise DataError(f"{len(bad)} of {len(files)} image files under data.root={self.root} could not be "
+                            f"read (first: {first.relative_to(self.root)}: {type(err).__name__}); "
+                            f"remove or replace them")
         return torch.cat(images), torch.tensor(labels, dtype=torch.long)

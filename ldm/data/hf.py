@@ -19,10 +19,8 @@ def _datasets():
     try:
         import datasets
     except ImportError:
-        raise DataError(
-            "data=hf needs the Hugging Face datasets package, which is not installed: "
-            "pip install -e .[data] (or make install)"
-        ) from None
+        raise DataError("data=hf needs the Hugging Face datasets package, which is not installed: "
+                        "pip install -e .[data] (or make install)") from None
     return datasets
 
 
@@ -51,18 +49,14 @@ def open_dataset(path: str, name: Optional[str], split: str, cache_dir: Optional
     except DataError:
         raise
     except Exception as e:  # datasets raises many types for unreadable or unexpected folders
-        raise DataError(
-            f"{where} could not be read as a dataset ({type(e).__name__}: {_first_line(e)}): point it "
-            f"at a save_to_disk, parquet or imagefolder directory"
-        ) from None
+        raise DataError(f"{where} could not be read as a dataset ({type(e).__name__}: {_first_line(e)}): point it "
+                        f"at a save_to_disk, parquet or imagefolder directory") from None
     try:
         return datasets.load_dataset(path, name, split=split, cache_dir=cache_dir)
     except Exception as e:  # offline: ConnectionError, hub errors, ...; a wrong split: ValueError
-        raise DataError(
-            f"{where} is not a local directory and could not be loaded from the Hugging Face hub "
-            f"({type(e).__name__}: {_first_line(e)}): check data.path/data.name/data.split, or without a "
-            f"network save the dataset once with save_to_disk and point data.path at that folder"
-        ) from None
+        raise DataError(f"{where} is not a local directory and could not be loaded from the Hugging Face hub "
+                        f"({type(e).__name__}: {_first_line(e)}): check data.path/data.name/data.split, or without a "
+                        f"network save the dataset once with save_to_disk and point data.path at that folder") from None
 
 
 def _first_line(e: BaseException) -> str:
@@ -75,24 +69,14 @@ class HFDataModule(InMemoryImageDataModule):
     and labels of `label_column` (a ClassLabel gives the class names; other values are numbered in sorted
     order), all held in memory; train/val/test are cut from the loaded split (stratified when labelled)."""
 
-    def __init__(
-        self,
-        path: Optional[str] = None,
-        name: Optional[str] = None,
-        split: str = "train",
-        image_column: str = "image",
-        label_column: Optional[str] = "label",
-        max_images: Optional[int] = None,
-        cache_dir: Optional[str] = None,
-        image_size: int = 32,
-        channels: int = 3,
-        **kwargs,
-    ) -> None:
+    def __init__(self, path: Optional[str] = None, name: Optional[str] = None, split: str = "train",
+                 image_column: str = "image", label_column: Optional[str] = "label",
+                 max_images: Optional[int] = None, cache_dir: Optional[str] = None, image_size: int = 32,
+                 channels: int = 3, **kwargs) -> None:
         super().__init__(image_size=image_size, channels=channels, **kwargs)
         if not path:
-            raise ConfigError(
-                "data=hf needs data.path=<hub dataset id, or a local save_to_disk / parquet / imagefolder directory>"
-            )
+            raise ConfigError("data=hf needs data.path=<hub dataset id, or a local save_to_disk / parquet / "
+                              "imagefolder directory>")
         if max_images is not None and max_images < 1:
             raise ConfigError(f"data.max_images={max_images} must be >= 1 (or null: all)")
         self.path, self.name, self.hf_split = str(path), name, split
@@ -101,10 +85,8 @@ class HFDataModule(InMemoryImageDataModule):
 
     def _column(self, ds: Any, key: str, column: str) -> None:
         if column not in ds.column_names:
-            raise DataError(
-                f"data.{key}={column} is not a column of data.path={self.path} (columns: "
-                f"{', '.join(ds.column_names)}): set data.{key} to one of them"
-            )
+            raise DataError(f"data.{key}={column} is not a column of data.path={self.path} (columns: "
+                            f"{', '.join(ds.column_names)}): set data.{key} to one of them")
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor]:
         ds = open_dataset(self.path, self.name, self.hf_split, self.cache_dir)
@@ -114,7 +96,7 @@ class HFDataModule(InMemoryImageDataModule):
         if len(ds) == 0:
             raise DataError(f"data.path={self.path} split {self.hf_split!r} holds no rows: choose another data.split")
         if self.max_images and self.max_images < len(ds):
-            keep = np.sort(np.random.default_rng(self.split_seed).permutation(len(ds))[: self.max_images])
+            keep = np.sort(np.random.default_rng(self.split_seed).permutation(len(ds))[:self.max_images])
             ds = ds.select(keep.tolist())
         columns = [self.image_column] + ([self.label_column] if self.label_column else [])
         ds = ds.select_columns(columns)
@@ -140,18 +122,14 @@ class HFDataModule(InMemoryImageDataModule):
         arrays = []
         for i, im in enumerate(column):
             if im is None:
-                raise DataError(
-                    f"row {i} of data.path={self.path} has no image in data.image_column="
-                    f"{self.image_column}: drop such rows or choose another column"
-                )
+                raise DataError(f"row {i} of data.path={self.path} has no image in data.image_column="
+                                f"{self.image_column}: drop such rows or choose another column")
             if not isinstance(im, Image.Image):
                 try:
                     im = Image.fromarray(np.asarray(im).astype(np.uint8))
                 except Exception:
-                    raise DataError(
-                        f"data.image_column={self.image_column} of data.path={self.path} holds "
-                        f"{type(im).__name__} values, not images: choose the image column"
-                    ) from None
+                    raise DataError(f"data.image_column={self.image_column} of data.path={self.path} holds "
+                                    f"{type(im).__name__} values, not images: choose the image column") from None
             arr = np.asarray(im.convert(mode), dtype=np.uint8)
             arrays.append(arr[..., None] if arr.ndim == 2 else arr)
         out = torch.empty(len(arrays), self.channels, self.image_size, self.image_size)
@@ -160,7 +138,7 @@ class HFDataModule(InMemoryImageDataModule):
             by_shape.setdefault(a.shape, []).append(i)
         for idx in by_shape.values():
             for start in range(0, len(idx), CHUNK):
-                part = idx[start : start + CHUNK]
+                part = idx[start:start + CHUNK]
                 x = torch.from_numpy(np.stack([arrays[i] for i in part])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
                 out[part] = resize_center_crop(x, self.image_size)
         return out

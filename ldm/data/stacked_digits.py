@@ -34,26 +34,18 @@ class StackedDigitsDataModule(InMemoryImageDataModule):
 
     channel_classes = DIGITS
 
-    def __init__(
-        self,
-        image_size: int = 16,
-        channels: int = 3,
-        num_train: int = 10000,
-        num_val: int = 1000,
-        num_test: int = 10000,
-        **kwargs,
-    ) -> None:
+    def __init__(self, image_size: int = 16, channels: int = 3, num_train: int = 10000, num_val: int = 1000,
+                 num_test: int = 10000, **kwargs) -> None:
         super().__init__(image_size=image_size, channels=channels, **kwargs)
         if channels != 3:
-            raise ConfigError(
-                f"data.channels={channels}: stacked digits are three digits as R, G, B, use data.channels=3"
-            )
+            raise ConfigError(f"data.channels={channels}: stacked digits are three digits as R, G, B, use "
+                              f"data.channels=3")
         self.counts = {"train": num_train, "val": num_val, "test": num_test}
         for split, n in self.counts.items():
             if n < (1 if split == "train" else 0):
                 raise ConfigError(f"data.num_{split}={n} must be >= {1 if split == 'train' else 0}")
         self.num_channels = channels
-        self.class_names = [triple_name(i) for i in range(DIGITS**channels)]
+        self.class_names = [triple_name(i) for i in range(DIGITS ** channels)]
         self.channel_class_names = [str(d) for d in range(DIGITS)]
         self.digit_splits: dict[str, torch.Tensor] = {}
 
@@ -61,27 +53,24 @@ class StackedDigitsDataModule(InMemoryImageDataModule):
         from sklearn.datasets import load_digits
 
         d = load_digits()
-        digits = resize_center_crop(
-            torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 8.0 - 1.0, self.image_size
-        )[:, 0]
+        digits = resize_center_crop(torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 8.0 - 1.0,
+                                    self.image_size)[:, 0]
         target = torch.tensor(d.target, dtype=torch.long)
-        self.digit_splits = split_indices(
-            len(digits), self.val_fraction, self.test_fraction, self.split_seed, labels=target
-        )
+        self.digit_splits = split_indices(len(digits), self.val_fraction, self.test_fraction, self.split_seed,
+                                          labels=target)
         out = {}
         for s, split in enumerate(SPLITS):
             n, pool = self.counts[split], self.digit_splits[split]
             if n and len(pool) == 0:
-                raise ConfigError(
-                    f"data.num_{split}={n} but no digits are held out for {split}: raise data.{split}_fraction"
-                )
+                raise ConfigError(f"data.num_{split}={n} but no digits are held out for {split}: raise "
+                                  f"data.{split}_fraction")
             rng = np.random.default_rng([self.split_seed, s])
             by_class = [pool[target[pool] == c].numpy() for c in range(DIGITS)]
             missing = [c for c in range(DIGITS) if len(by_class[c]) == 0]
             if n and missing:
                 raise ConfigError(f"the {split} digits hold no {missing[0]}: raise data.{split}_fraction")
-            modes = DIGITS**self.num_channels  # each mode n // modes times, the remainder to distinct modes
-            label = np.concatenate([np.tile(np.arange(modes), n // modes), rng.permutation(modes)[: n % modes]])
+            modes = DIGITS ** self.num_channels  # each mode n // modes times, the remainder to distinct modes
+            label = np.concatenate([np.tile(np.arange(modes), n // modes), rng.permutation(modes)[:n % modes]])
             label = rng.permutation(label)
             triples = label[:, None] // DIGITS ** np.arange(self.num_channels - 1, -1, -1) % DIGITS
             picks = np.empty_like(triples)

@@ -37,21 +37,18 @@ def read_photo(name: str) -> np.ndarray:
     try:
         import skimage.data
     except ImportError:
-        raise DataError(
-            "data=textures reads the photos shipped with scikit-image, which is not installed: "
-            "pip install -e .[data] (or make install)"
-        ) from None
+        raise DataError("data=textures reads the photos shipped with scikit-image, which is not installed: "
+                        "pip install -e .[data] (or make install)") from None
     func, (top, bottom, left, right) = PHOTOS[name]
     photo = getattr(skimage.data, func)()
     if isinstance(photo, tuple):  # stereo_motorcycle: (left, right, disparity)
         photo = photo[0]
     h, w = photo.shape[:2]
-    return np.ascontiguousarray(photo[round(top * h) : round(bottom * h), round(left * w) : round(right * w), :3])
+    return np.ascontiguousarray(photo[round(top * h):round(bottom * h), round(left * w):round(right * w), :3])
 
 
-def block_layout(
-    shape: tuple[int, int], block: int, val_fraction: float, test_fraction: float, rng: np.random.Generator
-) -> np.ndarray:
+def block_layout(shape: tuple[int, int], block: int, val_fraction: float, test_fraction: float,
+                 rng: np.random.Generator) -> np.ndarray:
     """(rows, cols) grid of split ids (0 train, 1 val, 2 test) for a photo of `shape` cut into `block` squares
     (the last row and column also take the remainder); each split gets round(fraction * blocks), at least one."""
     rows, cols = shape[0] // block, shape[1] // block
@@ -59,13 +56,11 @@ def block_layout(
     n_test = max(1, round(n * test_fraction)) if test_fraction > 0 else 0
     n_val = max(1, round(n * val_fraction)) if val_fraction > 0 else 0
     if n - n_test - n_val < 1:
-        raise ConfigError(
-            f"a {shape[0]}x{shape[1]} photo has {n} blocks of {block} px, too few for train, val and "
-            f"test: lower data.block_size or raise data.photo_size"
-        )
+        raise ConfigError(f"a {shape[0]}x{shape[1]} photo has {n} blocks of {block} px, too few for train, val and "
+                          f"test: lower data.block_size or raise data.photo_size")
     ids = np.zeros(n, np.int64)
     order = rng.permutation(n)
-    ids[order[:n_test]], ids[order[n_test : n_test + n_val]] = 2, 1
+    ids[order[:n_test]], ids[order[n_test:n_test + n_val]] = 2, 1
     return ids.reshape(rows, cols)
 
 
@@ -81,7 +76,7 @@ def crop_positions(inside: np.ndarray, size: int) -> np.ndarray:
     h, w = inside.shape
     integral = np.zeros((h + 1, w + 1), np.int64)
     integral[1:, 1:] = inside.astype(np.int64).cumsum(0).cumsum(1)
-    window = integral[size:, size:] - integral[:-size, size:] - integral[size:, :-size] + integral[:-size, :-size]
+    window = (integral[size:, size:] - integral[:-size, size:] - integral[size:, :-size] + integral[:-size, :-size])
     return np.argwhere(window == size * size)
 
 
@@ -96,30 +91,17 @@ class TexturesDataModule(InMemoryImageDataModule):
     (photo, top, left) in the resized photo, `layouts[photo]` the split of every block.
     """
 
-    def __init__(
-        self,
-        image_size: int = 32,
-        channels: int = 3,
-        num_train: int = 10000,
-        num_val: int = 1000,
-        num_test: int = 2000,
-        photos: Optional[Sequence[str]] = None,
-        photo_size: Optional[int] = None,
-        block_size: Optional[int] = None,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
-        **kwargs,
-    ) -> None:
-        super().__init__(
-            image_size=image_size, channels=channels, val_fraction=val_fraction, test_fraction=test_fraction, **kwargs
-        )
+    def __init__(self, image_size: int = 32, channels: int = 3, num_train: int = 10000, num_val: int = 1000,
+                 num_test: int = 2000, photos: Optional[Sequence[str]] = None, photo_size: Optional[int] = None,
+                 block_size: Optional[int] = None, val_fraction: float = 0.1, test_fraction: float = 0.2,
+                 **kwargs) -> None:
+        super().__init__(image_size=image_size, channels=channels, val_fraction=val_fraction,
+                         test_fraction=test_fraction, **kwargs)
         self.photos = list(photos) if photos else list(PHOTOS)
         unknown = [p for p in self.photos if p not in PHOTOS]
         if unknown or len(set(self.photos)) != len(self.photos) or len(self.photos) < 2:
-            raise ConfigError(
-                f"data.photos={self.photos}: choose at least two distinct names from "
-                f"{', '.join(PHOTOS)} (or null for all)"
-            )
+            raise ConfigError(f"data.photos={self.photos}: choose at least two distinct names from "
+                              f"{', '.join(PHOTOS)} (or null for all)")
         self.counts = {"train": num_train, "val": num_val, "test": num_test}
         for split, n in self.counts.items():
             if n < 0 or (split == "train" and n < len(self.photos)):
@@ -127,14 +109,11 @@ class TexturesDataModule(InMemoryImageDataModule):
         self.photo_size = photo_size or 12 * image_size
         self.block_size = block_size or 2 * image_size
         if self.block_size < image_size:
-            raise ConfigError(
-                f"data.block_size={self.block_size} must be >= data.image_size={image_size}: "
-                f"a crop must fit inside one block"
-            )
+            raise ConfigError(f"data.block_size={self.block_size} must be >= data.image_size={image_size}: "
+                              f"a crop must fit inside one block")
         if self.photo_size < 2 * self.block_size:
-            raise ConfigError(
-                f"data.photo_size={self.photo_size} must be at least twice data.block_size={self.block_size}"
-            )
+            raise ConfigError(f"data.photo_size={self.photo_size} must be at least twice data.block_size="
+                              f"{self.block_size}")
         self.class_names = list(self.photos)
         self.crops: dict[str, torch.Tensor] = {}
         self.layouts: list[np.ndarray] = []
@@ -173,13 +152,11 @@ class TexturesDataModule(InMemoryImageDataModule):
                     continue
                 pos = crop_positions(mask == s, size)
                 if len(pos) == 0:
-                    raise ConfigError(
-                        f"photo {name} has no room for a {size}px {split} crop: raise "
-                        f"data.{split}_fraction or data.block_size"
-                    )
+                    raise ConfigError(f"photo {name} has no room for a {size}px {split} crop: raise "
+                                      f"data.{split}_fraction or data.block_size")
                 pick = rng.choice(len(pos), size=k, replace=k > len(pos))
                 for top, left in pos[np.sort(pick)].tolist():
-                    crops[split].append(photo[:, top : top + size, left : left + size])
+                    crops[split].append(photo[:, top:top + size, left:left + size])
                     coords[split].append((p, top, left))
                 labels[split] += [p] * k
         out = {}
@@ -194,3 +171,4 @@ class TexturesDataModule(InMemoryImageDataModule):
 def share(total: int, parts: int, i: int) -> int:
     """Part i of `total` dealt as evenly as possible over `parts` (the first ones take the remainder)."""
     return total // parts + (1 if i < total % parts else 0)
+

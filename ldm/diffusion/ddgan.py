@@ -32,9 +32,8 @@ from ldm.utils.config import build, build_optimizer
 from ldm.utils.seeds import VALIDATION_SEED
 
 
-def posterior_step(
-    process: GaussianDiffusion, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
-) -> torch.Tensor:
+def posterior_step(process: GaussianDiffusion, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                   noise: torch.Tensor) -> torch.Tensor:
     """A sample of the DDPM posterior q(x_{t-1} | x_t, x0) at integer steps t (N,); t = 0 returns x0 itself (the
     step before the first is the data). The same formula as `sample_ddpm`'s step (tests check they agree)."""
     shape = (-1, *[1] * (x0.dim() - 1))
@@ -47,9 +46,8 @@ def posterior_step(
     return torch.where((t > 0).reshape(shape), mean + var.clamp_min(0).sqrt() * noise, x0)
 
 
-def forward_pair(
-    process: GaussianDiffusion, x0: torch.Tensor, t: torch.Tensor, generator: Optional[torch.Generator] = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def forward_pair(process: GaussianDiffusion, x0: torch.Tensor, t: torch.Tensor,
+                 generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A real pair (x_{t-1}, x_t): x_{t-1} ~ q(x_{t-1} | x0) (x0 itself at t = 0), then one forward step
     x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) eps (the paper's q_sample_pairs)."""
     shape = (-1, *[1] * (x0.dim() - 1))
@@ -70,35 +68,17 @@ class DenoisingDiffusionGAN(LatentDiffusion):
     `lazy_reg` (R1 every k discriminator steps, scaled by k). The configured stage-2 `sampler` is not used:
     sampling is the T-step posterior chain (NFE = T)."""
 
-    def __init__(
-        self,
-        latent_shape: Sequence[int],
-        net: dict,
-        optimizer: dict,
-        discriminator: dict,
-        disc_optimizer: dict,
-        adv_loss: dict,
-        steps: int = 4,
-        beta_min: float = 0.1,
-        beta_max: float = 20.0,
-        *,
-        z_channels: int,
-        r1_gamma: float,
-        lazy_reg: int = 15,
-        process: Optional[dict] = None,
-        **kw,
-    ) -> None:
+    def __init__(self, latent_shape: Sequence[int], net: dict, optimizer: dict, discriminator: dict,
+                 disc_optimizer: dict, adv_loss: dict, steps: int = 4, beta_min: float = 0.1, beta_max: float = 20.0,
+                 *, z_channels: int, r1_gamma: float, lazy_reg: int = 15, process: Optional[dict] = None,
+                 **kw) -> None:
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 16:
             raise ConfigError(f"diffusion.steps={steps}: a Denoising Diffusion GAN takes 1-16 steps (paper: 2-8)")
         if z_channels < 0 or lazy_reg < 1 or r1_gamma < 0:
             raise ConfigError("diffusion.z_channels and diffusion.r1_gamma must be >= 0, diffusion.lazy_reg >= 1")
         kw.pop("sampler", None)  # sampling is the T-step posterior chain, not a configured sampler
-        schedule = {
-            "_target_": "ldm.diffusion.schedules.vp",
-            "timesteps": steps,
-            "beta_min": beta_min,
-            "beta_max": beta_max,
-        }
+        schedule = {"_target_": "ldm.diffusion.schedules.vp", "timesteps": steps, "beta_min": beta_min,
+                    "beta_max": beta_max}
         super().__init__(latent_shape, net, {"schedule": schedule, "parameterization": "x0"}, optimizer, **kw)
         self.automatic_optimization = False
         self.discriminator = build(discriminator, in_channels=self.latent_shape[0])
@@ -106,9 +86,8 @@ class DenoisingDiffusionGAN(LatentDiffusion):
 
     def build_net(self, net: dict, channels: int) -> torch.nn.Module:
         """The generator G(x_t, z, t) -> x0: the UNet with the noise maps z as extra input channels."""
-        return build(
-            net, in_channels=channels + self.hparams.z_channels, out_channels=channels, num_classes=self.num_classes
-        )
+        return build(net, in_channels=channels + self.hparams.z_channels, out_channels=channels,
+                     num_classes=self.num_classes)
 
     @property
     def d_steps(self) -> int:
@@ -154,15 +133,9 @@ class DenoisingDiffusionGAN(LatentDiffusion):
         g_loss = self.adv_loss.generator(self.discriminator(fake_prev, x_t, t))
         self._step(opt_g, g_loss, "generator")
         self.untoggle_optimizer(opt_g)
-        self.log_dict(
-            {
-                "train/d_loss": d_loss.detach(),
-                "train/g_loss": g_loss.detach(),
-                "train/logits_real": real.detach().mean(),
-                "train/logits_fake": fake.detach().mean(),
-            },
-            batch_size=len(x0),
-        )
+        self.log_dict({"train/d_loss": d_loss.detach(), "train/g_loss": g_loss.detach(),
+                       "train/logits_real": real.detach().mean(), "train/logits_fake": fake.detach().mean()},
+                      batch_size=len(x0))
         self.log("train/loss", g_loss.detach(), prog_bar=True, batch_size=len(x0))
 
     def _step(self, opt, loss: torch.Tensor, name: str) -> None:
@@ -175,10 +148,8 @@ class DenoisingDiffusionGAN(LatentDiffusion):
         opt.step()
 
     def configure_optimizers(self):
-        return [
-            build_optimizer(self.hparams.optimizer, self.net.parameters()),
-            build_optimizer(self.hparams.disc_optimizer, self.discriminator.parameters()),
-        ]
+        return [build_optimizer(self.hparams.optimizer, self.net.parameters()),
+                build_optimizer(self.hparams.disc_optimizer, self.discriminator.parameters())]
 
     def validation_step(self, batch, batch_idx: int) -> None:
         """val/loss: the EMA generator's x0 error ||G(x_t, z, t) - x0||^2 at fixed t, z and noise, a within-run
@@ -197,21 +168,16 @@ class DenoisingDiffusionGAN(LatentDiffusion):
 
     # ---- sampling -------------------------------------------------------------------------------------
     @torch.no_grad()
-    def sample_latents(
-        self,
-        n: int,
-        seed: int = 0,
-        y: Optional[torch.Tensor] = None,
-        sampler: Optional[Callable] = None,
-        use_ema: bool = True,
-        callback: Optional[Callable[[dict], None]] = None,
-    ) -> tuple[torch.Tensor, int]:
+    def sample_latents(self, n: int, seed: int = 0, y: Optional[torch.Tensor] = None,
+                       sampler: Optional[Callable] = None, use_ema: bool = True,
+                       callback: Optional[Callable[[dict], None]] = None) -> tuple[torch.Tensor, int]:
         """n scaled latents from the T-step chain x_T ~ N(0, I) -> ... -> x_0 (NFE = T)."""
         g = torch.Generator().manual_seed(seed)
         x = torch.randn((n, *self.latent_shape), generator=g).to(self.device)
         if y is None and self.num_classes:
             y = torch.arange(n, device=self.device) % self.num_classes
-        denoiser = self.generator(self.ema.net if use_ema else self.net, g, **({"y": y} if self.num_classes else {}))
+        denoiser = self.generator(self.ema.net if use_ema else self.net, g,
+                                  **({"y": y} if self.num_classes else {}))
         bounds = self.clip_range()
         denoiser = CountingDenoiser(clipped(denoiser, self.process, *bounds) if bounds else denoiser)
         steps = self.process.num_timesteps

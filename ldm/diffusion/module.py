@@ -30,28 +30,12 @@ class LatentDiffusion(L.LightningModule):
     scale_factor; `center` also subtracts the mean), `channel` standardises each channel.
     """
 
-    def __init__(
-        self,
-        latent_shape: Sequence[int],
-        net: dict,
-        process: dict,
-        optimizer: dict,
-        lr_warmup_steps: int = 100,
-        ema_decay: float = 0.999,
-        ema_warmup: bool = True,
-        grad_clip: Optional[float] = 1.0,
-        latent: str = "mean",
-        scaling: str = "global",
-        center: bool = False,
-        class_conditional: bool = False,
-        num_classes: int = 0,
-        cond_drop_prob: float = 0.1,
-        guidance_scale: float = 1.0,
-        sampler: Optional[dict] = None,
-        num_vis: int = 36,
-        vis_seed: int = 0,
-        clip_x0: str | bool = "auto",
-    ) -> None:
+    def __init__(self, latent_shape: Sequence[int], net: dict, process: dict, optimizer: dict,
+                 lr_warmup_steps: int = 100, ema_decay: float = 0.999, ema_warmup: bool = True,
+                 grad_clip: Optional[float] = 1.0, latent: str = "mean", scaling: str = "global",
+                 center: bool = False, class_conditional: bool = False, num_classes: int = 0,
+                 cond_drop_prob: float = 0.1, guidance_scale: float = 1.0, sampler: Optional[dict] = None,
+                 num_vis: int = 36, vis_seed: int = 0, clip_x0: str | bool = "auto") -> None:
         super().__init__()
         if clip_x0 not in ("auto", True, False):
             raise ConfigError(f"diffusion.clip_x0={clip_x0!r}: choose auto, true or false")
@@ -67,9 +51,8 @@ class LatentDiffusion(L.LightningModule):
         self.num_classes = num_classes if class_conditional else 0
         self.net = self.build_net(net, c)
         self.net.check_input(h)
-        self.process = GaussianDiffusion(
-            build(process["schedule"]), process.get("parameterization", "eps"), process.get("min_snr_gamma")
-        )
+        self.process = GaussianDiffusion(build(process["schedule"]), process.get("parameterization", "eps"),
+                                         process.get("min_snr_gamma"))
         self.ema = EMA(self.net, ema_decay, ema_warmup)
         self.register_buffer("latent_scale", torch.ones(c, 1, 1))
         self.register_buffer("latent_shift", torch.zeros(c, 1, 1))
@@ -80,10 +63,10 @@ class LatentDiffusion(L.LightningModule):
         self._latent_range: Optional[tuple[float, float]] = None
         self.stage_name = "stage2"
 
+
     def build_net(self, net: dict, channels: int) -> torch.nn.Module:
         """The denoiser on `channels` latent channels (a subclass changes its inputs, e.g. DDGAN's noise maps)."""
         return build(net, in_channels=channels, num_classes=self.num_classes)
-
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CLASS_KEY] = qualname(type(self))  # checked when the checkpoint is loaded
 
@@ -122,9 +105,8 @@ class LatentDiffusion(L.LightningModule):
         return float(self.latent_scale.mean())
 
     # ---- decoding (the frozen autoencoder stays outside: not a submodule, not in the checkpoint) -------
-    def set_decoder(
-        self, decode: Callable[[torch.Tensor], torch.Tensor], latent_range: Optional[tuple[float, float]] = None
-    ) -> None:
+    def set_decoder(self, decode: Callable[[torch.Tensor], torch.Tensor],
+                    latent_range: Optional[tuple[float, float]] = None) -> None:
         """The autoencoder's decoder, and the range its latents are bounded to where it has one (`Identity`:
         pixels in [-1, 1]), which `clip_x0` clips each step's x0 prediction to."""
         self._decode = decode
@@ -139,10 +121,8 @@ class LatentDiffusion(L.LightningModule):
         if mode is False or (mode == "auto" and self._latent_range is None):
             return None
         if self._latent_range is None:
-            raise ConfigError(
-                "diffusion.clip_x0=true needs an autoencoder with a bounded latent range "
-                "(autoencoder=identity); use diffusion.clip_x0=auto or false"
-            )
+            raise ConfigError("diffusion.clip_x0=true needs an autoencoder with a bounded latent range "
+                              "(autoencoder=identity); use diffusion.clip_x0=auto or false")
         lo, hi = (self.scale(torch.full((1, *self.latent_shape), v, device=self.device)) for v in self._latent_range)
         return torch.minimum(lo, hi), torch.maximum(lo, hi)  # a negative scale would swap them
 
@@ -160,11 +140,8 @@ class LatentDiffusion(L.LightningModule):
         if not self.num_classes:
             return {}
         if drop and self.hparams.cond_drop_prob > 0:  # null class some of the time: enables CFG
-            y = torch.where(
-                torch.rand(len(y), device=y.device) < self.hparams.cond_drop_prob,
-                torch.full_like(y, self.num_classes),
-                y,
-            )
+            y = torch.where(torch.rand(len(y), device=y.device) < self.hparams.cond_drop_prob,
+                            torch.full_like(y, self.num_classes), y)
         return {"y": y}
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -205,15 +182,9 @@ class LatentDiffusion(L.LightningModule):
 
     # ---- sampling -------------------------------------------------------------------------------------
     @torch.no_grad()
-    def sample_latents(
-        self,
-        n: int,
-        seed: int = 0,
-        y: Optional[torch.Tensor] = None,
-        sampler: Optional[Callable] = None,
-        use_ema: bool = True,
-        callback: Optional[Callable[[dict], None]] = None,
-    ) -> tuple[torch.Tensor, int]:
+    def sample_latents(self, n: int, seed: int = 0, y: Optional[torch.Tensor] = None,
+                       sampler: Optional[Callable] = None, use_ema: bool = True,
+                       callback: Optional[Callable[[dict], None]] = None) -> tuple[torch.Tensor, int]:
         """n scaled latents from the configured sampler (its `callback` sees each step); returns them and the NFE."""
         sampler = sampler or self.sampler
         if sampler is None:
@@ -230,9 +201,8 @@ class LatentDiffusion(L.LightningModule):
         return z, denoiser.nfe
 
     @torch.no_grad()
-    def generate(
-        self, n: int, seed: int = 0, batch_size: int = 500, show: bool = False, label: Optional[int] = None, **kw
-    ) -> tuple[torch.Tensor, int]:
+    def generate(self, n: int, seed: int = 0, batch_size: int = 500, show: bool = False,
+                 label: Optional[int] = None, **kw) -> tuple[torch.Tensor, int]:
         """n decoded images (CPU, clamped to [-1, 1]) and the NFE per sample; batch i draws from seed + i.
         `label`: every image of this class (class-conditional models); `show`: a bar of sampler steps."""
         out, nfe = [], 0
@@ -264,16 +234,7 @@ class LatentDiffusion(L.LightningModule):
         picked = [steps[i] for i in sorted({round(j * (len(steps) - 1) / max(1, cols - 1)) for j in range(cols)})]
         grid = []
         for r in range(rows):
-            grid += [
-                self.decode(torch.stack([s["x"][r] for s in picked])).clamp(-1, 1),
-                self.decode(torch.stack([s["denoised"][r] for s in picked])).clamp(-1, 1),
-            ]
-        log_grid(
-            self.trainer,
-            "stage2_denoising",
-            torch.cat(grid),
-            nrow=len(picked),
-            rows=["x_t", "x0 pred"] * rows,
-            cols=[f"t={s['t']}" for s in picked],
-            title=f"sampling trajectory, step {self.global_step}",
-        )
+            grid += [self.decode(torch.stack([s["x"][r] for s in picked])).clamp(-1, 1),
+                     self.decode(torch.stack([s["denoised"][r] for s in picked])).clamp(-1, 1)]
+        log_grid(self.trainer, "stage2_denoising", torch.cat(grid), nrow=len(picked), rows=["x_t", "x0 pred"] * rows,
+                 cols=[f"t={s['t']}" for s in picked], title=f"sampling trajectory, step {self.global_step}")

@@ -88,14 +88,8 @@ class GaussianDiffusion:
     def sample_t(self, n: int, device: torch.device, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         return torch.randint(0, self.num_timesteps, (n,), device="cpu", generator=generator).to(device)
 
-    def loss(
-        self,
-        model: Callable,
-        x0: torch.Tensor,
-        t: Optional[torch.Tensor] = None,
-        noise: Optional[torch.Tensor] = None,
-        **model_kwargs,
-    ) -> torch.Tensor:
+    def loss(self, model: Callable, x0: torch.Tensor, t: Optional[torch.Tensor] = None,
+             noise: Optional[torch.Tensor] = None, **model_kwargs) -> torch.Tensor:
         """Weighted MSE between model(x_t, t) and the target, mean over elements and samples."""
         t = self.sample_t(len(x0), x0.device) if t is None else t
         noise = normal_like(x0) if noise is None else noise

@@ -30,9 +30,8 @@ def _abar(process: GaussianDiffusion, t: int, like: torch.Tensor) -> torch.Tenso
     return process.alpha_bar(torch.tensor([t]), like).reshape(())
 
 
-def _predict(
-    denoiser: Denoiser, process: GaussianDiffusion, x: torch.Tensor, t: int, i: int, callback: Callback
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _predict(denoiser: Denoiser, process: GaussianDiffusion, x: torch.Tensor, t: int, i: int,
+             callback: Callback) -> tuple[torch.Tensor, torch.Tensor]:
     tt = torch.full((len(x),), t, device=x.device, dtype=torch.long)
     x0, eps = process.to_x0_eps(denoiser(x, tt), x, tt)
     if callback is not None:
@@ -41,17 +40,8 @@ def _predict(
 
 
 @torch.no_grad()
-def sample_ddim(
-    denoiser: Denoiser,
-    process: GaussianDiffusion,
-    x: torch.Tensor,
-    *,
-    steps: int,
-    spacing: Spacing,
-    eta: float,
-    generator: Optional[torch.Generator] = None,
-    callback: Callback = None,
-) -> torch.Tensor:
+def sample_ddim(denoiser: Denoiser, process: GaussianDiffusion, x: torch.Tensor, *, steps: int, spacing: Spacing,
+                eta: float, generator: Optional[torch.Generator] = None, callback: Callback = None) -> torch.Tensor:
     """DDIM (Song et al., 2021): eta=0 deterministic, eta=1 matches DDPM's ancestral variance."""
     ts = spacing(process.num_timesteps, steps)
     for i, t in enumerate(ts):
@@ -59,23 +49,15 @@ def sample_ddim(
         x0, eps = _predict(denoiser, process, x, t, i, callback)
         a, a_prev = _abar(process, t, x), _abar(process, t_prev, x)
         sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp_min(0).sqrt()
-        x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp_min(0).sqrt() * eps
+        x = a_prev.sqrt() * x0 + (1 - a_prev - sigma ** 2).clamp_min(0).sqrt() * eps
         if t_prev >= 0 and eta > 0:
             x = x + sigma * torch.randn(x.shape, generator=generator, device="cpu").to(x)
     return x
 
 
 @torch.no_grad()
-def sample_ddpm(
-    denoiser: Denoiser,
-    process: GaussianDiffusion,
-    x: torch.Tensor,
-    *,
-    steps: int,
-    spacing: Spacing,
-    generator: Optional[torch.Generator] = None,
-    callback: Callback = None,
-) -> torch.Tensor:
+def sample_ddpm(denoiser: Denoiser, process: GaussianDiffusion, x: torch.Tensor, *, steps: int, spacing: Spacing,
+                generator: Optional[torch.Generator] = None, callback: Callback = None) -> torch.Tensor:
     """Ancestral sampling from the posterior q(x_prev | x_t, x0_hat) (Ho et al., 2020); steps < T respaces it."""
     ts = spacing(process.num_timesteps, steps)
     for i, t in enumerate(ts):
@@ -93,16 +75,9 @@ def sample_ddpm(
 
 
 @torch.no_grad()
-def sample_dpmpp_2m(
-    denoiser: Denoiser,
-    process: GaussianDiffusion,
-    x: torch.Tensor,
-    *,
-    steps: int,
-    spacing: Spacing,
-    generator: Optional[torch.Generator] = None,
-    callback: Callback = None,
-) -> torch.Tensor:
+def sample_dpmpp_2m(denoiser: Denoiser, process: GaussianDiffusion, x: torch.Tensor, *, steps: int,
+                    spacing: Spacing, generator: Optional[torch.Generator] = None,
+                    callback: Callback = None) -> torch.Tensor:
     """DPM-Solver++(2M), multistep second order in log-SNR on x0 predictions (Lu et al., 2022)."""
     ts = spacing(process.num_timesteps, steps)
     x0_prev, h_prev = None, None
@@ -153,7 +128,6 @@ def clipped(denoiser: Denoiser, process: GaussianDiffusion, lo: torch.Tensor, hi
         a = process.alpha_bar(t, x).reshape(-1, *[1] * (x.dim() - 1))
         eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
         return process.from_x0_eps(x0, eps, t)
-
     return denoise
 
 

@@ -13,10 +13,8 @@ from ldm.errors import ConfigError
 
 def _check(num_timesteps: int, steps: int) -> None:
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= num_timesteps:
-        raise ConfigError(
-            f"sampler.steps={steps} must be an integer in [1, {num_timesteps}] (the process has "
-            f"{num_timesteps} timesteps)"
-        )
+        raise ConfigError(f"sampler.steps={steps} must be an integer in [1, {num_timesteps}] (the process has "
+                          f"{num_timesteps} timesteps)")
 
 
 def even(num_timesteps: int, steps: int) -> list[int]:

@@ -42,9 +42,8 @@ def r1_penalty(real_logits: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor
     return sum(g.pow(2).flatten(1).sum(1) for g in grads).mean()
 
 
-def adaptive_weight(
-    rec_loss: torch.Tensor, adv_loss: torch.Tensor, last_layer: torch.Tensor, eps: float = 1e-4, max_weight: float = 1e4
-) -> torch.Tensor:
+def adaptive_weight(rec_loss: torch.Tensor, adv_loss: torch.Tensor, last_layer: torch.Tensor,
+                    eps: float = 1e-4, max_weight: float = 1e4) -> torch.Tensor:
     """||grad rec|| / (||grad adv|| + eps) at the decoder's last layer, clamped, detached (Esser et al., 2021)."""
     (g_rec,) = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)
     (g_adv,) = torch.autograd.grad(adv_loss, last_layer, retain_graph=True)

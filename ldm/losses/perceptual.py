@@ -56,18 +56,8 @@ class DataFeatureLoss(FeatureDistance):
     """FeatureDistance in a ConvClassifier trained on the data's labels (cached like the evaluator, under its own
     key: another `seed` and `width` than conf/metrics/features/evaluator.yaml)."""
 
-    def __init__(
-        self,
-        *,
-        data: dict,
-        cache_dir: str,
-        steps: int,
-        batch_size: int,
-        lr: float,
-        width: int,
-        feature_dim: int,
-        seed: int,
-    ) -> None:
+    def __init__(self, *, data: dict, cache_dir: str, steps: int, batch_size: int, lr: float, width: int,
+                 feature_dim: int, seed: int) -> None:
         from ldm.metrics.evaluator import load_or_train
         from ldm.utils.config import build, plain
 
@@ -89,10 +79,8 @@ class LPIPSLoss(nn.Module):
         try:
             import lpips
         except ImportError as e:
-            raise ConfigError(
-                "autoencoder.perceptual_loss=LPIPS needs the `lpips` package (pip install lpips) and "
-                "its weights on disk; offline, use ldm.losses.perceptual.DataFeatureLoss"
-            ) from e
+            raise ConfigError("autoencoder.perceptual_loss=LPIPS needs the `lpips` package (pip install lpips) and "
+                              "its weights on disk; offline, use ldm.losses.perceptual.DataFeatureLoss") from e
         if weights_path is not None and not Path(weights_path).is_file():
             raise ConfigError(f"LPIPS weights_path={weights_path} is not a file")
         self.lpips = lpips.LPIPS(net=net, model_path=weights_path, verbose=False).eval().requires_grad_(False)

@@ -18,15 +18,8 @@ from ldm.utils.progress import progress
 
 log = logging.getLogger(__name__)
 # data settings that do not change the images or the split, so they do not change the evaluator
-IGNORED_DATA_KEYS = (
-    "batch_size",
-    "num_workers",
-    "shuffle_seed",
-    "latent_f",
-    "latent_channels",
-    "recon_check",
-    "cache_dir",
-)
+IGNORED_DATA_KEYS = ("batch_size", "num_workers", "shuffle_seed", "latent_f", "latent_channels", "recon_check",
+                     "cache_dir")
 FILE = "evaluator.pt"  # the cache entry's file
 # the code that decides the evaluator's weights: its recipe and network, and the images it learns from
 CODE = ("metrics/evaluator.py", "nets/classifier.py", "data")
@@ -43,7 +36,7 @@ def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     pad = max(1, x.shape[-1] // 8)
     xp = F.pad(x, (pad,) * 4, mode="replicate")
     dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=g).tolist()
-    return xp[..., dy : dy + x.shape[-2], dx : dx + x.shape[-1]]
+    return xp[..., dy:dy + x.shape[-2], dx:dx + x.shape[-1]]
 
 
 @torch.no_grad()
@@ -56,9 +49,8 @@ def accuracy(net: ConvClassifier, split, batch_size: int = 512) -> float:
 
 
 @torch.enable_grad()  # also when called under no_grad (evaluation)
-def train_classifier(
-    train, num_classes: int, *, steps: int, batch_size: int, lr: float, width: int, feature_dim: int, seed: int
-) -> ConvClassifier:
+def train_classifier(train, num_classes: int, *, steps: int, batch_size: int, lr: float, width: int,
+                     feature_dim: int, seed: int) -> ConvClassifier:
     """Adam with cosine decay on shifted copies of random batches of the labelled `train` split."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -104,12 +96,8 @@ class Evaluator:
     def features(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         self.net.eval()
         dev = next(self.net.parameters()).device
-        return torch.cat(
-            [
-                self.net.features(images[i : i + batch_size].to(dev)).double().cpu()
-                for i in range(0, len(images), batch_size)
-            ]
-        )
+        return torch.cat([self.net.features(images[i:i + batch_size].to(dev)).double().cpu()
+                          for i in range(0, len(images), batch_size)])
 
     @torch.no_grad()
     def probs_from_features(self, feats: torch.Tensor) -> torch.Tensor:
@@ -179,9 +167,8 @@ class ChannelEvaluator(Evaluator):
 
     def accuracy_on(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         """Fraction of `images` whose every channel gets its class (the mode is right)."""
-        return (
-            float((self.predict_from_features(self.features(images)) == labels).double().mean()) if len(labels) else 0.0
-        )
+        return float((self.predict_from_features(self.features(images)) == labels).double().mean()) \
+            if len(labels) else 0.0
 
     def channels_of(self, modes: torch.Tensor) -> torch.Tensor:
         """(N,) mode indices -> (N, C) per-channel classes."""
@@ -192,11 +179,9 @@ class ChannelEvaluator(Evaluator):
 def check_labelled(datamodule) -> None:
     """DataError unless every training image has a label and there are at least 2 classes."""
     if datamodule.num_classes < 2 or bool((datamodule.split("train").labels < 0).any()):
-        raise DataError(
-            f"metrics/features=evaluator needs labelled data with at least 2 classes, but the data has "
-            f"{datamodule.num_classes} (class folders give labels): use metrics/features=inception, or "
-            f"metrics.features=null"
-        )
+        raise DataError(f"metrics/features=evaluator needs labelled data with at least 2 classes, but the data has "
+                        f"{datamodule.num_classes} (class folders give labels): use metrics/features=inception, or "
+                        f"metrics.features=null")
 
 
 class EvaluatorFeatures:
@@ -221,15 +206,8 @@ def _load(path: Path) -> Evaluator:
     per_channel = state.get("per_channel")
     if per_channel:
         k, c = state["net_args"]["num_classes"], per_channel
-        return ChannelEvaluator(
-            net.eval(),
-            state["accuracy"],
-            k**c,
-            trained=False,
-            channels=c,
-            channel_classes=k,
-            channel_accuracy=state["channel_accuracy"],
-        )
+        return ChannelEvaluator(net.eval(), state["accuracy"], k ** c, trained=False, channels=c, channel_classes=k,
+                                channel_accuracy=state["channel_accuracy"])
     return Evaluator(net.eval(), state["accuracy"], state["net_args"]["num_classes"], trained=False)
 
 
@@ -253,9 +231,8 @@ def load_or_train(datamodule, data_cfg: dict, evaluator_cfg: dict, cache_dir: st
         if k:
             c = int(train.__getitems__([0])[0].shape[1])
             net = train_classifier(ChannelSplit(train, c, k), k, **cfg)
-            evaluator: Evaluator = ChannelEvaluator(
-                net, 0.0, k**c, entry.dir, trained=True, channels=c, channel_classes=k
-            )
+            evaluator: Evaluator = ChannelEvaluator(net, 0.0, k ** c, entry.dir, trained=True, channels=c,
+                                                    channel_classes=k)
             evaluator.channel_accuracy = accuracy(net, ChannelSplit(test, c, k))
             evaluator.accuracy = sum(evaluator.accuracy_on(x, y) * len(y) for x, y in batches(test)) / max(1, len(test))
             extra = {"per_channel": c, "channel_accuracy": evaluator.channel_accuracy}
@@ -263,18 +240,10 @@ def load_or_train(datamodule, data_cfg: dict, evaluator_cfg: dict, cache_dir: st
             net = train_classifier(train, datamodule.num_classes, **cfg)
             evaluator, extra = Evaluator(net, accuracy(net, test), datamodule.num_classes, entry.dir, trained=True), {}
         acc = evaluator.accuracy
-        net_args = {
-            "in_channels": net.body[0].in_channels,
-            "num_classes": k or datamodule.num_classes,
-            "width": cfg["width"],
-            "feature_dim": cfg["feature_dim"],
-        }
+        net_args = {"in_channels": net.body[0].in_channels, "num_classes": k or datamodule.num_classes,
+                    "width": cfg["width"], "feature_dim": cfg["feature_dim"]}
         state = {"state_dict": net.state_dict(), "net_args": net_args, "accuracy": acc, "config": cfg, **extra}
         entry.publish({FILE: lambda tmp: torch.save(state, tmp)}, {"accuracy": acc, "config": cfg, **extra})
-        log.info(
-            "evaluator: trained, test accuracy %.4f%s, cached at %s",
-            acc,
-            f" (per channel {extra['channel_accuracy']:.4f})" if extra else "",
-            entry.dir,
-        )
+        log.info("evaluator: trained, test accuracy %.4f%s, cached at %s", acc,
+                 f" (per channel {extra['channel_accuracy']:.4f})" if extra else "", entry.dir)
         return evaluator

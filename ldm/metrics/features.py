@@ -31,17 +31,15 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, float]:
     from prdc import compute_prdc
 
     with contextlib.redirect_stdout(io.StringIO()):  # the package prints its sample counts
-        out = compute_prdc(
-            real_features=np.asarray(real, np.float64), fake_features=np.asarray(fake, np.float64), nearest_k=k
-        )
+        out = compute_prdc(real_features=np.asarray(real, np.float64), fake_features=np.asarray(fake, np.float64),
+                           nearest_k=k)
     return {key: float(v) for key, v in out.items()}
 
 
 def fid_between(feats: torch.Tensor, reference: torch.Tensor) -> float:
     """FID between two feature sets (torchmetrics, given features), e.g. samples against held-out images."""
-    fid = FrechetInceptionDistance(
-        feature=GivenFeatures(feats.shape[1]), normalize=False, input_img_size=(feats.shape[1],), sync_on_compute=False
-    )
+    fid = FrechetInceptionDistance(feature=GivenFeatures(feats.shape[1]), normalize=False,
+                                   input_img_size=(feats.shape[1],), sync_on_compute=False)
     fid.update(reference, real=True)
     fid.update(feats, real=False)
     return float(fid.compute())
@@ -54,27 +52,15 @@ class FeatureMetrics:
     batches (a split read batch by batch need not fit in memory); every metric then takes features.
     """
 
-    def __init__(
-        self,
-        features: Callable[[torch.Tensor], torch.Tensor],
-        num_features: int,
-        reference: torch.Tensor | Iterable[torch.Tensor],
-        *,
-        kid_subsets: int,
-        kid_subset_size: int,
-        prdc_k: int,
-    ) -> None:
+    def __init__(self, features: Callable[[torch.Tensor], torch.Tensor], num_features: int,
+                 reference: torch.Tensor | Iterable[torch.Tensor], *, kid_subsets: int, kid_subset_size: int,
+                 prdc_k: int) -> None:
         self.features, self.num_features, self.prdc_k = features, num_features, prdc_k
         self.kid_subsets, self.kid_subset_size = kid_subsets, kid_subset_size
         self.real = self.embed(reference)
         # sync_on_compute=False: under DDP only rank 0 evaluates, so there is no one to gather from
-        self._fid = FrechetInceptionDistance(
-            feature=GivenFeatures(num_features),
-            reset_real_features=False,
-            normalize=False,
-            input_img_size=(num_features,),
-            sync_on_compute=False,
-        )
+        self._fid = FrechetInceptionDistance(feature=GivenFeatures(num_features), reset_real_features=False,
+                                             normalize=False, input_img_size=(num_features,), sync_on_compute=False)
         self._fid.update(self.real, real=True)
         self._kid: dict[int, KernelInceptionDistance] = {}
 
@@ -82,7 +68,7 @@ class FeatureMetrics:
         """(N, num_features) float64 features of a tensor of images or of an iterable of image batches."""
         if isinstance(images, torch.Tensor):
             whole = images
-            images = (whole[i : i + batch_size] for i in range(0, len(whole), batch_size))
+            images = (whole[i:i + batch_size] for i in range(0, len(whole), batch_size))
         chunks = [self.features(x).double().cpu() for x in images]
         return torch.cat(chunks) if chunks else torch.empty(0, self.num_features, dtype=torch.float64)
 
@@ -102,14 +88,9 @@ class FeatureMetrics:
         if size not in self._kid:
             with warnings.catch_warnings():  # "will save all extracted features": intended, the sets are small
                 warnings.simplefilter("ignore")
-                kid = KernelInceptionDistance(
-                    feature=GivenFeatures(self.num_features),
-                    subsets=self.kid_subsets,
-                    subset_size=size,
-                    reset_real_features=False,
-                    normalize=False,
-                    sync_on_compute=False,
-                )
+                kid = KernelInceptionDistance(feature=GivenFeatures(self.num_features), subsets=self.kid_subsets,
+                                              subset_size=size, reset_real_features=False, normalize=False,
+                                              sync_on_compute=False)
             kid.update(self.real, real=True)
             self._kid[size] = kid
         kid = self._kid[size]
@@ -126,7 +107,7 @@ class FeatureMetrics:
         real = self.real
         if len(real) > len(feats):
             g = torch.Generator().manual_seed(seed)
-            real = real[torch.randperm(len(real), generator=g)[: len(feats)]]
+            real = real[torch.randperm(len(real), generator=g)[:len(feats)]]
         k = max(1, min(self.prdc_k, len(feats) - 2, len(real) - 2))  # prdc takes the (k+1)-th smallest of n
         return {**prdc(real.numpy(), feats.double().numpy(), k), "prdc_k": k}
 

@@ -19,7 +19,7 @@ def latent_histograms(scaled: torch.Tensor, path: Path, title: str = "") -> Path
     rows = math.ceil(c / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
     grid = torch.linspace(-4, 4, 200)
-    pdf = torch.exp(-(grid**2) / 2) / math.sqrt(2 * math.pi)
+    pdf = torch.exp(-grid ** 2 / 2) / math.sqrt(2 * math.pi)
     for i, ax in enumerate(axes.flat):
         if i >= c:
             ax.axis("off")
@@ -35,13 +35,8 @@ def latent_histograms(scaled: torch.Tensor, path: Path, title: str = "") -> Path
     return save_figure(fig, path)
 
 
-def class_histogram_plot(
-    generated: torch.Tensor,
-    path: Path,
-    real: Optional[torch.Tensor] = None,
-    names: Optional[list[str]] = None,
-    title: str = "",
-) -> Path:
+def class_histogram_plot(generated: torch.Tensor, path: Path, real: Optional[torch.Tensor] = None,
+                         names: Optional[list[str]] = None, title: str = "") -> Path:
     """Bars: fraction of generated samples per predicted class (and of real test images), uniform line."""
     plt = pyplot()
     k = len(generated)
@@ -53,11 +48,8 @@ def class_histogram_plot(
         ax.bar(x + width / 2, real.numpy(), width, label="real test", alpha=0.7)
     ax.axhline(1 / k, color="k", ls="--", lw=1, label="uniform")
     ax.axhline(0.5 / k, color="r", ls=":", lw=1, label="covered threshold")
-    ax.set_xticks(
-        x,
-        labels=names if names and len(names) == k else [str(i) for i in range(k)],
-        rotation=45 if names and max(map(len, names)) > 3 else 0,
-    )
+    ax.set_xticks(x, labels=names if names and len(names) == k else [str(i) for i in range(k)],
+                  rotation=45 if names and max(map(len, names)) > 3 else 0)
     ax.set_xlabel("class (evaluator prediction)")
     ax.set_ylabel("fraction")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the bars
@@ -66,16 +58,10 @@ def class_histogram_plot(
     return save_figure(fig, path)
 
 
-def channel_histogram_plot(
-    generated: torch.Tensor,
-    path: Path,
-    real: Optional[torch.Tensor] = None,
-    names: Optional[list[str]] = None,
-    channel_names: Optional[list[str]] = None,
-    modes: Optional[torch.Tensor] = None,
-    real_modes: Optional[torch.Tensor] = None,
-    title: str = "",
-) -> Path:
+def channel_histogram_plot(generated: torch.Tensor, path: Path, real: Optional[torch.Tensor] = None,
+                           names: Optional[list[str]] = None, channel_names: Optional[list[str]] = None,
+                           modes: Optional[torch.Tensor] = None, real_modes: Optional[torch.Tensor] = None,
+                           title: str = "") -> Path:
     """Stacked data: one panel per channel (fraction of samples per predicted class of that channel, generated
     and real test) and, with `modes`, the mode histogram sorted from the most to the least frequent mode."""
     plt = pyplot()

@@ -21,13 +21,8 @@ from typing import Callable, Optional, Sequence
 import torch
 
 
-def stratified_subset(
-    labels: torch.Tensor,
-    n: int,
-    g: torch.Generator,
-    proportions: Optional[torch.Tensor] = None,
-    counts: str = "multinomial",
-) -> torch.Tensor:
+def stratified_subset(labels: torch.Tensor, n: int, g: torch.Generator,
+                      proportions: Optional[torch.Tensor] = None, counts: str = "multinomial") -> torch.Tensor:
     """n sorted indices into a labelled set, without replacement, with class counts following `proportions`
     (default: the set's own class frequencies). counts="multinomial": the counts are one multinomial draw of n
     (n independent draws of the class, as a generator's samples have; a class drawn more often than it has images
@@ -50,9 +45,8 @@ def stratified_subset(
             q = torch.where(room, p, torch.zeros_like(p))
             if float(q.sum()) <= 0:  # only classes the proportions exclude have images left
                 q = room.double()
-            drawn = torch.bincount(
-                torch.multinomial(q, n - int(want.sum()), replacement=True, generator=g), minlength=k
-            )
+            drawn = torch.bincount(torch.multinomial(q, n - int(want.sum()), replacement=True, generator=g),
+                                   minlength=k)
             want = (want + drawn).minimum(have)
     else:
         target = p * n
@@ -60,23 +54,14 @@ def stratified_subset(
         while int(want.sum()) < n:  # one more to the class furthest below its target, with room
             shortfall = torch.where(want < have, target - want.double(), torch.full_like(target, -float("inf")))
             want[int(shortfall.argmax())] += 1
-    picks = [
-        idx[torch.randperm(len(idx), generator=g)[: int(want[c])]]
-        for c in range(k)
-        for idx in [torch.nonzero(labels == c).flatten()]
-    ]
+    picks = [idx[torch.randperm(len(idx), generator=g)[:int(want[c])]]
+             for c in range(k) for idx in [torch.nonzero(labels == c).flatten()]]
     return torch.cat(picks).sort().values
 
 
-def subset_distribution(
-    score: Callable[[torch.Tensor], dict[str, float]],
-    size: int,
-    n: int,
-    subsets: int,
-    seed: int,
-    labels: Optional[torch.Tensor] = None,
-    proportions: Optional[torch.Tensor] = None,
-) -> dict:
+def subset_distribution(score: Callable[[torch.Tensor], dict[str, float]], size: int, n: int, subsets: int,
+                        seed: int, labels: Optional[torch.Tensor] = None,
+                        proportions: Optional[torch.Tensor] = None) -> dict:
     """`score(indices)` (a dict of metrics) over `subsets` random subsets of `n` of `size` items.
 
     Returns {metric: {median, lo, hi, n, values}} plus `subset_n` and `equal_n` (False when `n` > `size`:
@@ -86,11 +71,8 @@ def subset_distribution(
     draws = subsets if equal and n < size else 1
     values: dict[str, list[float]] = {}
     for _ in range(draws):
-        idx = (
-            stratified_subset(labels, min(n, size), g, proportions)
-            if labels is not None
-            else torch.randperm(size, generator=g)[: min(n, size)].sort().values
-        )
+        idx = (stratified_subset(labels, min(n, size), g, proportions) if labels is not None
+               else torch.randperm(size, generator=g)[:min(n, size)].sort().values)
         for k, v in score(idx).items():
             values.setdefault(k, []).append(float(v))
     out: dict = {k: {**quantile_range(v), "values": v} for k, v in values.items()}
@@ -101,16 +83,8 @@ def subset_distribution(
 PRDC_FLOOR_MAX_N = 2000  # PRDC is O(n^2) per subset: its floor is drawn only up to this many images
 
 
-def floor_metrics(
-    fm,
-    real: torch.Tensor,
-    labels: Optional[torch.Tensor],
-    n: int,
-    subsets: int,
-    seed: int,
-    proportions: Optional[torch.Tensor] = None,
-    classes: Optional[Callable] = None,
-) -> dict:
+def floor_metrics(fm, real: torch.Tensor, labels: Optional[torch.Tensor], n: int, subsets: int, seed: int,
+                  proportions: Optional[torch.Tensor] = None, classes: Optional[Callable] = None) -> dict:
     """The real-data floor of every feature metric as a distribution: held-out features `real` (labels for
     stratifying), `subsets` subsets of `n`, each scored against `fm`'s reference (the train split) like a
     generated set. Keys: eval/<metric>_floor (median), _floor_lo / _floor_hi (5-95 %), eval/floor_n,
@@ -125,13 +99,9 @@ def floor_metrics(
         if classes is not None:
             out.update(classes(f))
         return out
-
     dist = subset_distribution(score, len(real), n, subsets, seed, labels, proportions)
-    m = {
-        "eval/floor_n": dist.pop("subset_n"),
-        "eval/floor_equal_n": dist.pop("equal_n"),
-        "eval/floor_subsets": len(next(iter(dist.values()))["values"]),
-    }
+    m = {"eval/floor_n": dist.pop("subset_n"), "eval/floor_equal_n": dist.pop("equal_n"),
+         "eval/floor_subsets": len(next(iter(dist.values()))["values"])}
     for k, d in dist.items():
         m[f"eval/{k}_floor"], m[f"eval/{k}_floor_lo"], m[f"eval/{k}_floor_hi"] = d["median"], d["lo"], d["hi"]
     return m
@@ -140,9 +110,8 @@ def floor_metrics(
 def generated_distribution(fm, feats: torch.Tensor, n: int, subsets: int, seed: int) -> dict:
     """gen/fid and gen/kid over `subsets` random subsets of `n` generated samples (only meaningful when the set
     holds several such subsets): gen/<metric>_sub (median), _sub_lo, _sub_hi, gen/sub_n."""
-    dist = subset_distribution(
-        lambda idx: {"fid": fm.fid(feats[idx]), "kid": fm.kid(feats[idx])[0]}, len(feats), n, subsets, seed
-    )
+    dist = subset_distribution(lambda idx: {"fid": fm.fid(feats[idx]), "kid": fm.kid(feats[idx])[0]},
+                               len(feats), n, subsets, seed)
     m = {"gen/sub_n": dist.pop("subset_n")}
     dist.pop("equal_n")
     for k, d in dist.items():
@@ -152,7 +121,8 @@ def generated_distribution(fm, feats: torch.Tensor, n: int, subsets: int, seed: 
 
 def quantile_range(values: Sequence, lo: float = 0.05, hi: float = 0.95) -> dict:
     """Median and the [lo, hi] quantiles (linear interpolation) of a distribution, e.g. a floor over subsets."""
-    x = sorted(float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+    x = sorted(float(v) for v in values
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
     if not x:
         return {"n": 0, "median": None, "lo": None, "hi": None}
 
@@ -160,5 +130,4 @@ def quantile_range(values: Sequence, lo: float = 0.05, hi: float = 0.95) -> dict
         pos = p * (len(x) - 1)
         i = int(math.floor(pos))
         return x[i] if i + 1 >= len(x) else x[i] + (pos - i) * (x[i + 1] - x[i])
-
     return {"n": len(x), "median": q(0.5), "lo": q(lo), "hi": q(hi)}

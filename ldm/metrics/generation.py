@@ -19,12 +19,8 @@ def class_coverage(probs: torch.Tensor) -> dict[str, float]:
     covered = int((hist >= 0.5 / k).sum())
     nz = hist[hist > 0]
     kl = float((nz * (nz * k).log()).sum())
-    return {
-        "classes_covered": covered,
-        "class_kl": kl,
-        "confidence": float(probs.max(1).values.mean()),
-        "num_classes": k,
-    }
+    return {"classes_covered": covered, "class_kl": kl, "confidence": float(probs.max(1).values.mean()),
+            "num_classes": k}
 
 
 def class_histogram(probs: torch.Tensor) -> torch.Tensor:
@@ -46,9 +42,8 @@ def mode_coverage(pred: torch.Tensor, k: int) -> dict[str, float]:
     return {"modes_covered": int((hist > 0).sum()), "mode_kl": float((nz * (nz * k).log()).sum()), "num_modes": k}
 
 
-def stacked_modes(
-    evaluator: Any, probs: torch.Tensor, real_probs: torch.Tensor, datamodule: Any, out_dir: Path
-) -> dict:
+def stacked_modes(evaluator: Any, probs: torch.Tensor, real_probs: torch.Tensor, datamodule: Any,
+                  out_dir: Path) -> dict:
     """Stacked data (a `ChannelEvaluator`): modes covered and KL to uniform by the VEEGAN/PacGAN rule, for the
     samples and for as many real test images (a fixed random subset when the test split is larger; all of it,
     `eval/real_modes_n`, when smaller); class_hist.png with per-channel classes."""
@@ -61,30 +56,16 @@ def stacked_modes(
 
     def per_channel(p: torch.Tensor) -> torch.Tensor:
         classes = evaluator.channels_of(p.argmax(1))
-        return torch.stack(
-            [
-                torch.bincount(classes[:, c], minlength=evaluator.channel_classes).double() / len(p)
-                for c in range(evaluator.channels)
-            ]
-        )
+        return torch.stack([torch.bincount(classes[:, c], minlength=evaluator.channel_classes).double() / len(p)
+                            for c in range(evaluator.channels)])
 
-    channel_histogram_plot(
-        per_channel(probs),
-        Path(out_dir) / "class_hist.png",
-        real=per_channel(real_probs),
-        names=getattr(datamodule, "channel_class_names", None),
-        channel_names=["R", "G", "B"] if evaluator.channels == 3 else None,
-        modes=class_histogram(probs),
-        real_modes=class_histogram(real_probs),
-        title=f"{gen['modes_covered']}/{gen['num_modes']} modes covered (real test "
-        f"{real['modes_covered']}), KL to uniform {gen['mode_kl']:.3f} "
-        f"(real {real['mode_kl']:.3f})",
-    )
-    return {
-        "gen/modes_covered": gen["modes_covered"],
-        "gen/mode_kl": gen["mode_kl"],
-        "eval/real_modes_covered": real["modes_covered"],
-        "eval/real_mode_kl": real["mode_kl"],
-        "eval/real_modes_n": len(real_probs),
-        "eval/num_modes": gen["num_modes"],
-    }
+    channel_histogram_plot(per_channel(probs), Path(out_dir) / "class_hist.png", real=per_channel(real_probs),
+                           names=getattr(datamodule, "channel_class_names", None),
+                           channel_names=["R", "G", "B"] if evaluator.channels == 3 else None,
+                           modes=class_histogram(probs), real_modes=class_histogram(real_probs),
+                           title=f"{gen['modes_covered']}/{gen['num_modes']} modes covered (real test "
+                                 f"{real['modes_covered']}), KL to uniform {gen['mode_kl']:.3f} "
+                                 f"(real {real['mode_kl']:.3f})")
+    return {"gen/modes_covered": gen["modes_covered"], "gen/mode_kl": gen["mode_kl"],
+            "eval/real_modes_covered": real["modes_covered"], "eval/real_mode_kl": real["mode_kl"],
+            "eval/real_modes_n": len(real_probs), "eval/num_modes": gen["num_modes"]}

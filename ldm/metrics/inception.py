@@ -36,16 +36,14 @@ def inception_features(device: torch.device) -> Callable[[torch.Tensor], torch.T
 
         net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"]).to(device).eval()
     except Exception as e:  # missing torch-fidelity, or weights that cannot be downloaded
-        raise ConfigError(
-            f"metrics/features=inception needs torch-fidelity and its Inception weights "
-            f"({type(e).__name__}); use metrics/features=evaluator on labelled data"
-        ) from None
+        raise ConfigError(f"metrics/features=inception needs torch-fidelity and its Inception weights "
+                          f"({type(e).__name__}); use metrics/features=evaluator on labelled data") from None
 
     @torch.no_grad()
     def features(images: torch.Tensor) -> torch.Tensor:
         out = []
         for i in range(0, len(images), 128):
-            x = images[i : i + 128].to(device)
+            x = images[i:i + 128].to(device)
             x = x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
             out.append(net(((x.clamp(-1, 1) + 1) * 127.5).to(torch.uint8)).reshape(len(x), -1).double().cpu())
         return torch.cat(out)

@@ -18,7 +18,7 @@ def gaussian_kl_to_prior(z: torch.Tensor) -> float:
     """Mean over latent dimensions of KL(N(m_d, v_d) || N(0, 1)), each marginal fitted by its moments."""
     flat = z.flatten(1).double()
     m, v = flat.mean(0), flat.var(0).clamp_min(1e-12)
-    return float((0.5 * (m**2 + v - 1 - v.log())).mean())
+    return float((0.5 * (m ** 2 + v - 1 - v.log())).mean())
 
 
 @torch.no_grad()
@@ -44,10 +44,8 @@ def path_metrics(features: Callable, frames: torch.Tensor) -> dict[str, float]:
     f = features(frames.flatten(0, 1)).double().reshape(m, k1, -1)
     d = (f[:, 1:] - f[:, :-1]).norm(dim=-1)  # (M, K)
     eps = 1.0 / (k1 - 1)
-    return {
-        "interp_ppl": float((d**2).mean() / eps**2),
-        "interp_uniformity": float((d.max(1).values / d.mean(1).clamp_min(1e-12)).mean()),
-    }
+    return {"interp_ppl": float((d ** 2).mean() / eps ** 2),
+            "interp_uniformity": float((d.max(1).values / d.mean(1).clamp_min(1e-12)).mean())}
 
 
 @torch.no_grad()
@@ -60,11 +58,8 @@ def cycle_error(encode: Callable, decode: Callable, z: torch.Tensor) -> float:
 def latent_summary(raw: torch.Tensor, scaled: Optional[torch.Tensor] = None) -> dict[str, float]:
     """Flat metric dict: overall std, per-channel raw (and scaled) mean/std, KL of scaled marginals to N(0, I)."""
     scaled = raw if scaled is None else scaled
-    out = {
-        "std": float(raw.double().std()),
-        "scaled_std": float(scaled.double().std()),
-        "kl_to_prior": gaussian_kl_to_prior(scaled),
-    }
+    out = {"std": float(raw.double().std()), "scaled_std": float(scaled.double().std()),
+           "kl_to_prior": gaussian_kl_to_prior(scaled)}
     for name, z in (("raw", raw), ("scaled", scaled)):
         mean, std = channel_stats(z)
         for c in range(len(mean)):
@@ -78,16 +73,15 @@ def _log_normal(z: torch.Tensor, mu: torch.Tensor, std: torch.Tensor) -> torch.T
 
     The squared Mahalanobis terms expand into two matmuls (sum z^2/s^2 - 2 z.mu/s^2 + sum mu^2/s^2), so memory
     stays at (M, N) however large D is (a 4x8x8 latent has D = 256)."""
-    inv = std.pow(-2)  # (N, D)
+    inv = std.pow(-2)                                                          # (N, D)
     quad = z.pow(2) @ inv.T - 2 * z @ (mu * inv).T + (mu.pow(2) * inv).sum(1)  # (M, N)
     const = -0.5 * z.shape[1] * math.log(2 * math.pi)
     return const - std.log().sum(1) - 0.5 * quad.clamp_min(0)
 
 
 @torch.no_grad()
-def aggregate_posterior_kl(
-    mu: torch.Tensor, std: Optional[torch.Tensor], samples: int = 2000, seed: int = 0
-) -> dict[str, float]:
+def aggregate_posterior_kl(mu: torch.Tensor, std: Optional[torch.Tensor], samples: int = 2000,
+                           seed: int = 0) -> dict[str, float]:
     """KL(q(z) || N(0, I)) of the aggregate posterior q(z) = 1/N sum_i N(mu_i, diag std_i^2), in the raw latent
     space (C3: does the encoder's distribution match the prior a VAE is trained towards?).
 
@@ -132,9 +126,8 @@ def rate(mu: torch.Tensor, std: Optional[torch.Tensor]) -> Optional[float]:
 
 
 @torch.no_grad()
-def decoder_smoothness(
-    decode: Callable, z: torch.Tensor, rel_eps: float = 0.05, directions: int = 4, seed: int = 0
-) -> dict[str, float]:
+def decoder_smoothness(decode: Callable, z: torch.Tensor, rel_eps: float = 0.05, directions: int = 4,
+                       seed: int = 0) -> dict[str, float]:
     """Pixel-space decoder smoothness (C2): ||D(z + delta) - D(z)|| / ||delta|| for small random delta.
 
     delta has a random direction and norm `rel_eps` times the typical latent norm (the mean ||z||), so every
@@ -177,9 +170,8 @@ def _standardise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor,
 
 
 @torch.no_grad()
-def probe_accuracy(
-    train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor, test_labels: torch.Tensor, ridge: float = 1e-2
-) -> dict[str, float]:
+def probe_accuracy(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor,
+                   test_labels: torch.Tensor, ridge: float = 1e-2) -> dict[str, float]:
     """How well the labels can be read off representations (latents E(x), or pixels for the pixel baseline),
     fitted on `train` and scored on `test`, both standardised with the train statistics:
 

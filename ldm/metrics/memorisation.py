@@ -31,7 +31,7 @@ def nearest_two(queries: torch.Tensor, reference: torch.Tensor, block: int = 102
     r2 = r.pow(2).sum(1)
     d1, d2, idx = [], [], []
     for i in range(0, len(q), block):
-        qb = q[i : i + block]
+        qb = q[i:i + block]
         dist = (qb.pow(2).sum(1, keepdim=True) - 2 * qb @ r.T + r2).clamp_min(0)  # squared
         top = dist.topk(2, dim=1, largest=False)
         d1.append(top.values[:, 0].sqrt())
@@ -40,9 +40,8 @@ def nearest_two(queries: torch.Tensor, reference: torch.Tensor, block: int = 102
     return torch.cat(d1), torch.cat(d2), torch.cat(idx)
 
 
-def copy_metrics(
-    gen: torch.Tensor, heldout: torch.Tensor, train: torch.Tensor, quantile: float = 0.01, prefix: str = ""
-) -> tuple[dict[str, float], dict]:
+def copy_metrics(gen: torch.Tensor, heldout: torch.Tensor, train: torch.Tensor, quantile: float = 0.01,
+                 prefix: str = "") -> tuple[dict[str, float], dict]:
     """Copy rates of `gen` and of `heldout` against `train` (see the module docstring) and the nearest-neighbour
     distances' medians; also returns the raw nearest pairs of `gen` for the figure."""
     g1, g2, gi = nearest_two(gen, train)
@@ -60,9 +59,8 @@ def copy_metrics(
     return out, {"d1": g1, "index": gi}
 
 
-def closest_pairs_figure(
-    gen: torch.Tensor, train: torch.Tensor, pairs: dict, path: Path, k: int = 8, title: Optional[str] = None
-) -> None:
+def closest_pairs_figure(gen: torch.Tensor, train: torch.Tensor, pairs: dict, path: Path, k: int = 8,
+                         title: Optional[str] = None) -> None:
     """The k generated samples closest to a training image, each above its nearest training image."""
     from ldm.utils.images import save_grid
 
@@ -70,24 +68,14 @@ def closest_pairs_figure(
     order = pairs["d1"].argsort()[:k]
     top = torch.stack([gen[i] for i in order])
     bottom = torch.stack([train[pairs["index"][i]] for i in order])
-    save_grid(
-        torch.cat([top, bottom]),
-        path,
-        nrow=k,
-        rows=["sample", "nearest train"],
-        cols=[f"{float(pairs['d1'][i]):.2f}" for i in order],
-        title=title or "generated samples closest to a training image (pixel distance above each)",
-    )
+    save_grid(torch.cat([top, bottom]), path, nrow=k, rows=["sample", "nearest train"],
+              cols=[f"{float(pairs['d1'][i]):.2f}" for i in order],
+              title=title or "generated samples closest to a training image (pixel distance above each)")
 
 
-def memorisation_metrics(
-    gen: torch.Tensor,
-    train: torch.Tensor,
-    heldout: torch.Tensor,
-    out_dir: Path,
-    feats: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
-    quantile: float = 0.01,
-) -> dict[str, float]:
+def memorisation_metrics(gen: torch.Tensor, train: torch.Tensor, heldout: torch.Tensor, out_dir: Path,
+                         feats: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
+                         quantile: float = 0.01) -> dict[str, float]:
     """mem/* in pixels (and mem/feat_* in the evaluator's features when `feats` = (gen, train, heldout) features),
     plus memorisation.png with the closest sample / training-image pairs."""
     m, pairs = copy_metrics(gen, heldout, train, quantile, prefix="mem/")

@@ -19,9 +19,8 @@ def per_image_metrics(x_hat: torch.Tensor, x: torch.Tensor) -> dict[str, torch.T
     if x_hat.shape != x.shape:
         raise ValueError(f"shape mismatch: {tuple(x_hat.shape)} vs {tuple(x.shape)}")
     kernel = min(11, x.shape[-1] - (1 - x.shape[-1] % 2))  # odd, no larger than the image
-    ssim = structural_similarity_index_measure(
-        (x_hat + 1) / 2, (x + 1) / 2, data_range=1.0, kernel_size=kernel, reduction="none"
-    )
+    ssim = structural_similarity_index_measure((x_hat + 1) / 2, (x + 1) / 2, data_range=1.0, kernel_size=kernel,
+                                               reduction="none")
     return {"mse": (x_hat - x).pow(2).flatten(1).mean(1), "psnr": psnr(x_hat, x), "ssim": ssim.reshape(len(x))}
 
 
@@ -45,15 +44,11 @@ def fidelity_warnings(metrics: dict, check: Optional[dict], latent_shape: Sequen
     out = []
     ratio, floor = metrics.get("recon/chroma_ratio"), check.get("min_chroma_ratio")
     if ratio is not None and floor is not None and ratio < floor:
-        out.append(
-            f"reconstructions lose colour: mean chroma {metrics['recon/chroma']:.1f} vs "
-            f"{metrics['recon/chroma_real']:.1f} real (ratio {ratio:.2f} < data.recon_check.min_chroma_ratio="
-            f"{floor}) with the {shape}: raise backbone.latent_channels"
-        )
+        out.append(f"reconstructions lose colour: mean chroma {metrics['recon/chroma']:.1f} vs "
+                   f"{metrics['recon/chroma_real']:.1f} real (ratio {ratio:.2f} < data.recon_check.min_chroma_ratio="
+                   f"{floor}) with the {shape}: raise backbone.latent_channels")
     psnr_, floor = metrics.get("recon/psnr"), check.get("min_psnr")
     if psnr_ is not None and floor is not None and psnr_ < floor:
-        out.append(
-            f"reconstructions lose detail: test PSNR {psnr_:.1f} dB < data.recon_check.min_psnr={floor} with "
-            f"the {shape}: raise backbone.latent_channels or lower backbone.f (or train stage 1 longer)"
-        )
+        out.append(f"reconstructions lose detail: test PSNR {psnr_:.1f} dB < data.recon_check.min_psnr={floor} with "
+                   f"the {shape}: raise backbone.latent_channels or lower backbone.f (or train stage 1 longer)")
     return out

@@ -23,7 +23,8 @@ class BackboneSpec:
         if self.f < 1 or self.f & (self.f - 1):
             raise ConfigError(f"backbone.f={self.f} must be a power of two (1, 2, 4, 8, ...)")
         if self.ch < 1 or self.ch_max < self.ch:
-            raise ConfigError(f"backbone needs 1 <= ch <= ch_max, got ch={self.ch}, ch_max={self.ch_max}")
+            raise ConfigError(f"backbone needs 1 <= ch <= ch_max, got ch={self.ch}, "
+                              f"ch_max={self.ch_max}")
         if self.latent_channels < 1 or self.num_res_blocks < 1:
             raise ConfigError("backbone.latent_channels and num_res_blocks must be >= 1")
 
@@ -33,12 +34,10 @@ class BackboneSpec:
 
     @property
     def channels(self) -> list[int]:
-        return [min(self.ch * 2**i, self.ch_max) for i in range(self.levels)]
+        return [min(self.ch * 2 ** i, self.ch_max) for i in range(self.levels)]
 
     def latent_shape(self, image_size: int) -> tuple[int, int, int]:
         if image_size % self.f:
-            raise ConfigError(
-                f"data.image_size={image_size} is not divisible by backbone.f={self.f}: "
-                f"choose sizes whose ratio is a whole number"
-            )
+            raise ConfigError(f"data.image_size={image_size} is not divisible by backbone.f={self.f}: "
+                              f"choose sizes whose ratio is a whole number")
         return (self.latent_channels, image_size // self.f, image_size // self.f)

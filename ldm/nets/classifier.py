@@ -20,21 +20,11 @@ class ConvClassifier(nn.Module):
         super().__init__()
         w = width
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, w, 3, padding=1),
-            group_norm(w),
-            nn.SiLU(),
-            nn.Conv2d(w, w, 3, padding=1),
-            group_norm(w),
-            nn.SiLU(),
-            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1),
-            group_norm(2 * w),
-            nn.SiLU(),
-            nn.Conv2d(2 * w, 2 * w, 3, padding=1),
-            group_norm(2 * w),
-            nn.SiLU(),
-            nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1),
-            group_norm(4 * w),
-            nn.SiLU(),
+            nn.Conv2d(in_channels, w, 3, padding=1), group_norm(w), nn.SiLU(),
+            nn.Conv2d(w, w, 3, padding=1), group_norm(w), nn.SiLU(),
+            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), group_norm(2 * w), nn.SiLU(),
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1), group_norm(2 * w), nn.SiLU(),
+            nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), group_norm(4 * w), nn.SiLU(),
         )
         self.fc = nn.Linear(4 * w, feature_dim)
         self.dropout = nn.Dropout(dropout)

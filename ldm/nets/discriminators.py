@@ -14,11 +14,8 @@ from ldm.errors import ConfigError
 
 def _down(in_ch: int, out_ch: int, norm: bool) -> list[nn.Module]:
     """4x4 stride-2 conv (+ BatchNorm) + LeakyReLU(0.2): the pix2pix / taming discriminator unit."""
-    return [
-        nn.Conv2d(in_ch, out_ch, 4, stride=2, padding=1, bias=not norm),
-        *([nn.BatchNorm2d(out_ch)] if norm else []),
-        nn.LeakyReLU(0.2, inplace=True),
-    ]
+    return [nn.Conv2d(in_ch, out_ch, 4, stride=2, padding=1, bias=not norm),
+            *([nn.BatchNorm2d(out_ch)] if norm else []), nn.LeakyReLU(0.2, inplace=True)]
 
 
 class NLayerDiscriminator(nn.Module):
@@ -29,27 +26,21 @@ class NLayerDiscriminator(nn.Module):
     n_layers=2, whose receptive field already covers the whole 16x16 image).
     """
 
-    def __init__(
-        self, in_channels: int, *, ch: int, n_layers: int, batch_norm: bool, image_size: int | None = None
-    ) -> None:
+    def __init__(self, in_channels: int, *, ch: int, n_layers: int, batch_norm: bool,
+                 image_size: int | None = None) -> None:
         super().__init__()
         if n_layers < 1:
             raise ConfigError(f"discriminator n_layers={n_layers} must be >= 1")
-        if image_size is not None and image_size // 2**n_layers < 3:
-            raise ConfigError(
-                f"discriminator n_layers={n_layers} is too deep for {image_size}x{image_size} images: "
-                f"use n_layers <= {int(math.log2(image_size)) - 2}"
-            )
-        chs = [ch * min(2**i, 8) for i in range(n_layers + 1)]
+        if image_size is not None and image_size // 2 ** n_layers < 3:
+            raise ConfigError(f"discriminator n_layers={n_layers} is too deep for {image_size}x{image_size} images: "
+                              f"use n_layers <= {int(math.log2(image_size)) - 2}")
+        chs = [ch * min(2 ** i, 8) for i in range(n_layers + 1)]
         layers = _down(in_channels, chs[0], norm=False)  # no norm on the input layer, as in pix2pix
         for i in range(1, n_layers):
             layers += _down(chs[i - 1], chs[i], batch_norm)
-        layers += [
-            nn.Conv2d(chs[n_layers - 1], chs[n_layers], 4, padding=1, bias=not batch_norm),
-            *([nn.BatchNorm2d(chs[n_layers])] if batch_norm else []),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(chs[n_layers], 1, 4, padding=1),
-        ]
+        layers += [nn.Conv2d(chs[n_layers - 1], chs[n_layers], 4, padding=1, bias=not batch_norm),
+                   *([nn.BatchNorm2d(chs[n_layers])] if batch_norm else []), nn.LeakyReLU(0.2, inplace=True),
+                   nn.Conv2d(chs[n_layers], 1, 4, padding=1)]
         self.main = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,33 +72,19 @@ class JointDiscriminator(nn.Module):
     Returns a dict of scores (N,): "xz", and "x", "z" when unary.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        image_size: int,
-        latent_shape: tuple[int, int, int],
-        *,
-        ch: int,
-        z_ch: int,
-        hidden: int,
-        unary: bool,
-        dropout: float,
-        batch_norm: bool,
-    ) -> None:
+    def __init__(self, in_channels: int, image_size: int, latent_shape: tuple[int, int, int], *, ch: int,
+                 z_ch: int, hidden: int, unary: bool, dropout: float, batch_norm: bool) -> None:
         super().__init__()
         c, h, w = latent_shape
         n_down = int(math.log2(image_size // h)) if h and image_size % h == 0 else -1
-        if n_down < 0 or image_size != h * 2**n_down:
+        if n_down < 0 or image_size != h * 2 ** n_down:
             raise ConfigError(f"image size {image_size} must be a power-of-two multiple of the latent size {h}")
         act = [nn.LeakyReLU(0.2, inplace=True), nn.Dropout(dropout)]
         x_layers: list[nn.Module] = [nn.Conv2d(in_channels, ch, 3, padding=1), *act]
         for i in range(n_down):
-            x_layers += [
-                nn.Conv2d(ch * 2**i, ch * 2 ** (i + 1), 4, stride=2, padding=1),
-                *([nn.BatchNorm2d(ch * 2 ** (i + 1))] if batch_norm else []),
-                *act,
-            ]
-        cx = ch * 2**n_down
+            x_layers += [nn.Conv2d(ch * 2 ** i, ch * 2 ** (i + 1), 4, stride=2, padding=1),
+                         *([nn.BatchNorm2d(ch * 2 ** (i + 1))] if batch_norm else []), *act]
+        cx = ch * 2 ** n_down
         self.x_branch = nn.Sequential(*x_layers)
         self.z_branch = nn.Sequential(nn.Conv2d(c, z_ch, 1), *act, nn.Conv2d(z_ch, z_ch, 1), *act)
         self.joint = nn.Sequential(nn.Conv2d(cx + z_ch, hidden, 1), *act, nn.Flatten(), nn.Linear(hidden * h * w, 1))
@@ -139,9 +116,8 @@ class TimeDiscriminator(nn.Module):
         self.ch = ch
         self.time = nn.Sequential(nn.Linear(ch, ch), nn.LeakyReLU(0.2))
         self.conv_in = nn.Conv2d(2 * in_channels, ch, 3, padding=1)
-        self.blocks = nn.ModuleList(
-            nn.Conv2d(ch, ch, 3, stride=2 if i < downsample else 1, padding=1) for i in range(blocks)
-        )
+        self.blocks = nn.ModuleList(nn.Conv2d(ch, ch, 3, stride=2 if i < downsample else 1, padding=1)
+                                    for i in range(blocks))
         self.t_proj = nn.ModuleList(nn.Linear(ch, ch) for _ in range(blocks))
         self.out = nn.Linear(ch, 1)
 

@@ -65,8 +65,8 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        tokens = self.norm(x).flatten(2).transpose(1, 2)  # (n, hw, c)
-        qkv = F.linear(tokens, self.qkv.weight.view(3 * c, c), self.qkv.bias)  # (n, hw, 3c)
+        tokens = self.norm(x).flatten(2).transpose(1, 2)                                   # (n, hw, c)
+        qkv = F.linear(tokens, self.qkv.weight.view(3 * c, c), self.qkv.bias)               # (n, hw, 3c)
         q, k, v = qkv.view(n, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)  # (n, heads, hw, d)
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, h * w, c)
         out = F.linear(out, self.proj.weight.view(c, c), self.proj.bias)
@@ -91,19 +91,9 @@ class UNet(nn.Module):
     `attention_resolutions` (1 = input resolution), skip connections, optional class embedding whose
     extra index `num_classes` is the null class for classifier-free guidance."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        *,
-        model_channels: int,
-        channel_mult: Sequence[int],
-        num_res_blocks: int,
-        attention_resolutions: Sequence[int],
-        num_heads: int,
-        dropout: float,
-        num_classes: int = 0,
-        out_channels: Optional[int] = None,
-    ) -> None:
+    def __init__(self, in_channels: int, *, model_channels: int, channel_mult: Sequence[int], num_res_blocks: int,
+                 attention_resolutions: Sequence[int], num_heads: int, dropout: float, num_classes: int = 0,
+                 out_channels: Optional[int] = None) -> None:
         super().__init__()
         out_channels = out_channels or in_channels
         self.num_classes, self.levels = num_classes, len(channel_mult)
@@ -117,7 +107,7 @@ class UNet(nn.Module):
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         skip_chs, prev = [model_channels], model_channels
         for i, ch in enumerate(chs):
-            attn = 2**i in attention_resolutions
+            attn = 2 ** i in attention_resolutions
             for _ in range(num_res_blocks):
                 blocks = [TimeResBlock(prev, ch, emb_dim, dropout)] + ([SelfAttention(ch, num_heads)] if attn else [])
                 self.down.append(Level(blocks))
@@ -126,16 +116,11 @@ class UNet(nn.Module):
             if i < len(chs) - 1:
                 self.downsample.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
                 skip_chs.append(ch)
-        self.mid = Level(
-            [
-                TimeResBlock(prev, prev, emb_dim, dropout),
-                SelfAttention(prev, num_heads),
-                TimeResBlock(prev, prev, emb_dim, dropout),
-            ]
-        )
+        self.mid = Level([TimeResBlock(prev, prev, emb_dim, dropout), SelfAttention(prev, num_heads),
+                          TimeResBlock(prev, prev, emb_dim, dropout)])
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
         for i, ch in reversed(list(enumerate(chs))):
-            attn = 2**i in attention_resolutions
+            attn = 2 ** i in attention_resolutions
             for _ in range(num_res_blocks + 1):
                 blocks = [TimeResBlock(prev + skip_chs.pop(), ch, emb_dim, dropout)]
                 self.up.append(Level(blocks + ([SelfAttention(ch, num_heads)] if attn else [])))
@@ -148,10 +133,8 @@ class UNet(nn.Module):
 
     def check_input(self, size: int) -> None:
         if size % 2 ** (self.levels - 1):
-            raise ConfigError(
-                f"UNet with {self.levels} levels needs a latent size divisible by "
-                f"{2 ** (self.levels - 1)}, got {size}: use fewer channel_mult entries"
-            )
+            raise ConfigError(f"UNet with {self.levels} levels needs a latent size divisible by "
+                              f"{2 ** (self.levels - 1)}, got {size}: use fewer channel_mult entries")
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.model_channels))

@@ -1,4 +1,4 @@
-"""The README's dataset table: split sizes, the evaluator's test accuracy and the real-data FID floor at n
+"""The dataset table (docs/datasets.md): split sizes, the evaluator's test accuracy and the real-data FID floor at n
 held-out images (median and 5-95 % range over random subsets), for each dataset named on the command line.
 
     python -m ldm.run.data_stats textures stacked_digits digits [--n 1000] [--subsets 20]
@@ -51,10 +51,8 @@ def main(argv=None) -> int:
     from ldm.utils.config import build, plain
 
     torch.set_num_threads(1)
-    print(
-        f"| data | train / val / test | classes | evaluator test acc. | FID floor, n={args.n} "
-        f"(median [5-95 %] over {args.subsets} subsets) | FID, whole test split |"
-    )
+    print(f"| data | train / val / test | classes | evaluator test acc. | FID floor, n={args.n} "
+          f"(median [5-95 %] over {args.subsets} subsets) | FID, whole test split |")
     print("| --- | --- | --- | --- | --- | --- |")
     for data in args.data:
         cfg = compose(data)
@@ -62,28 +60,19 @@ def main(argv=None) -> int:
         dm = build(cfg.data)
         dm.setup()
         ev = load_or_train(dm, plain(cfg.data), recipe, cfg.paths.cache_dir)
-        fm = FeatureMetrics(
-            ev.features,
-            ev.feature_dim,
-            (x for x, _ in batches(dm.split("train"))),
-            kid_subsets=10,
-            kid_subset_size=1000,
-            prdc_k=5,
-        )
+        fm = FeatureMetrics(ev.features, ev.feature_dim, (x for x, _ in batches(dm.split("train"))), kid_subsets=10,
+                            kid_subset_size=1000, prdc_k=5)
         test = fm.embed(x for x, _ in batches(dm.split("test")))
-        acc = f"{ev.accuracy:.3f}" + (
-            f" ({ev.channel_accuracy:.3f} per channel)" if isinstance(ev, ChannelEvaluator) else ""
-        )
+        acc = f"{ev.accuracy:.3f}" + (f" ({ev.channel_accuracy:.3f} per channel)"
+                                      if isinstance(ev, ChannelEvaluator) else "")
         if len(test) >= args.n:
             d = subset_distribution(lambda idx: {"fid": fm.fid(test[idx])}, len(test), args.n, args.subsets, 0)["fid"]
             floor = f"{d['median']:.3f} [{d['lo']:.3f}, {d['hi']:.3f}]"
         else:
             floor = f"(only {len(test)} held-out test images)"
         sizes = " / ".join(f"{len(dm.split(k)):,}" for k in ("train", "val", "test"))
-        print(
-            f"| `{data}` | {sizes} | {dm.num_classes:,} | {acc} | {floor} | {fm.fid(test):.3f} (n={len(test):,}) |",
-            flush=True,
-        )
+        print(f"| `{data}` | {sizes} | {dm.num_classes:,} | {acc} | {floor} | {fm.fid(test):.3f} (n={len(test):,}) |",
+              flush=True)
     return 0
 
 

@@ -26,7 +26,7 @@ def overridden(prefix: str) -> list[str]:
     if not HydraConfig.initialized():
         return []
     keys = [o.lstrip("+~").split("=", 1)[0] for o in HydraConfig.get().overrides.task]
-    return [k[len(prefix) + 1 :] for k in keys if k.startswith((prefix + ".", prefix + "/"))]
+    return [k[len(prefix) + 1:] for k in keys if k.startswith((prefix + ".", prefix + "/"))]
 
 
 def metrics_config(cfg: DictConfig, run_cfg: DictConfig) -> dict:
@@ -54,16 +54,8 @@ def evaluate_run(cfg: DictConfig, run_dir: Path, out_dir: Path) -> dict:
     metrics = metrics_config(cfg, model.config)
     info["eval/seed"] = metrics["seed"]
     t0 = time.perf_counter()
-    result = evaluate(
-        model.autoencoder,
-        ld,
-        datamodule,
-        metrics,
-        model.config.data,
-        cfg.paths.cache_dir,
-        out_dir,
-        device_for(cfg.device),
-    )
+    result = evaluate(model.autoencoder, ld, datamodule, metrics, model.config.data, cfg.paths.cache_dir, out_dir,
+                      device_for(cfg.device))
     result.update(info)
     result["eval/wall_s"] = time.perf_counter() - t0
     write_json(out_dir / "eval.json", {"status": "ok", **result})
@@ -78,7 +70,6 @@ def export_run(cfg: DictConfig, run_dir: Path, out: Path) -> dict:
     datamodule.setup()
     model.class_names = datamodule.class_names
     export(model, out, source=str(run_dir))
-    log.info(
-        "exported %s to %s (load it with ldm.run.loading.load, sample it with sample.py run_dir=%s)", run_dir, out, out
-    )
+    log.info("exported %s to %s (load it with ldm.run.loading.load, sample it with sample.py run_dir=%s)",
+             run_dir, out, out)
     return {"export": str(out)}

@@ -62,13 +62,8 @@ def recon_grid(x: torch.Tensor, x_hat: torch.Tensor, path: Path, cols: int = 8, 
             break
         parts += [x[sl], x_hat[sl]]
     if parts:
-        save_grid(
-            torch.cat(parts),
-            path,
-            nrow=cols,
-            rows=["real", "recon"] * (len(parts) // 2),
-            title="test images and their reconstructions",
-        )
+        save_grid(torch.cat(parts), path, nrow=cols, rows=["real", "recon"] * (len(parts) // 2),
+                  title="test images and their reconstructions")
 
 
 def upgrade_metrics(cfg: dict, defaults: Optional[dict] = None) -> dict:
@@ -81,11 +76,8 @@ def upgrade_metrics(cfg: dict, defaults: Optional[dict] = None) -> dict:
     if isinstance(features, str):
         cfg = dict(cfg)
         recipe = cfg.pop("evaluator", {}) or {}
-        cfg["features"] = (
-            {"_target_": "ldm.metrics.evaluator.EvaluatorFeatures", **recipe}
-            if features == "evaluator"
-            else {"_target_": "ldm.metrics.inception.InceptionFeatures"}
-        )
+        cfg["features"] = ({"_target_": "ldm.metrics.evaluator.EvaluatorFeatures", **recipe} if features == "evaluator"
+                           else {"_target_": "ldm.metrics.inception.InceptionFeatures"})
     return cfg
 
 
@@ -96,14 +88,8 @@ def feature_metrics(cfg: dict, datamodule: Any, data_cfg: dict, cache_dir: str, 
     class accuracy of reconstructions)."""
     extractor = build(cfg["features"])(datamodule, data_cfg, cache_dir, device)
     train = images_of(datamodule.split("train"), cfg["eval_batch"])
-    fm = FeatureMetrics(
-        extractor.features,
-        extractor.feature_dim,
-        train,
-        kid_subsets=cfg["kid_subsets"],
-        kid_subset_size=cfg["kid_subset_size"],
-        prdc_k=cfg["prdc_k"],
-    )
+    fm = FeatureMetrics(extractor.features, extractor.feature_dim, train,
+                        kid_subsets=cfg["kid_subsets"], kid_subset_size=cfg["kid_subset_size"], prdc_k=cfg["prdc_k"])
     return fm, extractor if isinstance(extractor, Evaluator) else None
 
 
@@ -130,16 +116,8 @@ class Context:
 
 
 @torch.no_grad()
-def evaluate(
-    ae: Any,
-    ld: Optional[Any],
-    datamodule: Any,
-    cfg: dict,
-    data_cfg: dict,
-    cache_dir: str,
-    out_dir: Path,
-    device: torch.device,
-) -> dict:
+def evaluate(ae: Any, ld: Optional[Any], datamodule: Any, cfg: dict, data_cfg: dict, cache_dir: str,
+             out_dir: Path, device: torch.device) -> dict:
     """All metrics (docs/metrics.md) that apply to these models; writes recon/samples/interpolation/hist figures.
 
     The steps run in a fixed order (each returns its metrics): the feature reference and floors, reconstruction,
@@ -148,9 +126,8 @@ def evaluate(
     samples are held whole.
     """
     cfg = plain(cfg) or {}
-    ctx = Context(
-        cfg, datamodule, plain(data_cfg), Path(out_dir), device, int(cfg["seed"]), 0, datamodule.split("test")
-    )
+    ctx = Context(cfg, datamodule, plain(data_cfg), Path(out_dir), device, int(cfg["seed"]), 0,
+                  datamodule.split("test"))
     ae.to(device).eval()
     m = references(ctx, cache_dir)
     z_test = z_std = None
@@ -158,9 +135,8 @@ def evaluate(
         recon, z_test, z_std = reconstruction(ctx, ae)
         m.update(recon)
     else:
-        log.info(
-            "evaluation: %s cannot encode, skipping reconstruction and encoder-based latent metrics", type(ae).__name__
-        )
+        log.info("evaluation: %s cannot encode, skipping reconstruction and encoder-based latent metrics",
+                 type(ae).__name__)
     if z_test is not None:
         m.update(latent_structure(ctx, ae, ld, z_test, z_std))
     if ctx.fm is not None:
@@ -189,20 +165,8 @@ def references(ctx: Context, cache_dir: str) -> dict:
     ctx.n = int(ctx.cfg["num_samples"] or len(ctx.test))
     m["eval/num_samples"] = ctx.n
     if ctx.fm is not None:
-        m.update(
-            cached_floors(
-                ctx.fm,
-                ctx.real_test,
-                ctx.test,
-                ctx.datamodule,
-                ctx.evaluator,
-                ctx.n,
-                ctx.cfg,
-                floor_seed(ctx.cfg),
-                ctx.data_cfg,
-                cache_dir,
-            )
-        )
+        m.update(cached_floors(ctx.fm, ctx.real_test, ctx.test, ctx.datamodule, ctx.evaluator, ctx.n, ctx.cfg,
+                               floor_seed(ctx.cfg), ctx.data_cfg, cache_dir))
     return m
 
 
@@ -246,59 +210,44 @@ def reconstruction(ctx: Context, ae: Any) -> tuple[dict, torch.Tensor, Optional[
     return m, torch.cat(latents), z_std
 
 
-def latent_structure(
-    ctx: Context, ae: Any, ld: Optional[Any], z_test: torch.Tensor, z_std: Optional[torch.Tensor]
-) -> dict:
+def latent_structure(ctx: Context, ae: Any, ld: Optional[Any], z_test: torch.Tensor,
+                     z_std: Optional[torch.Tensor]) -> dict:
     """The encoder's latent: its distribution against N(0, I) (C3), what it keeps (C4: cycles, label probes), its
     rate (C1), the decoder's smoothness and interpolations (C2)."""
     cfg, device, seed, test, datamodule = ctx.cfg, ctx.device, ctx.seed, ctx.test, ctx.datamodule
     m: dict = {}
     scaled = ld.scale(z_test.to(ld.latent_scale.device)).cpu() if ld is not None else z_test / z_test.std()
     m.update({f"latent/{k}": v for k, v in latent_summary(z_test, scaled).items()})
-    latent_histograms(
-        scaled, ctx.out_dir / "latent_hist.png", title=f"{type(ae).__name__}: scaled test latents vs N(0, 1)"
-    )
+    latent_histograms(scaled, ctx.out_dir / "latent_hist.png",
+                      title=f"{type(ae).__name__}: scaled test latents vs N(0, 1)")
     m["latent/cycle_error"] = cycle_error(ae.encode, ae.decode, z_test.to(device))
     # C4: what the encoder keeps. E inverts G on the prior? labels readable off E(x) (semantics)?
-    z_cycle = torch.randn(
-        (min(int(cfg["cycle_n"]), len(z_test)), *ae.latent_shape), generator=torch.Generator().manual_seed(seed)
-    )
+    z_cycle = torch.randn((min(int(cfg["cycle_n"]), len(z_test)), *ae.latent_shape),
+                          generator=torch.Generator().manual_seed(seed))
     m["latent/cycle_corr"] = cycle_correlation(ae.encode, ae.decode, z_cycle.to(device))
     train = datamodule.split("train")
     if len(train) and bool((train.labels >= 0).all()) and bool((test.labels >= 0).all()):
-        z_train = torch.cat(
-            [ae.encode_distribution(x.to(device))[0].float().cpu() for x, _ in batches(train, cfg["eval_batch"])]
-        )
-        m.update({f"latent/{k}": v for k, v in probe_accuracy(z_train, train.labels, z_test, test.labels).items()})
+        z_train = torch.cat([ae.encode_distribution(x.to(device))[0].float().cpu()
+                             for x, _ in batches(train, cfg["eval_batch"])])
+        m.update({f"latent/{k}": v for k, v in
+                  probe_accuracy(z_train, train.labels, z_test, test.labels).items()})
     # C1 / C3 in the raw latent space: the rate, and how close the aggregate posterior is to N(0, I)
     if (bits := rate(z_test, z_std)) is not None:
         m["latent/rate"] = bits
     m.update({f"latent/{k}": v for k, v in aggregate_posterior_kl(z_test, z_std, seed=seed).items()})
     # C2 in pixel space: how much the decoder's output moves per unit latent step, and its spread
-    probe = z_test[torch.randperm(len(z_test), generator=torch.Generator().manual_seed(seed))[: int(cfg["probe_n"])]]
+    probe = z_test[torch.randperm(len(z_test), generator=torch.Generator().manual_seed(seed))[:int(cfg["probe_n"])]]
     m.update({f"latent/{k}": v for k, v in decoder_smoothness(ae.decode, probe.to(device), seed=seed).items()})
     pairs = min(int(cfg["interp_pairs"]), len(z_test) // 2)
     if pairs >= 1:
         g = torch.Generator().manual_seed(seed)
-        perm = torch.randperm(len(z_test), generator=g)[: 2 * pairs]
-        frames = (
-            interpolate(
-                ae.decode,
-                z_test[perm[:pairs]].to(device),
-                z_test[perm[pairs:]].to(device),
-                steps=int(cfg["interp_steps"]),
-            )
-            .clamp(-1, 1)
-            .cpu()
-        )
+        perm = torch.randperm(len(z_test), generator=g)[:2 * pairs]
+        frames = interpolate(ae.decode, z_test[perm[:pairs]].to(device), z_test[perm[pairs:]].to(device),
+                             steps=int(cfg["interp_steps"])).clamp(-1, 1).cpu()
         steps = frames.shape[1]
-        save_grid(
-            frames[:8].flatten(0, 1),
-            ctx.out_dir / "interpolation.png",
-            nrow=steps,
-            cols=["z_a"] + [""] * (steps - 2) + ["z_b"],
-            title="decoded linear interpolations between test latents",
-        )
+        save_grid(frames[:8].flatten(0, 1), ctx.out_dir / "interpolation.png", nrow=steps,
+                  cols=["z_a"] + [""] * (steps - 2) + ["z_b"],
+                  title="decoded linear interpolations between test latents")
         m["latent/path_length_ratio"] = path_length_ratio(frames)
         if ctx.fm is not None:  # feature-space path metrics (the evaluator's features, not pixels)
             m.update({f"latent/{k}": v for k, v in path_metrics(ctx.fm.features, frames).items()})
@@ -319,9 +268,8 @@ def prior(ctx: Context, ae: Any, z_test: Optional[torch.Tensor]) -> dict:
     if z_test is not None:  # the same draws at the latents' own scale: a Gaussian latent of another scale
         s = matched_prior_std(z_test)
         m["latent/prior_std"] = s
-        m["latent/prior_fid_matched"] = fm.fid(
-            fm.embed(ae.decode((s * z).to(device)).float().cpu().clamp(-1, 1) for z in z_prior.split(batch))
-        )
+        m["latent/prior_fid_matched"] = fm.fid(fm.embed(ae.decode((s * z).to(device)).float().cpu().clamp(-1, 1)
+                                                        for z in z_prior.split(batch)))
     return m
 
 
@@ -337,9 +285,8 @@ def generation(ctx: Context, ld: Any) -> tuple[dict, torch.Tensor, Optional[torc
     _sync(device)
     m["gen/sec_per_sample"] = (time.perf_counter() - t0) / max(1, n)
     m["gen/nfe"] = nfe
-    save_grid(
-        images[:64], ctx.out_dir / "samples.png", nrow=8, title=f"stage-2 samples, {nfe} network evaluations each"
-    )
+    save_grid(images[:64], ctx.out_dir / "samples.png", nrow=8,
+              title=f"stage-2 samples, {nfe} network evaluations each")
     feats = None
     if fm is not None:
         feats = fm.embed(images)
@@ -358,27 +305,15 @@ def generation(ctx: Context, ld: Any) -> tuple[dict, torch.Tensor, Optional[torc
             if isinstance(evaluator, ChannelEvaluator):  # stacked data: modes, per-channel classes
                 m.update(stacked_modes(evaluator, probs, real_probs, ctx.datamodule, ctx.out_dir))
             else:
-                class_histogram_plot(
-                    class_histogram(probs),
-                    ctx.out_dir / "class_hist.png",
-                    real=class_histogram(real_probs),
-                    names=ctx.datamodule.class_names,
-                    title=f"{cov['classes_covered']}/{cov['num_classes']} classes covered, "
-                    f"KL to uniform {cov['class_kl']:.3f}",
-                )
+                class_histogram_plot(class_histogram(probs), ctx.out_dir / "class_hist.png",
+                                     real=class_histogram(real_probs), names=ctx.datamodule.class_names,
+                                     title=f"{cov['classes_covered']}/{cov['num_classes']} classes covered, "
+                                           f"KL to uniform {cov['class_kl']:.3f}")
     return m, images, feats
 
 
-def floors(
-    fm: FeatureMetrics,
-    real_test: torch.Tensor,
-    test: Any,
-    datamodule: Any,
-    evaluator: Optional[Evaluator],
-    n: int,
-    cfg: dict,
-    seed: int,
-) -> dict:
+def floors(fm: FeatureMetrics, real_test: torch.Tensor, test: Any, datamodule: Any, evaluator: Optional[Evaluator],
+           n: int, cfg: dict, seed: int) -> dict:
     """The real-data floor of every feature metric over random held-out subsets of the generated set's size,
     stratified to the train split's class proportions (ldm.metrics.floors), drawn from every image no stage
     trained on (test + val: with the test split alone, n = its size leaves one possible subset); says so when
@@ -394,13 +329,9 @@ def floors(
     m = floor_metrics(fm, real_test, labels, n, int(cfg["floor_subsets"]), seed, proportions, classes)
     m["eval/fid_floor_n"] = m["eval/floor_n"]
     if not m["eval/floor_equal_n"]:
-        log.warning(
-            "floors: %d samples but only %d held-out images: the floor is one draw at n=%d, so FIDs of the "
-            "samples and the floor are at different n (read them against each other with care)",
-            n,
-            len(real_test),
-            len(real_test),
-        )
+        log.warning("floors: %d samples but only %d held-out images: the floor is one draw at n=%d, so FIDs of the "
+                    "samples and the floor are at different n (read them against each other with care)",
+                    n, len(real_test), len(real_test))
     return m
 
 
@@ -410,18 +341,9 @@ def floor_seed(cfg: dict) -> int:
     return int(cfg["seed"] if cfg.get("floor_seed") is None else cfg["floor_seed"])
 
 
-def cached_floors(
-    fm: FeatureMetrics,
-    real_test: torch.Tensor,
-    test: Any,
-    datamodule: Any,
-    evaluator: Optional[Evaluator],
-    n: int,
-    cfg: dict,
-    seed: int,
-    data_cfg: Optional[dict],
-    cache_dir: Optional[str],
-) -> dict:
+def cached_floors(fm: FeatureMetrics, real_test: torch.Tensor, test: Any, datamodule: Any,
+                  evaluator: Optional[Evaluator], n: int, cfg: dict, seed: int, data_cfg: Optional[dict],
+                  cache_dir: Optional[str]) -> dict:
     """`floors`, computed once per (data, feature extractor, n, seed, metric settings, code) and reused from the
     cache by every other run that shares them: the floor is a property of the data, not of the model, so the rows
     of a sweep need it once (at 5,000 samples it took ~4 of a job's 6 evaluation minutes). With metrics.floor_seed
@@ -433,12 +355,8 @@ def cached_floors(
     from ldm.utils.io import read_json, write_json
 
     settings = {k: cfg.get(k) for k in ("features", "floor_subsets", "kid_subsets", "kid_subset_size", "prdc_k")}
-    parts = {
-        "data": {k: v for k, v in data_cfg.items() if k not in IGNORED_DATA_KEYS},
-        "metrics": settings,
-        "n": n,
-        "seed": seed,
-    }
+    parts = {"data": {k: v for k, v in data_cfg.items() if k not in IGNORED_DATA_KEYS}, "metrics": settings,
+             "n": n, "seed": seed}
     entry = cache.Entry(cache_dir, "floors", cache.key(parts))
     with entry.locked():
         found = entry.load("floors.json", read_json)
@@ -462,13 +380,8 @@ def coverage(evaluator: Evaluator, feats: torch.Tensor) -> dict:
     return out
 
 
-def memorisation(
-    images: torch.Tensor,
-    datamodule: Any,
-    out_dir: Path,
-    feats: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-    batch_size: int,
-) -> dict:
+def memorisation(images: torch.Tensor, datamodule: Any, out_dir: Path,
+                 feats: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], batch_size: int) -> dict:
     """Copy rates of the samples against the train split, calibrated on the test split (ldm.metrics.memorisation),
     in pixels and, with `feats` = (samples, train, test) features, in the evaluator's features."""
     train = torch.cat(list(images_of(datamodule.split("train"), batch_size)))

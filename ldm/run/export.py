@@ -35,12 +35,8 @@ def export(model: Model, out_dir: str | os.PathLike, source: str = "") -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        meta = {
-            "format": FORMAT,
-            "source": source,
-            "config": OmegaConf.to_container(model.config, resolve=True),
-            "class_names": list(model.class_names),
-        }
+        meta = {"format": FORMAT, "source": source, "config": OmegaConf.to_container(model.config, resolve=True),
+                "class_names": list(model.class_names)}
         for name, module in (("autoencoder", model.autoencoder), ("diffusion", model.diffusion)):
             if module is None:
                 continue

@@ -38,15 +38,8 @@ class Model:
     info: dict = field(default_factory=dict)
     class_names: list[str] = field(default_factory=list)
 
-    def sample(
-        self,
-        n: int,
-        seed: int = 0,
-        batch_size: int = 64,
-        label: Optional[int] = None,
-        device: str = "cpu",
-        show: bool = False,
-    ):
+    def sample(self, n: int, seed: int = 0, batch_size: int = 64, label: Optional[int] = None,
+               device: str = "cpu", show: bool = False):
         """n decoded samples, a (n, C, H, W) CPU tensor in [-1, 1]; batch i draws its noise from seed + i, as
         evaluation does, so the same arguments give the same images. `label`: a class index (class-conditional
         runs); `show`: a progress bar of sampler steps."""
@@ -85,10 +78,8 @@ def load_run(run_dir: Path, which: str = "last") -> tuple[DictConfig, Any, Optio
     cfg = upgrade_config(cfg)
     status = read_status(run_dir / "metrics.json")["status"]
     if status in UNFINISHED:
-        raise ConfigError(
-            f"run_dir={run_dir} is {status}: its training did not finish; continue it with "
-            f"`train.py resume={run_dir} <its overrides>`, then evaluate it"
-        )
+        raise ConfigError(f"run_dir={run_dir} is {status}: its training did not finish; continue it with "
+                          f"`train.py resume={run_dir} <its overrides>`, then evaluate it")
     ae_cfg = plain(cfg.autoencoder)
     ae_cfg.pop("ckpt_path", None)
     configured = instantiate_module(ae_cfg, where)
@@ -98,11 +89,9 @@ def load_run(run_dir: Path, which: str = "last") -> tuple[DictConfig, Any, Optio
         ae = load_module(ae_ckpt, "checkpoint", expected=type(configured))
         check_fits(ae, configured, "checkpoint", ae_ckpt)
     elif sum(p.numel() for p in configured.parameters()):
-        raise ConfigError(
-            f"run_dir={run_dir} has no stage-1 checkpoint (checkpoints/stage1/{PATTERN[which]}): "
-            f"train the run again (finished runs own their checkpoints, also when a stage came from "
-            f"the cache)"
-        )
+        raise ConfigError(f"run_dir={run_dir} has no stage-1 checkpoint (checkpoints/stage1/{PATTERN[which]}): "
+                          f"train the run again (finished runs own their checkpoints, also when a stage came from "
+                          f"the cache)")
     else:
         ae = configured  # nothing to load (identity)
     ld = None
@@ -113,17 +102,14 @@ def load_run(run_dir: Path, which: str = "last") -> tuple[DictConfig, Any, Optio
 
         ld = load_module(ld_ckpt, "checkpoint", expected=LatentDiffusion)
         if tuple(ld.latent_shape) != tuple(ae.latent_shape):
-            raise ConfigError(
-                f"checkpoint={ld_ckpt} models latents of shape {ld.latent_shape}, but the run's "
-                f"autoencoder makes {tuple(ae.latent_shape)}: the run directory mixes two runs"
-            )
+            raise ConfigError(f"checkpoint={ld_ckpt} models latents of shape {ld.latent_shape}, but the run's "
+                              f"autoencoder makes {tuple(ae.latent_shape)}: the run directory mixes two runs")
         ld.set_decoder(ae.decode, ae.latent_range)
     elif cfg.stage != "stage1" and isinstance(ae, Autoencoder):
-        raise ConfigError(
-            f"run_dir={run_dir} has no stage-2 checkpoint (checkpoints/stage2/{PATTERN[which]}) "
-            f"although its config ran stage 2: train the run again"
-        )
+        raise ConfigError(f"run_dir={run_dir} has no stage-2 checkpoint (checkpoints/stage2/{PATTERN[which]}) "
+                          f"although its config ran stage 2: train the run again")
     return cfg, ae, ld, info
+
 
 
 def load(path: str | os.PathLike, which: str = "last") -> Model:
@@ -161,9 +147,8 @@ def load_export(path: Path) -> Model:
         try:
             state = load_file(str(path / f"{name}.safetensors"))
         except Exception as e:  # missing, truncated, not safetensors
-            raise ConfigError(
-                f"{where}: {name}.safetensors cannot be read ({type(e).__name__}): export the run again"
-            ) from None
+            raise ConfigError(f"{where}: {name}.safetensors cannot be read ({type(e).__name__}): export the run "
+                              f"again") from None
         problem = state_mismatch(module, state)
         if problem:
             raise ConfigError(f"{where}: {name}.safetensors does not fit its {cls.__name__} ({problem})")

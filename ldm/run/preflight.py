@@ -34,13 +34,13 @@ class Plan:
 
     stage: str
     datamodule: Any
-    autoencoder: Any  # built from the config, or loaded from autoencoder.ckpt_path
-    diffusion: Optional[Any]  # built from the config (None when stage=stage1)
+    autoencoder: Any                     # built from the config, or loaded from autoencoder.ckpt_path
+    diffusion: Optional[Any]             # built from the config (None when stage=stage1)
     device: torch.device
     ae_checkpoint: Optional[str] = None  # autoencoder.ckpt_path, loaded and checked
     ae_checkpoint_steps: Optional[int] = None
-    resume1: Optional[str] = None  # stage-1 checkpoint to continue from
-    resume2: Optional[str] = None  # stage-2 checkpoint to continue from
+    resume1: Optional[str] = None        # stage-1 checkpoint to continue from
+    resume2: Optional[str] = None        # stage-2 checkpoint to continue from
 
 
 def eval_device(cfg: DictConfig) -> torch.device:
@@ -79,9 +79,8 @@ def resume_from(cfg: DictConfig) -> tuple[Optional[str], Optional[str], Optional
         return ckpt1, ae_ckpt, ckpt2
     run = Path(resume)
     if ckpt1 or ae_ckpt or ckpt2:
-        raise ConfigError(
-            "resume=<run dir> picks the checkpoints itself: drop ckpt_path, autoencoder.ckpt_path and stage2.ckpt_path"
-        )
+        raise ConfigError("resume=<run dir> picks the checkpoints itself: drop ckpt_path, autoencoder.ckpt_path "
+                          "and stage2.ckpt_path")
     if not (run / ".hydra" / "config.yaml").is_file():
         raise ConfigError(f"resume={run} is not a train.py run directory (no .hydra/config.yaml)")
     status = read_status(run / "metrics.json")
@@ -94,17 +93,10 @@ def resume_from(cfg: DictConfig) -> tuple[Optional[str], Optional[str], Optional
         ckpt1 = str(last1)
     ckpt2 = str(last2) if last2.is_file() else None
     if not (ckpt1 or ae_ckpt or ckpt2):
-        raise ConfigError(
-            f"resume={run} has no checkpoint yet (checkpoints/stage1/last.ckpt): start it again without resume"
-        )
-    log.info(
-        "resume: %s",
-        ", ".join(
-            f"{k}={v}"
-            for k, v in (("ckpt_path", ckpt1), ("autoencoder.ckpt_path", ae_ckpt), ("stage2.ckpt_path", ckpt2))
-            if v
-        ),
-    )
+        raise ConfigError(f"resume={run} has no checkpoint yet (checkpoints/stage1/last.ckpt): start it again "
+                          f"without resume")
+    log.info("resume: %s", ", ".join(f"{k}={v}" for k, v in (("ckpt_path", ckpt1), ("autoencoder.ckpt_path", ae_ckpt),
+                                                               ("stage2.ckpt_path", ckpt2)) if v))
     return ckpt1, ae_ckpt, ckpt2
 
 
@@ -135,14 +127,11 @@ def check(cfg: DictConfig) -> Plan:
     ae = instantiate_module(ae_cfg)
     trains_stage1 = not ae_ckpt and sum(p.numel() for p in ae.parameters()) > 0
     if trains_stage1 and cfg.data.batch_size > splits["train"]:
-        raise ConfigError(
-            f"data.batch_size={cfg.data.batch_size} is larger than the training split "
-            f"({splits['train']} images): lower data.batch_size"
-        )
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the training split "
+                          f"({splits['train']} images): lower data.batch_size")
     if stage == "stage2" and trains_stage1:
-        raise ConfigError(
-            "stage=stage2 needs a trained autoencoder: set autoencoder.ckpt_path=<run>/checkpoints/stage1/last.ckpt"
-        )
+        raise ConfigError("stage=stage2 needs a trained autoencoder: set autoencoder.ckpt_path=<run>/checkpoints/"
+                          "stage1/last.ckpt")
     plan = Plan(stage, datamodule, ae, None, eval_device(cfg))
     if ckpt1:
         _checked(ckpt1, "ckpt_path", ae)
@@ -155,26 +144,18 @@ def check(cfg: DictConfig) -> Plan:
     if metrics.get("features"):
         build(metrics.features).check(datamodule)  # e.g. the evaluator needs labels
         if splits["test"] < 3:
-            raise ConfigError(
-                f"the test split has {splits['test']} images, too few for FID and the real-data floor: "
-                f"raise data.test_fraction, or set metrics.features=null"
-            )
+            raise ConfigError(f"the test split has {splits['test']} images, too few for FID and the real-data floor: "
+                              f"raise data.test_fraction, or set metrics.features=null")
         if metrics.get("num_samples") is not None and metrics.num_samples < 3:
             raise ConfigError(f"metrics.num_samples={metrics.num_samples} must be >= 3 (or null: the test split)")
 
     if stage != "stage1":
         if cfg.stage2.batch_size > splits["train"]:
-            raise ConfigError(
-                f"stage2.batch_size={cfg.stage2.batch_size} is larger than the training split "
-                f"({splits['train']} latents): lower stage2.batch_size"
-            )
+            raise ConfigError(f"stage2.batch_size={cfg.stage2.batch_size} is larger than the training split "
+                              f"({splits['train']} latents): lower stage2.batch_size")
         torch.manual_seed(cfg.seed)  # stage 2's initial weights do not depend on how stage 1 was obtained
-        plan.diffusion = instantiate_module(
-            cfg.diffusion,
-            latent_shape=list(plan.autoencoder.latent_shape),
-            num_classes=datamodule.num_classes,
-            sampler=plain(cfg.sampler),
-        )
+        plan.diffusion = instantiate_module(cfg.diffusion, latent_shape=list(plan.autoencoder.latent_shape),
+                                            num_classes=datamodule.num_classes, sampler=plain(cfg.sampler))
         if ckpt2:
             _checked(ckpt2, "stage2.ckpt_path", plan.diffusion)
             plan.resume2 = str(ckpt2)

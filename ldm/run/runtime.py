@@ -52,13 +52,8 @@ def prepare(threads: Optional[int], sweep_job: bool = False) -> int:
         import torch
 
         torch.set_num_threads(n)
-    STATE.update(
-        {
-            "runtime/threads": n,
-            "runtime/omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
-            "runtime/usable_cpus": usable_cpus(),
-        }
-    )
+    STATE.update({"runtime/threads": n, "runtime/omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
+                  "runtime/usable_cpus": usable_cpus()})
     STATE.setdefault("runtime/before_torch", before_torch)  # the first call of the process decides
     return n
 

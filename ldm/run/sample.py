@@ -31,10 +31,8 @@ def class_index(model: Model, wanted) -> Optional[int]:
         return None
     ld = model.diffusion
     if not ld.num_classes:
-        raise ConfigError(
-            f"class={wanted}: this run is not class-conditional; train with "
-            f"diffusion.class_conditional=true to sample chosen classes"
-        )
+        raise ConfigError(f"class={wanted}: this run is not class-conditional; train with "
+                          f"diffusion.class_conditional=true to sample chosen classes")
     names = model.class_names
     if not names and not str(wanted).lstrip("-").isdigit():
         data = build(model.config.data)
@@ -42,10 +40,8 @@ def class_index(model: Model, wanted) -> Optional[int]:
         names = data.class_names
     index = names.index(str(wanted)) if str(wanted) in names else (int(wanted) if str(wanted).isdigit() else -1)
     if not 0 <= index < ld.num_classes:
-        raise ConfigError(
-            f"class={wanted} is not one of the run's {ld.num_classes} classes "
-            f"({', '.join(names) if names else f'0..{ld.num_classes - 1}'})"
-        )
+        raise ConfigError(f"class={wanted} is not one of the run's {ld.num_classes} classes "
+                          f"({', '.join(names) if names else f'0..{ld.num_classes - 1}'})")
     return index
 
 
@@ -55,9 +51,8 @@ def configure(model: Model, cfg: DictConfig) -> None:
     if cfg.get("sampler"):
         ld.sampler = build(plain(cfg.sampler))
     if cfg.get("steps") is not None:
-        ld.sampler = functools.partial(
-            ld.sampler.func, *ld.sampler.args, **{**ld.sampler.keywords, "steps": int(cfg.steps)}
-        )
+        ld.sampler = functools.partial(ld.sampler.func, *ld.sampler.args, **{**ld.sampler.keywords,
+                                                                             "steps": int(cfg.steps)})
     check_sampler(ld.sampler, ld.process.num_timesteps)
     if cfg.get("guidance_scale") is not None:
         ld.hparams.guidance_scale = float(cfg.guidance_scale)
@@ -91,16 +86,16 @@ def write(images: torch.Tensor, label: Optional[int], out: Path, overwrite: bool
     return out
 
 
-def class_agreement(
-    model: Model, images: torch.Tensor, label: int, cache_dir: str, device: torch.device
-) -> Optional[float]:
+def class_agreement(model: Model, images: torch.Tensor, label: int, cache_dir: str,
+                    device: torch.device) -> Optional[float]:
     """The share of `images` the run's evaluator assigns to class `label` (None when the run's metrics use no
     evaluator); loaded from the cache, or trained once as evaluation would."""
     from ldm.metrics.evaluator import EvaluatorFeatures
     from ldm.run.evaluation import upgrade_metrics
 
     features = (upgrade_metrics(plain(model.config.get("metrics")) or {}) or {}).get("features")
-    if not features or not issubclass(get_class(features["_target_"], "metrics.features._target_"), EvaluatorFeatures):
+    if not features or not issubclass(get_class(features["_target_"], "metrics.features._target_"),
+                                      EvaluatorFeatures):
         return None
     data = build(model.config.data)
     data.setup()
@@ -127,14 +122,8 @@ def sample(cfg: DictConfig, report=None) -> dict:
         share = class_agreement(model, images, label, cfg.paths.cache_dir, device)
         if share is not None:
             name = model.class_names[label] if label < len(model.class_names) else str(label)
-            log.info(
-                "the run's evaluator calls %d of %d samples class %s (%.1f%%; chance %.1f%%)",
-                round(share * len(images)),
-                len(images),
-                name,
-                100 * share,
-                100 / model.diffusion.num_classes,
-            )
+            log.info("the run's evaluator calls %d of %d samples class %s (%.1f%%; chance %.1f%%)",
+                     round(share * len(images)), len(images), name, 100 * share, 100 / model.diffusion.num_classes)
             result["class_agreement"] = share
     return result
 

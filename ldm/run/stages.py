@@ -1,8 +1,8 @@
 """The stage runner both stages share: cache lookup under a lock, or fit; either way the run owns its checkpoint.
 
-lock entry -> intact entry? load it, link its checkpoint into the run -> done
-           -> else fit (resuming from `resume`), time it, make sure the run has last.ckpt,
-              publish a weights-only copy with its info to the cache
+    lock entry -> intact entry? load it, link its checkpoint into the run -> done
+               -> else fit (resuming from `resume`), time it, make sure the run has last.ckpt,
+                  publish a weights-only copy with its info to the cache
 """
 
 from __future__ import annotations
@@ -44,15 +44,8 @@ def make_trainer(cfg: DictConfig, stage: str, loggers: list, extra_steps: int = 
     loggers = tracking.for_stage(loggers, stage)
     if not loggers:  # nothing to report learning rates to (logger=none)
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
-    trainer = build(
-        cfg.trainer,
-        callbacks=callbacks,
-        logger=loggers or False,
-        max_steps=-1,
-        max_epochs=-1,
-        val_check_interval=min(budget.val_every, total),
-        check_val_every_n_epoch=None,
-    )
+    trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, max_steps=-1, max_epochs=-1,
+                    val_check_interval=min(budget.val_every, total), check_val_every_n_epoch=None)
     if getattr(trainer.profiler, "filename", None):  # debug=profiler: one report per stage, not one overwritten
         trainer.profiler.filename = f"{stage}-{trainer.profiler.filename}"
     return trainer
@@ -62,13 +55,13 @@ def make_trainer(cfg: DictConfig, stage: str, loggers: list, extra_steps: int = 
 class Stage:
     """What differs between stage 1 and stage 2; everything else is `run_stage`."""
 
-    name: str  # "stage1" | "stage2": config key, checkpoint folder, metric prefix
-    module: L.LightningModule  # built from the config, to be trained
+    name: str                                 # "stage1" | "stage2": config key, checkpoint folder, metric prefix
+    module: L.LightningModule                 # built from the config, to be trained
     datamodule: Any
-    cache_file: str  # the checkpoint's name inside a cache entry
-    load: Callable[[Path], Any]  # safe loader of a cached checkpoint
-    parts: dict  # what determines the result: the cache key
-    resume: Optional[str] = None  # a checkpoint to continue from (never cached)
+    cache_file: str                           # the checkpoint's name inside a cache entry
+    load: Callable[[Path], Any]               # safe loader of a cached checkpoint
+    parts: dict                               # what determines the result: the cache key
+    resume: Optional[str] = None              # a checkpoint to continue from (never cached)
     summary: Callable[[Any], dict] = field(default=lambda module: {})  # stage-specific info of the result
 
 
@@ -110,12 +103,8 @@ def run_stage(cfg: DictConfig, stage: Stage, loggers: list = ()) -> Result:
         if module is not None:
             link_or_copy(entry.path(stage.cache_file), ckpt)  # the run owns its result, also without .cache
             log.info("%s: reusing %s from the cache (%s)", name, type(module).__name__, entry.dir)
-            return Result(
-                module,
-                {**entry.info(), f"{name}/reused": True, f"{name}/source": "cache", f"{name}/cache": str(entry.dir)},
-                True,
-                entry,
-            )
+            return Result(module, {**entry.info(), f"{name}/reused": True, f"{name}/source": "cache",
+                                   f"{name}/cache": str(entry.dir)}, True, entry)
         # the run's config is logged once by ldm.run.tracking, not each module's hparams by each Trainer
         stage.module._log_hyperparams = stage.datamodule._log_hyperparams = False
         t0 = time.perf_counter()
@@ -124,15 +113,10 @@ def run_stage(cfg: DictConfig, stage: Stage, loggers: list = ()) -> Result:
         if not trainer.strategy.broadcast(ckpt.is_file()):  # callbacks=none, or a resume with nothing left to do
             trainer.save_checkpoint(ckpt)
         val = trainer.callback_metrics.get("val/loss")
-        info = {
-            f"{name}/reused": False,
-            f"{name}/source": "resumed" if stage.resume else "trained",
-            f"{name}/steps": batches_done(trainer),
-            f"{name}/wall_s": wall,
-            f"{name}/val_loss": float(val) if val is not None else None,
-            f"{name}/key": key,
-            **stage.summary(stage.module),
-        }
+        info = {f"{name}/reused": False, f"{name}/source": "resumed" if stage.resume else "trained",
+                f"{name}/steps": batches_done(trainer), f"{name}/wall_s": wall,
+                f"{name}/val_loss": float(val) if val is not None else None, f"{name}/key": key,
+                **stage.summary(stage.module)}
         if stage.resume:
             info[f"{name}/resumed_from"] = str(stage.resume)
         if entry is not None and trainer.is_global_zero:

@@ -57,7 +57,8 @@ class StatusFile:
 
     def __init__(self, path: Optional[Path]) -> None:
         self.path = path if process_rank() == 0 else None  # one writer per run, also under DDP
-        self.started = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self.started = {"pid": os.getpid(), "host": socket.gethostname(),
+                        "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
     def running(self, metrics: dict) -> None:
         if self.path is not None:
@@ -116,11 +117,8 @@ def tidy_output() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
-def run_task(
-    cfg: DictConfig,
-    task: Callable[[DictConfig, Callable[[dict], None]], Optional[dict]],
-    status_path: Optional[Path] = None,
-) -> Optional[dict]:
+def run_task(cfg: DictConfig, task: Callable[[DictConfig, Callable[[dict], None]], Optional[dict]],
+             status_path: Optional[Path] = None) -> Optional[dict]:
     """Run `task(cfg, report)` under the policy above; `report(partial_metrics)` records progress.
 
     Returns the task's metrics (with `status`), or None on non-zero DDP ranks and for failed multirun jobs.

@@ -109,9 +109,8 @@ def log_final(loggers: list[Logger], cfg: DictConfig, metrics: dict, run_dir: Pa
             for name, path in figures:
                 logger.log_image(key=f"final/{name}", images=[str(path)])
         elif isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(
-                {**resolved(cfg), "params": params}, metrics={f"final/{k}": v for k, v in values.items()}
-            )
+            logger.log_hyperparams({**resolved(cfg), "params": params}, metrics={f"final/{k}": v
+                                                                                 for k, v in values.items()})
             for name, path in figures:
                 logger.experiment.add_image(f"final/{name}", _read_png(path), dataformats="HWC")
         logger.save()

@@ -46,21 +46,14 @@ def _without(d: dict, keys) -> dict:
 # ---- stage 1 ----------------------------------------------------------------------------------------------
 def stage1_parts(cfg: DictConfig) -> dict:
     """What determines a trained autoencoder: data, autoencoder config, seed, budget, batch size, precision."""
-    return {
-        "data": _without(plain(cfg.data), ("num_workers",)),
-        "autoencoder": _without(plain(cfg.autoencoder), DISPLAY_KEYS),
-        "seed": cfg.seed,
-        "max_steps": cfg.stage1.max_steps,
-        "precision": str(cfg.trainer.get("precision")),
-    }
+    return {"data": _without(plain(cfg.data), ("num_workers",)),
+            "autoencoder": _without(plain(cfg.autoencoder), DISPLAY_KEYS), "seed": cfg.seed,
+            "max_steps": cfg.stage1.max_steps, "precision": str(cfg.trainer.get("precision"))}
 
 
 def ae_info(ae: Any) -> dict:
-    return {
-        "stage1/params": count_params(ae),
-        "stage1/latent_shape": "x".join(map(str, ae.latent_shape)),
-        "stage1/kind": type(ae).__name__,
-    }
+    return {"stage1/params": count_params(ae), "stage1/latent_shape": "x".join(map(str, ae.latent_shape)),
+            "stage1/kind": type(ae).__name__}
 
 
 def stage1(cfg: DictConfig, plan: preflight.Plan, loggers: list) -> Result:
@@ -70,43 +63,18 @@ def stage1(cfg: DictConfig, plan: preflight.Plan, loggers: list) -> Result:
         link_or_copy(plan.ae_checkpoint, run_checkpoint(cfg.paths.output_dir, "stage1"))
         digest = hashlib.sha256(Path(plan.ae_checkpoint).read_bytes()).hexdigest()[:20]
         log.info("stage 1: loaded %s from %s", type(ae).__name__, plan.ae_checkpoint)
-        return Result(
-            ae,
-            {
-                "stage1/reused": True,
-                "stage1/source": "checkpoint",
-                "stage1/wall_s": 0.0,
-                "stage1/steps": plan.ae_checkpoint_steps,
-                "stage1/checkpoint": plan.ae_checkpoint,
-                "stage1/key": digest,
-                **ae_info(ae),
-            },
-            True,
-            None,
-        )
+        return Result(ae, {"stage1/reused": True, "stage1/source": "checkpoint", "stage1/wall_s": 0.0,
+                           "stage1/steps": plan.ae_checkpoint_steps, "stage1/checkpoint": plan.ae_checkpoint,
+                           "stage1/key": digest, **ae_info(ae)}, True, None)
     parts = stage1_parts(cfg)
     if count_params(ae) == 0:
         log.info("stage 1: %s has no parameters, nothing to train", type(ae).__name__)
-        return Result(
-            ae,
-            {
-                "stage1/reused": False,
-                "stage1/source": "none",
-                "stage1/steps": 0,
-                "stage1/wall_s": 0.0,
-                "stage1/key": cache.key(parts),
-                **ae_info(ae),
-            },
-            True,
-            None,
-        )
+        return Result(ae, {"stage1/reused": False, "stage1/source": "none", "stage1/steps": 0, "stage1/wall_s": 0.0,
+                           "stage1/key": cache.key(parts), **ae_info(ae)}, True, None)
     ae.stage_name = "stage1"
     load = lambda path: load_module(path, "the cached stage 1", expected=type(ae))  # noqa: E731
-    return run_stage(
-        cfg,
-        Stage("stage1", ae, plan.datamodule, "autoencoder.ckpt", load, parts, plan.resume1, summary=ae_info),
-        loggers,
-    )
+    return run_stage(cfg, Stage("stage1", ae, plan.datamodule, "autoencoder.ckpt", load, parts, plan.resume1,
+                                summary=ae_info), loggers)
 
 
 # ---- latents ----------------------------------------------------------------------------------------------
@@ -124,11 +92,8 @@ def encode_splits(ae: Any, datamodule: Any, device: torch.device, batch_size: in
             means.append(mean.float().cpu())
             if std is not None:
                 stds.append(std.float().cpu())
-        latents[name] = {
-            "mean": torch.cat(means) if means else torch.empty(0, *ae.latent_shape),
-            "std": torch.cat(stds) if stds else None,
-            "labels": split.labels.clone(),
-        }
+        latents[name] = {"mean": torch.cat(means) if means else torch.empty(0, *ae.latent_shape),
+                         "std": torch.cat(stds) if stds else None, "labels": split.labels.clone()}
     return latents
 
 
@@ -139,11 +104,8 @@ def latents(cfg: DictConfig, s1: Result, plan: preflight.Plan) -> dict:
         digest = s1.entry.sha256("autoencoder.ckpt")
         entry = cache.Entry(cfg.paths.cache_dir, "latents", cache.key({"stage1": digest, "device": plan.device.type}))
     with entry.locked() if entry else nullcontext():
-        out = (
-            entry.load("latents.pt", lambda p: torch.load(p, map_location="cpu", weights_only=True))
-            if entry is not None
-            else None
-        )
+        out = entry.load("latents.pt", lambda p: torch.load(p, map_location="cpu", weights_only=True)) \
+            if entry is not None else None
         if out is not None:
             log.info("latents: from the cache (%s)", entry.dir)
         else:
@@ -157,12 +119,8 @@ def latents(cfg: DictConfig, s1: Result, plan: preflight.Plan) -> dict:
 
 # ---- stage 2 ----------------------------------------------------------------------------------------------
 def ld_info(ld: Any) -> dict:
-    return {
-        "stage2/params": count_params(ld.net),
-        "stage2/scale_factor": ld.scale_factor,
-        "stage2/scaling": ld.hparams.scaling,
-        "stage2/latent": ld.hparams.latent,
-    }
+    return {"stage2/params": count_params(ld.net), "stage2/scale_factor": ld.scale_factor,
+            "stage2/scaling": ld.hparams.scaling, "stage2/latent": ld.hparams.latent}
 
 
 def stage2(cfg: DictConfig, plan: preflight.Plan, s1: Result, z: dict, loggers: list) -> Result:
@@ -173,28 +131,15 @@ def stage2(cfg: DictConfig, plan: preflight.Plan, s1: Result, z: dict, loggers: 
     ld, budget = plan.diffusion, cfg.stage2
     ld.fit_scaling(z["train"]["mean"], z["train"]["std"])
     ld.set_decoder(s1.module.decode, s1.module.latent_range)
-    data = LatentDataModule(
-        {k: z[k] for k in ("train", "val")},
-        batch_size=budget.batch_size,
-        shuffle_seed=cfg.seed,
-        overfit_batches=plan.datamodule.overfit_batches,
-    )
-    parts = {
-        "stage1": s1.info["stage1/key"],
-        "diffusion": _without(plain(cfg.diffusion), DISPLAY_KEYS),
-        "seed": cfg.seed,
-        "max_steps": budget.max_steps,
-        "batch_size": budget.batch_size,
-        "num_classes": plan.datamodule.num_classes,
-        "precision": str(cfg.trainer.get("precision")),
-    }
-
-    def load(path):
-        return load_module(path, "the cached stage 2", expected=LatentDiffusion, sampler=plain(cfg.sampler))
-
-    result = run_stage(
-        cfg, Stage("stage2", ld, data, "diffusion.ckpt", load, parts, plan.resume2, summary=ld_info), loggers
-    )
+    data = LatentDataModule({k: z[k] for k in ("train", "val")}, batch_size=budget.batch_size, shuffle_seed=cfg.seed,
+                            overfit_batches=plan.datamodule.overfit_batches)
+    parts = {"stage1": s1.info["stage1/key"], "diffusion": _without(plain(cfg.diffusion), DISPLAY_KEYS),
+             "seed": cfg.seed, "max_steps": budget.max_steps, "batch_size": budget.batch_size,
+             "num_classes": plan.datamodule.num_classes, "precision": str(cfg.trainer.get("precision"))}
+    load = lambda path: load_module(path, "the cached stage 2", expected=LatentDiffusion,  # noqa: E731
+                                    sampler=plain(cfg.sampler))
+    result = run_stage(cfg, Stage("stage2", ld, data, "diffusion.ckpt", load, parts, plan.resume2, summary=ld_info),
+                       loggers)
     result.module.set_decoder(s1.module.decode, s1.module.latent_range)
     return result
 
@@ -222,9 +167,8 @@ def train(cfg: DictConfig, report: Callable[[dict], None] = lambda metrics: None
         return None
     t0 = time.perf_counter()
     run_dir = Path(cfg.paths.output_dir)
-    metrics.update(
-        evaluate(s1.module, ld, plan.datamodule, cfg.metrics, cfg.data, cfg.paths.cache_dir, run_dir, plan.device)
-    )
+    metrics.update(evaluate(s1.module, ld, plan.datamodule, cfg.metrics, cfg.data, cfg.paths.cache_dir, run_dir,
+                            plan.device))
     metrics["eval/wall_s"] = time.perf_counter() - t0
     tracking.log_final(loggers, cfg, metrics, run_dir, params)
     return metrics

@@ -31,19 +31,13 @@ def read(path: str | os.PathLike, key: str) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle payload, not a torch file: all end here
-        what = (
-            "holds objects a weights-only load refuses"
-            if "weights_only" in str(e).lower() or "Unsupported global" in str(e)
-            else f"cannot be read ({type(e).__name__})"
-        )
-        raise ConfigError(
-            f"{key}={path} {what}: it is truncated, corrupt or not a checkpoint written by ldm; "
-            f"re-create it or point {key} at another file"
-        ) from None
+        what = "holds objects a weights-only load refuses" if "weights_only" in str(e).lower() or \
+            "Unsupported global" in str(e) else f"cannot be read ({type(e).__name__})"
+        raise ConfigError(f"{key}={path} {what}: it is truncated, corrupt or not a checkpoint written by ldm; "
+                          f"re-create it or point {key} at another file") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
-        raise ConfigError(
-            f"{key}={path} is not a Lightning checkpoint (no state_dict): point {key} at a .ckpt written by train.py"
-        )
+        raise ConfigError(f"{key}={path} is not a Lightning checkpoint (no state_dict): point {key} at a .ckpt "
+                          f"written by train.py")
     return ckpt
 
 
@@ -52,16 +46,10 @@ def state_mismatch(module: torch.nn.Module, state: dict) -> Optional[str]:
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own
-        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    parts = [
-        f"{len(v)} {name} (first: {v[0]})"
-        for name, v in (("missing tensors", missing), ("unexpected tensors", unexpected), ("shape mismatches", shapes))
-        if v
-    ]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)]
+    parts = [f"{len(v)} {name} (first: {v[0]})" for name, v in
+             (("missing tensors", missing), ("unexpected tensors", unexpected), ("shape mismatches", shapes)) if v]
     return "; ".join(parts) or None
 
 
@@ -79,9 +67,8 @@ def load_module(path: str | os.PathLike, key: str, expected: Optional[type] = No
     return load_checkpoint(path, key, expected, **overrides)[0]
 
 
-def load_checkpoint(
-    path: str | os.PathLike, key: str, expected: Optional[type] = None, **overrides: Any
-) -> tuple[Any, dict]:
+def load_checkpoint(path: str | os.PathLike, key: str, expected: Optional[type] = None,
+                    **overrides: Any) -> tuple[Any, dict]:
     """`load_module`, also returning the checkpoint dict (loops, step counts)."""
     ckpt = read(path, key)
     where = f"{key}={path}"
@@ -92,22 +79,17 @@ def load_checkpoint(
     if cls is None:
         raise ConfigError(f"{where} does not say which class it holds: load it with the config it was trained with")
     if expected is not None and not issubclass(cls, expected):
-        raise ConfigError(
-            f"{where} holds a {cls.__name__}, but the config asks for a {expected.__name__}: pass a "
-            f"{expected.__name__} checkpoint, or choose the config row that trained this one"
-        )
+        raise ConfigError(f"{where} holds a {cls.__name__}, but the config asks for a {expected.__name__}: pass a "
+                          f"{expected.__name__} checkpoint, or choose the config row that trained this one")
     try:
         module = cls(**{**hparams, **overrides})
     except TypeError as e:
-        raise ConfigError(
-            f"{where}: its hyper-parameters do not fit {cls.__name__} ({e}): was it written by another version of ldm?"
-        ) from None
+        raise ConfigError(f"{where}: its hyper-parameters do not fit {cls.__name__} ({e}): was it written by "
+                          f"another version of ldm?") from None
     problem = state_mismatch(module, ckpt["state_dict"])
     if problem:
-        raise ConfigError(
-            f"{where}: its weights do not fit the {cls.__name__} its hyper-parameters describe "
-            f"({problem}): the file is corrupt or was edited"
-        )
+        raise ConfigError(f"{where}: its weights do not fit the {cls.__name__} its hyper-parameters describe "
+                          f"({problem}): the file is corrupt or was edited")
     module.load_state_dict(ckpt["state_dict"])
     return module, ckpt
 
@@ -127,16 +109,11 @@ def describe(module: Any) -> str:
 
 def check_fits(loaded: Any, configured: Any, key: str, path: str | os.PathLike) -> None:
     """ConfigError showing both when a checkpoint's module differs from the configured one in class or shapes."""
-    if (
-        type(loaded) is not type(configured)
-        or describe(loaded) != describe(configured)
-        or state_mismatch(configured, loaded.state_dict())
-    ):
-        raise ConfigError(
-            f"{key}={path} holds a {describe(loaded)}, but the config asks for a "
-            f"{describe(configured)}: pass a checkpoint trained with this config, or change the config "
-            f"to match the checkpoint"
-        )
+    if type(loaded) is not type(configured) or describe(loaded) != describe(configured) or \
+            state_mismatch(configured, loaded.state_dict()):
+        raise ConfigError(f"{key}={path} holds a {describe(loaded)}, but the config asks for a "
+                          f"{describe(configured)}: pass a checkpoint trained with this config, or change the config "
+                          f"to match the checkpoint")
 
 
 def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:

@@ -24,35 +24,17 @@ from ldm.errors import ConfigError, UserError
 # torch optimizers and nn modules; Lightning's Trainer, callbacks and loggers. The object it resolves
 # to must also be defined under ALLOWED_MODULES (re-exports such as lightning.pytorch.Trainer live
 # deeper). Extend both with LDM_EXTRA_TARGETS=mypkg,other.module (comma-separated) for code you trust.
-ALLOWED_TARGETS = (
-    "ldm.nets",
-    "ldm.losses",
-    "ldm.autoencoders",
-    "ldm.diffusion",
-    "ldm.data",
-    "ldm.run.callbacks",
-    "ldm.metrics.evaluator",
-    "ldm.metrics.inception",
-    "torch.optim",
-    "torch.nn",
-    "lightning.pytorch.Trainer",
-    "lightning.pytorch.callbacks",
-    "lightning.pytorch.loggers",
-    "lightning.pytorch.profilers",
-)
-ALLOWED_MODULES = ALLOWED_TARGETS[:-4] + (
-    "lightning.pytorch.trainer.trainer",
-    "lightning.pytorch.callbacks",
-    "lightning.pytorch.loggers",
-    "lightning.pytorch.profilers",
-)
+ALLOWED_TARGETS = ("ldm.nets", "ldm.losses", "ldm.autoencoders", "ldm.diffusion", "ldm.data", "ldm.run.callbacks",
+                   "ldm.metrics.evaluator", "ldm.metrics.inception", "torch.optim", "torch.nn",
+                   "lightning.pytorch.Trainer", "lightning.pytorch.callbacks", "lightning.pytorch.loggers",
+                   "lightning.pytorch.profilers")
+ALLOWED_MODULES = ALLOWED_TARGETS[:-4] + ("lightning.pytorch.trainer.trainer", "lightning.pytorch.callbacks",
+                                          "lightning.pytorch.loggers", "lightning.pytorch.profilers")
 # What a checkpoint's hyper-parameters may name: the parts a module builds itself (networks, losses,
 # schedules, samplers, optimizers); never a Trainer, logger, callback or data module.
 MODEL_TARGETS = ("ldm.nets", "ldm.losses", "ldm.diffusion", "torch.optim", "torch.nn")
-HINT = (
-    "only this package's classes, torch.optim, torch.nn and Lightning's Trainer/callbacks/loggers/profilers may be "
-    "instantiated; if you trust it, add its module to LDM_EXTRA_TARGETS"
-)
+HINT = ("only this package's classes, torch.optim, torch.nn and Lightning's Trainer/callbacks/loggers/profilers may be "
+        "instantiated; if you trust it, add its module to LDM_EXTRA_TARGETS")
 
 
 def _extra() -> tuple[str, ...]:
@@ -64,9 +46,8 @@ def _under(name: str, prefixes: tuple[str, ...]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
-def check_target(
-    target: Any, key: str = "_target_", where: str = "the config", allowed: Optional[tuple[str, ...]] = None
-) -> Any:
+def check_target(target: Any, key: str = "_target_", where: str = "the config",
+                 allowed: Optional[tuple[str, ...]] = None) -> Any:
     """The object `target` names, if the name and the module that defines the object are both allowed.
 
     Checking the resolved object too closes paths like `ldm.nets.unet.torch.load`, which start with an
@@ -81,16 +62,13 @@ def check_target(
         raise ConfigError(f"{where}: {key}={target} cannot be imported ({type(e).__name__}): fix the name") from None
     owner = getattr(obj, "__module__", None) or "?"
     if not callable(obj) or not _under(owner, modules + _extra()):
-        raise ConfigError(
-            f"{where}: {key}={target} resolves to {owner}.{getattr(obj, '__qualname__', '?')}, "
-            f"which is not an allowed target: {HINT}"
-        )
+        raise ConfigError(f"{where}: {key}={target} resolves to {owner}.{getattr(obj, '__qualname__', '?')}, "
+                          f"which is not an allowed target: {HINT}")
     return obj
 
 
-def check_targets(
-    cfg: Any, where: str = "the config", path: str = "", allowed: Optional[tuple[str, ...]] = None
-) -> None:
+def check_targets(cfg: Any, where: str = "the config", path: str = "",
+                  allowed: Optional[tuple[str, ...]] = None) -> None:
     """Refuse (ConfigError naming the key) any `_target_` anywhere in `cfg` that is not allowed."""
     if isinstance(cfg, (DictConfig, ListConfig)):
         cfg = OmegaConf.to_container(cfg, resolve=False)
@@ -150,11 +128,8 @@ def build_optimizer(cfg: Any, params: Iterable) -> Any:
     instead of several per parameter (tests/test_speed.py checks the identity; benchmarks/RESULTS.md the time).
     """
     opt = _instantiate(cfg, "the optimizer config")
-    if (
-        isinstance(opt, functools.partial)
-        and "foreach" not in opt.keywords
-        and "foreach" in inspect.signature(opt.func).parameters
-    ):
+    if isinstance(opt, functools.partial) and "foreach" not in opt.keywords and \
+            "foreach" in inspect.signature(opt.func).parameters:
         opt = functools.partial(opt, foreach=True)
     return opt(params=params)
 

@@ -8,20 +8,8 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-ORDER = (
-    "data",
-    "backbone",
-    "autoencoder",
-    "diffusion",
-    "sampler",
-    "metrics",
-    "stage1",
-    "stage2",
-    "trainer",
-    "logger",
-    "callbacks",
-    "paths",
-)  # the rest follows in config order
+ORDER = ("data", "backbone", "autoencoder", "diffusion", "sampler", "metrics", "stage1", "stage2", "trainer",
+         "logger", "callbacks", "paths")  # the rest follows in config order
 
 
 def print_config_tree(cfg: DictConfig, save_to: Optional[Path] = None) -> str:

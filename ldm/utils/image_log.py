@@ -11,15 +11,8 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from ldm.utils.images import auto_scale, label, make_grid, save_png
 
 
-def log_grid(
-    trainer,
-    key: str,
-    images: torch.Tensor,
-    nrow: int | None = None,
-    rows: Sequence[str] = (),
-    cols: Sequence[str] = (),
-    title: str = "",
-) -> Path | None:
+def log_grid(trainer, key: str, images: torch.Tensor, nrow: int | None = None, rows: Sequence[str] = (),
+             cols: Sequence[str] = (), title: str = "") -> Path | None:
     """Save `<run_dir>/<key>.png` (latest) and `<run_dir>/images/<key>/step<N>.png`; send to wandb/tensorboard.
 
     Only global rank 0 writes. Returns the latest PNG's path.

@@ -21,9 +21,8 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).numpy()
 
 
-def make_grid(
-    images: torch.Tensor, nrow: int | None = None, padding: int = 1, scale: int = 1, pad_value: int = 255
-) -> np.ndarray:
+def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 1, scale: int = 1,
+              pad_value: int = 255) -> np.ndarray:
     """Tile (N, C, H, W) images in [-1, 1] into one (H', W', C) uint8 array, `nrow` images per row."""
     if images.ndim != 4:
         raise ValueError(f"make_grid expects (N, C, H, W), got shape {tuple(images.shape)}")
@@ -41,7 +40,7 @@ def make_grid(
     for i in range(n):
         r, k = divmod(i, ncol)
         y, x = padding + r * (h + padding), padding + k * (w + padding)
-        grid[y : y + h, x : x + w] = tiles[i]
+        grid[y:y + h, x:x + w] = tiles[i]
     return grid
 
 
@@ -56,9 +55,8 @@ def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
-def label(
-    grid: np.ndarray, cell: int, padding: int = 1, rows: Sequence[str] = (), cols: Sequence[str] = (), title: str = ""
-) -> np.ndarray:
+def label(grid: np.ndarray, cell: int, padding: int = 1, rows: Sequence[str] = (), cols: Sequence[str] = (),
+          title: str = "") -> np.ndarray:
     """`grid` (from make_grid, cells `cell` px apart from `padding`) with row labels on the left, column labels
     on top and a title above, in PIL's built-in font (no font files needed)."""
     from PIL import ImageDraw, ImageFont
@@ -82,14 +80,8 @@ def label(
     return np.asarray(canvas)
 
 
-def save_grid(
-    images: torch.Tensor,
-    path: str | os.PathLike,
-    nrow: int | None = None,
-    rows: Sequence[str] = (),
-    cols: Sequence[str] = (),
-    title: str = "",
-) -> Path:
+def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, rows: Sequence[str] = (),
+              cols: Sequence[str] = (), title: str = "") -> Path:
     """A grid of (N, C, H, W) images in [-1, 1] as PNG, upscaled when tiny, with optional labels and title."""
     scale = auto_scale(images.shape[-1])
     grid = make_grid(images, nrow=nrow, scale=scale)

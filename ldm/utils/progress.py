@@ -8,14 +8,7 @@ from typing import Iterable, Optional
 from tqdm.auto import tqdm
 
 
-def progress(
-    iterable: Optional[Iterable] = None,
-    desc: str = "",
-    total: Optional[int] = None,
-    unit: str = "it",
-    leave: bool = False,
-    disable: bool = False,
-) -> tqdm:
-    return tqdm(
-        iterable, desc=desc, total=total, unit=unit, leave=leave, dynamic_ncols=True, mininterval=0.5, disable=disable
-    )
+def progress(iterable: Optional[Iterable] = None, desc: str = "", total: Optional[int] = None,
+             unit: str = "it", leave: bool = False, disable: bool = False) -> tqdm:
+    return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, dynamic_ncols=True, mininterval=0.5,
+                disable=disable)

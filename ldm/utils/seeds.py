@@ -5,7 +5,7 @@ bit-identical to an uninterrupted one and makes runs with different seeds draw d
 """
 
 SEED_STRIDE = 1_000_003  # a prime larger than any epoch or step count: runs with different seeds never share a seed
-RANK_STRIDE = 1009  # separates the ranks of one step (more ranks than this would collide)
+RANK_STRIDE = 1009       # separates the ranks of one step (more ranks than this would collide)
 VALIDATION_SEED = 10_000  # validation draws (t, noise) from its own stream, the same at every validation
 
 

@@ -25,11 +25,11 @@ def records(path: Path) -> list:
         if left < 7:  # the block's tail is padding
             pos += left
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
         if kind == 0:
             pos += left
             continue
-        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
         if kind == 1:  # FULL
             out.append(chunk)
         elif kind == 2:  # FIRST
@@ -80,11 +80,8 @@ def main(argv: list[str]) -> int:
     import sys
 
     if not argv or not Path(argv[0]).is_dir() or any("=" not in a for a in argv[1:]):
-        print(
-            "error: usage: python -m ldm.utils.wandb_offline <sweep or run directory> [key=value ...] "
-            "(e.g. autoencoder=vae seed=1)",
-            file=sys.stderr,
-        )
+        print("error: usage: python -m ldm.utils.wandb_offline <sweep or run directory> [key=value ...] "
+              "(e.g. autoencoder=vae seed=1)", file=sys.stderr)
         return 2
     filters = dict(a.split("=", 1) for a in argv[1:])
     every = runs(Path(argv[0]))
@@ -95,11 +92,8 @@ def main(argv: list[str]) -> int:
 
         def num(key):
             return f"{m[key]:.3f}" if isinstance(m.get(key), (int, float)) else "-"
-
-        print(
-            f"| {s.get('name', '')} | {s.get('group', '')} | {(c.get('choices') or {}).get('autoencoder', '-')} | "
-            f"{c.get('seed', '-')} | {num('recon/psnr')} | {num('gen/fid')} | {m.get('status', '-')} |"
-        )
+        print(f"| {s.get('name', '')} | {s.get('group', '')} | {(c.get('choices') or {}).get('autoencoder', '-')} | "
+              f"{c.get('seed', '-')} | {num('recon/psnr')} | {num('gen/fid')} | {m.get('status', '-')} |")
     print(f"{len(found)} of {len(every)} runs match")
     return 0
 

@@ -25,11 +25,8 @@ def hydra_jobs(overrides: list[str], config_loader=None) -> list[dict[str, str]]
 
 def test_glob_over_the_real_autoencoder_group_times_three_seeds():
     overrides = ["autoencoder=glob(*,exclude=[_*,gan])", "seed=range(3)"]
-    rows = {
-        f[:-5]
-        for f in os.listdir(CONF / "autoencoder")
-        if f.endswith(".yaml") and not f.startswith("_") and f != "gan.yaml"
-    }
+    rows = {f[:-5] for f in os.listdir(CONF / "autoencoder")
+            if f.endswith(".yaml") and not f.startswith("_") and f != "gan.yaml"}
     jobs = expand(overrides)
     assert len(jobs) == count_jobs(overrides) == 3 * len(rows) == 27  # 9 rows today; the count follows conf/
     assert {j["autoencoder"] for j in jobs} == rows and {j["seed"] for j in jobs} == {"0", "1", "2"}
@@ -66,10 +63,8 @@ def test_non_sweep_values_are_one_job_each():
     assert expand(["x=[1,2]"]) == [{"x": "[1,2]"}]
     assert expand(["stage1.max_steps=100", "+foo=b"]) == [{"stage1.max_steps": "100", "+foo": "b"}]
     assert expand(["lr=1e-6"]) == [{"lr": "1e-06"}]  # Hydra passes the float as Python prints it
-    assert expand(["-m", "seed=0,1", "hydra.sweep.dir=/tmp/x", "hydra/launcher=joblib"]) == [
-        {"seed": "0"},
-        {"seed": "1"},
-    ]
+    assert expand(["-m", "seed=0,1", "hydra.sweep.dir=/tmp/x", "hydra/launcher=joblib"]) == [{"seed": "0"},
+                                                                                           {"seed": "1"}]
 
 
 def test_the_comma_cases_the_old_parser_handled():
@@ -77,21 +72,13 @@ def test_the_comma_cases_the_old_parser_handled():
     common = ["stage1.max_steps=100", "stage2.max_steps=200", "metrics.num_samples=100"]
     assert len(expand(common + ["autoencoder=vae,gan", "seed=0,1,2"])) == 6
     job = expand(common + ["autoencoder=gan_inversion_matched", "autoencoder.encoder_steps=50"])
-    assert job == [
-        {
-            "stage1.max_steps": "100",
-            "stage2.max_steps": "200",
-            "metrics.num_samples": "100",
-            "autoencoder": "gan_inversion_matched",
-            "autoencoder.encoder_steps": "50",
-        }
-    ]
+    assert job == [{"stage1.max_steps": "100", "stage2.max_steps": "200", "metrics.num_samples": "100",
+                    "autoencoder": "gan_inversion_matched", "autoencoder.encoder_steps": "50"}]
     assert count_jobs(["autoencoder=vae", "x=[a,b]"]) == 1
 
 
-@pytest.mark.parametrize(
-    "bad, says", [("seed=interval(0,1)", "interval"), ("a=b=c(", "a=b=c\\("), ("s=range(1,5,0)", "range")]
-)
+@pytest.mark.parametrize("bad, says", [("seed=interval(0,1)", "interval"), ("a=b=c(", "a=b=c\\("),
+                                        ("s=range(1,5,0)", "range")])
 def test_bad_overrides_raise_one_line_config_errors(bad, says):
     with pytest.raises(ConfigError, match=says) as e:
         expand([bad])

@@ -16,20 +16,10 @@ from ldm.run.callbacks import StepBudget
 BACKBONE = {"ch": 8, "ch_max": 16, "f": 4, "num_res_blocks": 1, "latent_channels": 2, "dropout": 0.0}
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-3, "betas": [0.5, 0.9]}
 SMALL_D = {"_target_": "ldm.nets.discriminators.NLayerDiscriminator", "ch": 8, "n_layers": 2, "batch_norm": True}
-SMALL_JOINT = {
-    "_target_": "ldm.nets.discriminators.JointDiscriminator",
-    "ch": 4,
-    "z_ch": 8,
-    "hidden": 16,
-    "unary": False,
-    "batch_norm": True,
-    "dropout": 0.0,
-}
-ROWS = sorted(
-    p.stem
-    for p in (Path(__file__).resolve().parents[2] / "conf" / "autoencoder").glob("*.yaml")
-    if not p.stem.startswith("_")
-)  # every row, discovered: a new row is tested without editing this
+SMALL_JOINT = {"_target_": "ldm.nets.discriminators.JointDiscriminator", "ch": 4, "z_ch": 8, "hidden": 16,
+               "unary": False, "batch_norm": True, "dropout": 0.0}
+ROWS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "conf" / "autoencoder").glob("*.yaml")
+              if not p.stem.startswith("_"))  # every row, discovered: a new row is tested without editing this
 
 
 @functools.lru_cache(maxsize=None)
@@ -69,24 +59,13 @@ def digits(n: int) -> torch.Tensor:
     return _digits()[:n].clone()
 
 
-def fit(
-    module: L.LightningModule, x: torch.Tensor, steps: int, batch_size: int = 8, callbacks: tuple[L.Callback, ...] = ()
-) -> L.Trainer:
+def fit(module: L.LightningModule, x: torch.Tensor, steps: int, batch_size: int = 8,
+        callbacks: tuple[L.Callback, ...] = ()) -> L.Trainer:
     """Train `module` for `steps` batches of `x` (cycled) with the project's batch-counting budget."""
     loader = DataLoader(TensorDataset(x, torch.zeros(len(x), dtype=torch.long)), batch_size=batch_size)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=-1,
-        max_steps=-1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        callbacks=[StepBudget(steps), *callbacks],
-    )
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=-1, max_steps=-1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[StepBudget(steps), *callbacks])
     trainer.fit(module, train_dataloaders=loader)
     return trainer
 

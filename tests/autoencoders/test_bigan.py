@@ -54,9 +54,8 @@ def test_encoder_and_generator_learn_from_the_joint_loss():
 def test_encoder_and_generator_swap_the_discriminator_labels():
     """Hinge: l_EG = mean s(x, E(x)) - mean s(G(z), z) (BigBiGAN), summed with the unary scores."""
     torch.manual_seed(0)
-    bigan = make(
-        adv_loss={"_target_": "ldm.losses.HingeLoss"}, discriminator={**SMALL_JOINT, "unary": True, "dropout": 0.0}
-    )
+    bigan = make(adv_loss={"_target_": "ldm.losses.HingeLoss"},
+                 discriminator={**SMALL_JOINT, "unary": True, "dropout": 0.0})
     x, z = digits(5), torch.randn(5, *bigan.latent_shape)
     real, fake = bigan.discriminator(x, bigan.encoder(x)), bigan.discriminator(bigan.generator(z), z)
     assert set(real) == {"xz", "x", "z"}
@@ -91,7 +90,7 @@ def test_lr_decay_is_constant_then_exponential_to_a_hundredth():
 
     got = [decay_factor(s, 100, 0.5) for s in (0, 49, 50, 75, 100, 120)]
     assert got == pytest.approx([1.0, 1.0, 1.0, 0.1, 0.01, 0.01])  # 0.01 ** (25 / 50) = 0.1 halfway
-    assert decay_factor(10, 100, 0.0, final=0.5) == pytest.approx(0.5**0.1)
+    assert decay_factor(10, 100, 0.0, final=0.5) == pytest.approx(0.5 ** 0.1)
     from ldm.errors import ConfigError
 
     with pytest.raises(ConfigError):

@@ -66,13 +66,8 @@ def test_resume_across_the_schedule_switch_equals_uninterrupted(row, make_cfg):
     """
     import torch
 
-    common = FAST + [
-        f"autoencoder={row}",
-        "autoencoder.max_steps=6",
-        "stage=stage1",
-        "stage1.val_every=3",
-        "logger=none",
-    ]
+    common = FAST + [f"autoencoder={row}", "autoencoder.max_steps=6", "stage=stage1", "stage1.val_every=3",
+                     "logger=none"]
     straight, half, resumed, metrics = resume_vs_straight(make_cfg, common, "stage1", 6, 3, "ckpt_path")
     assert metrics["stage1/steps"] == 6
     a, b, h = (c["state_dict"] for c in (straight, resumed, half))

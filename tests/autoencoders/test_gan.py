@@ -16,9 +16,8 @@ def make(**kw) -> GAN:
     return GAN(**row_kwargs("gan", **{"discriminator": SMALL_D, "optimizer": ADAM, **kw}))
 
 
-@pytest.mark.parametrize(
-    "cfg,loss", [({"_target_": "ldm.losses.NonSaturatingLoss"}, NonSaturatingLoss()), (HINGE, HingeLoss())]
-)
+@pytest.mark.parametrize("cfg,loss", [({"_target_": "ldm.losses.NonSaturatingLoss"}, NonSaturatingLoss()),
+                                      (HINGE, HingeLoss())])
 def test_loss_is_chosen_by_target(cfg, loss):
     torch.manual_seed(0)
     gan = make(adv_loss=cfg).eval()

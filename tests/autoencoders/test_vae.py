@@ -44,10 +44,8 @@ def test_hparams_are_plain_and_reload(tmp_path):
     vae = make_vae()
     assert vae.hparams.backbone == BACKBONE and isinstance(vae.hparams.optimizer, dict)
     path = tmp_path / "vae.ckpt"
-    torch.save(
-        {"state_dict": vae.state_dict(), "hyper_parameters": dict(vae.hparams), "pytorch-lightning_version": "2.6.6"},
-        path,
-    )
+    torch.save({"state_dict": vae.state_dict(), "hyper_parameters": dict(vae.hparams),
+                "pytorch-lightning_version": "2.6.6"}, path)
     again = VAE.load_from_checkpoint(path, weights_only=True)
     x = torch.randn(2, 1, 16, 16)
     assert torch.equal(again.encode(x), vae.encode(x))

@@ -73,10 +73,8 @@ def test_checkpoint_loads_alone(row, tmp_path):
     ae = build_row(row)
     assert all(isinstance(v, (dict, list, int, float, bool, str, type(None))) for v in ae.hparams.values())
     path = tmp_path / f"{row}.ckpt"
-    torch.save(
-        {"state_dict": ae.state_dict(), "hyper_parameters": dict(ae.hparams), "pytorch-lightning_version": "2.6.6"},
-        path,
-    )
+    torch.save({"state_dict": ae.state_dict(), "hyper_parameters": dict(ae.hparams),
+                "pytorch-lightning_version": "2.6.6"}, path)
     again = type(ae).load_from_checkpoint(path, weights_only=True).eval()
     z = torch.randn(2, *ae.latent_shape)
     assert torch.equal(again.decode(z), ae.eval().decode(z))

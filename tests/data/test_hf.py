@@ -27,13 +27,10 @@ def saved(tmp_path_factory):
 
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (12 + i % 3, 14, 3), dtype=np.uint8)) for i in range(30)]
-    features = datasets.Features(
-        {"image": datasets.Image(), "label": datasets.ClassLabel(names=NAMES), "note": datasets.Value("string")}
-    )
-    ds = datasets.Dataset.from_dict(
-        {"image": images, "label": [i % 3 for i in range(30)], "note": ["a" if i < 10 else "b" for i in range(30)]},
-        features=features,
-    )
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=NAMES),
+                                  "note": datasets.Value("string")})
+    ds = datasets.Dataset.from_dict({"image": images, "label": [i % 3 for i in range(30)],
+                                     "note": ["a" if i < 10 else "b" for i in range(30)]}, features=features)
     root = tmp_path_factory.mktemp("hf")
     ds.save_to_disk(str(root / "flat"))
     datasets.DatasetDict({"train": ds, "test": ds.select(range(6))}).save_to_disk(str(root / "dict"))
@@ -61,10 +58,8 @@ def test_saved_dataset_loads_with_labels_and_class_names(saved):
     assert make(saved / "flat", label_column=None).num_classes == 0
     with pytest.raises(DataError) as e:
         make(saved / "flat", label_column="labels")
-    assert one_line(e.value) == (
-        f"data.label_column=labels is not a column of data.path={saved / 'flat'} "
-        f"(columns: image, label, note): set data.label_column to one of them"
-    )
+    assert one_line(e.value) == (f"data.label_column=labels is not a column of data.path={saved / 'flat'} "
+                                 f"(columns: image, label, note): set data.label_column to one of them")
     with pytest.raises(DataError, match=r"has no split 'validation' \(splits: train, test\)"):
         make(saved / "dict", split="validation")
 
@@ -74,10 +69,8 @@ def test_a_missing_column_names_the_columns_that_exist(monkeypatch):
     monkeypatch.setattr(hf, "open_dataset", lambda *args: stand_in)
     with pytest.raises(DataError) as e:
         make("uoft-cs/cifar100")
-    assert one_line(e.value) == (
-        "data.image_column=image is not a column of data.path=uoft-cs/cifar100 (columns: "
-        "img, fine_label, coarse_label): set data.image_column to one of them"
-    )
+    assert one_line(e.value) == ("data.image_column=image is not a column of data.path=uoft-cs/cifar100 (columns: "
+                                 "img, fine_label, coarse_label): set data.image_column to one of them")
     with pytest.raises(DataError, match=r"data.label_column=label is not a column .*\(columns: img, fine_label"):
         make("uoft-cs/cifar100", image_column="img")
     with pytest.raises(ConfigError, match="data=hf needs data.path"):

@@ -49,14 +49,10 @@ def test_evaluation_reads_a_split_batch_by_batch_and_agrees_with_memory(tmp_path
     assert isinstance(memory.split("test"), TensorImages) and not hasattr(disk.split("test"), "images")
     cfg = {**plain(compose_cfg(["debug=fast"]).metrics), "num_samples": 20}
     ae = Identity(image_size=16, in_channels=1, num_vis=8)
-    results = [
-        evaluate(
-            ae, None, dm, cfg, {"name": "digits-16"}, str(tmp_path / "cache"), tmp_path / name, torch.device("cpu")
-        )
-        for dm, name in ((memory, "memory"), (disk, "disk"))
-    ]
+    results = [evaluate(ae, None, dm, cfg, {"name": "digits-16"}, str(tmp_path / "cache"), tmp_path / name,
+                        torch.device("cpu")) for dm, name in ((memory, "memory"), (disk, "disk"))]
     assert disk.split("test").reads >= 1 and disk.split("train").reads >= 2  # read in batches, not once whole
     for key in ("recon/mse", "recon/psnr", "eval/fid_floor", "latent/prior_fid", "recon/class_accuracy"):
         assert results[1][key] == pytest.approx(results[0][key], rel=1e-5, abs=1e-9), key
-    z = encode_splits(ae, disk, torch.device("cpu"))
+    z = encode_splits(ae, disk, torch.device("cpu"), cfg["eval_batch"])
     assert torch.equal(z["test"]["mean"], memory.split("test").images)

@@ -43,8 +43,7 @@ def test_channels_are_digits_of_their_label_from_disjoint_digit_splits(stacked):
         for i in idx.tolist():
             split_of[digits[i].numpy().tobytes()] = (name, int(target[i]))
     assert len(stacked.digit_splits["test"]) == 180 and not (
-        set(stacked.digit_splits["test"].tolist()) & set(stacked.digit_splits["train"].tolist())
-    )
+        set(stacked.digit_splits["test"].tolist()) & set(stacked.digit_splits["train"].tolist()))
     for name in ("train", "val", "test"):
         split = stacked.split(name)
         for i in range(0, len(split), 97):
@@ -70,7 +69,7 @@ def test_a_generator_copying_one_training_image_covers_one_mode(stacked):
     probs = evaluator.probs_from_features(feats)
     assert probs.shape == (1000, 1000) and torch.allclose(probs.sum(1), torch.ones(1000, dtype=torch.float64))
     cov = mode_coverage(probs.argmax(1), 1000)
-    assert cov["modes_covered"] == 1 and cov["mode_kl"] == pytest.approx(torch.log(torch.tensor(1000.0)).item())
+    assert cov["modes_covered"] == 1 and cov["mode_kl"] == pytest.approx(torch.log(torch.tensor(1000.)).item())
     # the predicted mode is the triple of the per-channel predictions
     per = evaluator.channel_probs(feats[:1]).argmax(2)[0].tolist()
     assert probs[0].argmax().item() == 100 * per[0] + 10 * per[1] + per[2]
@@ -99,9 +98,8 @@ def test_evaluator_classifies_channels_and_counts_real_modes(stacked, tmp_path):
     from ldm.metrics.evaluator import load_or_train
 
     recipe = {"steps": 600, "batch_size": 64, "lr": 2e-3, "width": 16, "feature_dim": 64, "seed": 0}
-    evaluator = load_or_train(
-        stacked, {"_target_": "ldm.data.stacked_digits.StackedDigitsDataModule"}, recipe, tmp_path
-    )
+    evaluator = load_or_train(stacked, {"_target_": "ldm.data.stacked_digits.StackedDigitsDataModule"}, recipe,
+                              tmp_path)
     assert isinstance(evaluator, ChannelEvaluator) and evaluator.feature_dim == 192
     assert evaluator.channel_accuracy >= 0.95 and evaluator.accuracy >= 0.85
     g = torch.Generator().manual_seed(0)

@@ -34,7 +34,7 @@ def covered(dm: TexturesDataModule, split: str, photo: int) -> np.ndarray:
     s = dm.image_size
     for p, top, left in dm.crops[split].tolist():
         if p == photo:
-            out[top : top + s, left : left + s] = True
+            out[top:top + s, left:left + s] = True
     return out
 
 
@@ -47,8 +47,8 @@ def assert_held_out_crops_avoid_train(dm: TexturesDataModule) -> None:
             inside = pixel_mask(dm.layouts[p], dm.shapes[p], dm.block_size) == sid
             for q, top, left in dm.crops[split].tolist():
                 if q == p:
-                    assert not train[top : top + s, left : left + s].any(), (dm.photos[p], split, top, left)
-                    assert inside[top : top + s, left : left + s].all()  # and it lies in its own split's blocks
+                    assert not train[top:top + s, left:left + s].any(), (dm.photos[p], split, top, left)
+                    assert inside[top:top + s, left:left + s].all()  # and it lies in its own split's blocks
         assert not (covered(dm, "test", p) & covered(dm, "val", p)).any()
 
 
@@ -76,7 +76,7 @@ def test_crops_are_the_photo_at_their_coordinates(textures):
             p, top, left = crops[i].tolist()
             photo = textures._photo(textures.photos[p])
             assert split.labels[i] == p
-            assert torch.equal(split.images[i], photo[:, top : top + 32, left : left + 32])
+            assert torch.equal(split.images[i], photo[:, top:top + 32, left:left + 32])
 
 
 def test_crops_are_deterministic_per_seed_and_count_the_photos_used():

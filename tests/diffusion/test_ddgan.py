@@ -21,7 +21,7 @@ def test_vp_schedule_is_the_sde_at_T_points():
     betas = vp(4, 0.1, 20.0)
     assert len(betas) == 4 and bool((betas[1:] > betas[:-1]).all())
     abar = torch.cumprod(1 - betas, 0)
-    expected = lambda t: math.exp(-(t * 0.1 + 0.5 * t**2 * 19.9))  # noqa: E731
+    expected = lambda t: math.exp(-(t * 0.1 + 0.5 * t ** 2 * 19.9))  # noqa: E731
     assert float(abar[-1]) == pytest.approx(expected(1.0) / expected(1e-3), rel=1e-9)
     assert float(abar[1]) == pytest.approx(expected(1e-3 + (1 - 1e-3) * 2 / 4) / expected(1e-3), rel=1e-9)
 
@@ -33,15 +33,8 @@ def test_posterior_step_is_the_ddpm_samplers_step():
     for k in (3, 2, 1):
         x_t = torch.randn(5, 2, 4, 4, generator=torch.Generator().manual_seed(k))
         seen = []
-        sample_ddpm(
-            lambda x, t: x0,
-            process,
-            x_t,
-            steps=2,
-            spacing=lambda T, s: [k, k - 1],
-            generator=torch.Generator().manual_seed(7),
-            callback=seen.append,
-        )
+        sample_ddpm(lambda x, t: x0, process, x_t, steps=2, spacing=lambda T, s: [k, k - 1],
+                    generator=torch.Generator().manual_seed(7), callback=seen.append)
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(7))
         ours = posterior_step(process, x0, x_t, torch.full((5,), k), noise)
         torch.testing.assert_close(ours, seen[1]["x"], rtol=1e-5, atol=1e-6)
@@ -67,21 +60,13 @@ def test_real_pairs_and_posterior_keep_the_forward_marginals():
 
 
 TINY = {
-    "net": {
-        "_target_": "ldm.nets.unet.UNet",
-        "model_channels": 16,
-        "channel_mult": [1, 2],
-        "num_res_blocks": 1,
-        "attention_resolutions": [2],
-        "num_heads": 4,
-        "dropout": 0.0,
-    },
+    "net": {"_target_": "ldm.nets.unet.UNet", "model_channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1,
+            "attention_resolutions": [2], "num_heads": 4, "dropout": 0.0},
     "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3, "betas": [0.5, 0.9]},
     "disc_optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3, "betas": [0.5, 0.9]},
     "discriminator": {"_target_": "ldm.nets.discriminators.TimeDiscriminator", "ch": 16, "blocks": 2},
     "adv_loss": {"_target_": "ldm.losses.NonSaturatingLoss"},
-    "z_channels": 2,
-    "r1_gamma": 0.02,  # the paper's R1 weight; conf/diffusion/ddgan.yaml holds the searched values
+    "z_channels": 2, "r1_gamma": 0.02,  # the paper's R1 weight; conf/diffusion/ddgan.yaml holds the searched values
 }
 
 
@@ -117,15 +102,8 @@ def test_adversarial_steps_move_generator_and_discriminator():
     before_g = [p.detach().clone() for p in m.net.parameters()]
     before_d = [p.detach().clone() for p in m.discriminator.parameters()]
     data = torch.utils.data.TensorDataset(mean, torch.zeros_like(mean), torch.zeros(len(mean), dtype=torch.long))
-    trainer = L.Trainer(
-        max_steps=6,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        accelerator="cpu",
-    )
+    trainer = L.Trainer(max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, accelerator="cpu")
     trainer.fit(m, torch.utils.data.DataLoader(data, batch_size=32))
     assert m.global_step == 6 and m.d_steps == 3  # 3 batches of one D step and one G step
     assert any(not torch.equal(a, b) for a, b in zip(before_g, m.net.parameters()))

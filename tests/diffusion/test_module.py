@@ -14,24 +14,12 @@ from ldm.utils.config import plain
 from tests.conftest import compose_cfg
 
 TINY = {
-    "net": {
-        "_target_": "ldm.nets.unet.UNet",
-        "model_channels": 16,
-        "channel_mult": [1, 2],
-        "num_res_blocks": 1,
-        "attention_resolutions": [2],
-        "num_heads": 4,
-        "dropout": 0.0,
-    },
+    "net": {"_target_": "ldm.nets.unet.UNet", "model_channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1,
+            "attention_resolutions": [2], "num_heads": 4, "dropout": 0.0},
     "process": {"schedule": {"_target_": "ldm.diffusion.schedules.scaled_linear", "timesteps": 100}},
     "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 2e-3},
-    "sampler": {
-        "_target_": "ldm.diffusion.samplers.sample_ddim",
-        "_partial_": True,
-        "steps": 5,
-        "eta": 0.0,
-        "spacing": {"_target_": "ldm.diffusion.spacing.even", "_partial_": True},
-    },
+    "sampler": {"_target_": "ldm.diffusion.samplers.sample_ddim", "_partial_": True, "steps": 5, "eta": 0.0,
+                "spacing": {"_target_": "ldm.diffusion.spacing.even", "_partial_": True}},
 }
 
 
@@ -74,10 +62,8 @@ def test_scale_factor_survives_checkpoint(tmp_path):
     ld = make_ld(scaling="channel")
     ld.fit_scaling(*latents())
     path = tmp_path / "ld.ckpt"
-    torch.save(
-        {"state_dict": ld.state_dict(), "hyper_parameters": dict(ld.hparams), "pytorch-lightning_version": "2.6.6"},
-        path,
-    )
+    torch.save({"state_dict": ld.state_dict(), "hyper_parameters": dict(ld.hparams),
+                "pytorch-lightning_version": "2.6.6"}, path)
     again = LatentDiffusion.load_from_checkpoint(path, weights_only=True)
     assert torch.equal(again.latent_scale, ld.latent_scale) and torch.equal(again.latent_shift, ld.latent_shift)
     assert bool(again.scaling_fitted)

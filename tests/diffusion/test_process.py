@@ -33,7 +33,7 @@ def test_q_sample_moments(t):
     torch.manual_seed(0)
     xt = proc.q_sample(x0, tt)
     ac = proc.alphas_cumprod[t].item()
-    assert torch.allclose(xt.mean(0).flatten(), (ac**0.5) * x0[0].flatten(), atol=0.01)
+    assert torch.allclose(xt.mean(0).flatten(), (ac ** 0.5) * x0[0].flatten(), atol=0.01)
     assert torch.allclose(xt.var(0).flatten(), torch.full((2,), 1 - ac), atol=0.01)
 
 

@@ -19,22 +19,16 @@ def gaussian_denoiser(proc: GaussianDiffusion):
 
     def denoise(x, t):
         ac = proc.alpha_bar(t, x)
-        var = ac * SIGMA**2 + (1 - ac)
+        var = ac * SIGMA ** 2 + (1 - ac)
         return (1 - ac).sqrt() * (x - ac.sqrt() * MU) / var
 
     return denoise
 
 
-@pytest.mark.parametrize(
-    "sampler,kw",
-    [
-        (sample_ddim, {"steps": 50, "eta": 0.0}),
-        (sample_ddim, {"steps": 100, "eta": 1.0}),
-        (sample_ddim, {"steps": 50, "eta": 0.0, "spacing": trailing}),
-        (sample_ddpm, {"steps": 1000}),
-        (sample_dpmpp_2m, {"steps": 20}),
-    ],
-)
+@pytest.mark.parametrize("sampler,kw", [(sample_ddim, {"steps": 50, "eta": 0.0}),
+                                        (sample_ddim, {"steps": 100, "eta": 1.0}),
+                                        (sample_ddim, {"steps": 50, "eta": 0.0, "spacing": trailing}),
+                                        (sample_ddpm, {"steps": 1000}), (sample_dpmpp_2m, {"steps": 20})])
 def test_perfect_denoiser_recovers_toy_distribution(sampler, kw):
     proc = GaussianDiffusion(schedules.linear(1000))
     g = torch.Generator().manual_seed(0)
@@ -81,15 +75,13 @@ def test_nfe_and_the_callback_see_every_step():
 
 def test_a_new_spacing_is_one_function():
     """Any `spacing(num_timesteps, steps)` plugs into every sampler, e.g. quadratic (more steps near t=0)."""
-
     def quadratic(num_timesteps, steps):
         return sorted({round((num_timesteps - 1) * (i / (steps - 1)) ** 2) for i in range(steps)}, reverse=True)
 
     proc = GaussianDiffusion(schedules.linear(1000))
     seen = []
-    sample_dpmpp_2m(
-        gaussian_denoiser(proc), proc, torch.randn(2, 1, 1, 1), steps=10, spacing=quadratic, callback=seen.append
-    )
+    sample_dpmpp_2m(gaussian_denoiser(proc), proc, torch.randn(2, 1, 1, 1), steps=10, spacing=quadratic,
+                    callback=seen.append)
     assert [s["t"] for s in seen] == quadratic(1000, 10)
 
 
@@ -141,21 +133,11 @@ def test_clipped_denoiser_bounds_x0_and_stays_consistent(parameterization):
     tame = proc.from_x0_eps(x0_in, eps_in, t)
     got = clipped(lambda x_, t_: tame, proc, lo, hi)(x_t, t)
     assert torch.allclose(got, tame, atol=1e-8)  # passes unchanged
-    for sampler, kw in (
-        (sample_ddim, {"steps": 10, "eta": 0.0}),
-        (sample_ddpm, {"steps": 10}),
-        (sample_dpmpp_2m, {"steps": 10}),
-    ):
-        z = sampler(
-            clipped(wild, proc, lo, hi),
-            proc,
-            torch.randn(32, 1, 2, 2, generator=g, dtype=torch.float64),
-            generator=g,
-            spacing=even,
-            **kw,
-        )
+    for sampler, kw in ((sample_ddim, {"steps": 10, "eta": 0.0}), (sample_ddpm, {"steps": 10}),
+                        (sample_dpmpp_2m, {"steps": 10})):
+        z = sampler(clipped(wild, proc, lo, hi), proc, torch.randn(32, 1, 2, 2, generator=g, dtype=torch.float64),
+                    generator=g, spacing=even, **kw)
         assert z.abs().max() <= 1 + 1e-6, sampler.__name__
-        unclipped = sampler(
-            wild, proc, torch.randn(32, 1, 2, 2, generator=g, dtype=torch.float64), generator=g, spacing=even, **kw
-        )
+        unclipped = sampler(wild, proc, torch.randn(32, 1, 2, 2, generator=g, dtype=torch.float64), generator=g,
+                            spacing=even, **kw)
         assert unclipped.abs().max() > 1.5, sampler.__name__  # without the clip the same denoiser leaves the range

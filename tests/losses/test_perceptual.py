@@ -61,7 +61,6 @@ def test_learned_logvar_is_the_laplace_nll_of_the_reconstruction_terms():
 def test_lpips_without_its_package_is_a_config_error():
     try:
         import lpips  # noqa: F401
-
         pytest.skip("lpips is installed here")
     except ImportError:
         pass

@@ -35,14 +35,8 @@ def evaluator(digits, cache_dir):
 
 @pytest.fixture(scope="module")
 def fm(evaluator, digits):
-    return FeatureMetrics(
-        evaluator.features,
-        evaluator.feature_dim,
-        digits.split("train").images,
-        kid_subsets=50,
-        kid_subset_size=1000,
-        prdc_k=5,
-    )
+    return FeatureMetrics(evaluator.features, evaluator.feature_dim, digits.split("train").images, kid_subsets=50,
+                          kid_subset_size=1000, prdc_k=5)
 
 
 @pytest.mark.slow
@@ -150,10 +144,8 @@ def test_class_accuracy_ladder(evaluator, digits):
     g = torch.Generator().manual_seed(0)
     wrong = test.labels[torch.randperm(len(test), generator=g)]
     assert evaluator.accuracy_on(test.images, wrong) < 0.25  # labels of other digits: near chance (0.1)
-    noisy = [
-        evaluator.accuracy_on((test.images + s * torch.randn(test.images.shape, generator=g)).clamp(-1, 1), test.labels)
-        for s in (0.3, 1.0, 3.0)
-    ]
+    noisy = [evaluator.accuracy_on((test.images + s * torch.randn(test.images.shape, generator=g)).clamp(-1, 1),
+                                   test.labels) for s in (0.3, 1.0, 3.0)]
     assert evaluator.accuracy >= noisy[0] > noisy[-1] and noisy[-1] < 0.5
 
 
@@ -170,20 +162,14 @@ def test_evaluate_reports_class_accuracy_of_reconstructions(evaluator, digits, c
     from ldm.utils.config import plain
     from tests.conftest import compose_cfg
 
-    cfg = {
-        **plain(compose_cfg([]).metrics),
-        "interp_pairs": 2,
-        "interp_steps": 3,
-        "kid_subsets": 10,
-        "floor_subsets": 3,
-        "features": {"_target_": "ldm.metrics.evaluator.EvaluatorFeatures", **SHORT},
-    }  # the cached evaluator
+    cfg = {**plain(compose_cfg([]).metrics), "interp_pairs": 2, "interp_steps": 3, "kid_subsets": 10,
+           "floor_subsets": 3,
+           "features": {"_target_": "ldm.metrics.evaluator.EvaluatorFeatures", **SHORT}}  # the cached evaluator
     args = (None, digits, cfg, DATA_CFG, str(cache_dir))
     same = evaluate(Identity(image_size=16, in_channels=1, num_vis=8), *args, tmp_path / "same", torch.device("cpu"))
     assert same["recon/class_accuracy"] == same["eval/evaluator_acc"] == evaluator.accuracy
-    other = evaluate(
-        OtherDigit(image_size=16, in_channels=1, num_vis=8), *args, tmp_path / "other", torch.device("cpu")
-    )
+    other = evaluate(OtherDigit(image_size=16, in_channels=1, num_vis=8), *args, tmp_path / "other",
+                     torch.device("cpu"))
     assert other["recon/class_accuracy"] < 0.25
     # the same 180 real digits, reordered: rFID cannot see it (it equals identity's: real test vs train), class
     # accuracy can

@@ -37,16 +37,16 @@ def test_multinomial_subset_covers_modes_like_independent_draws():
     assert all(835 <= c <= 895 for c in covered), covered
     assert len(torch.unique(labels[stratified_subset(labels, 2000, g, counts="exact")])) == 1000
     small = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
-    mean = torch.stack(
-        [torch.bincount(small[stratified_subset(small, 40, g)], minlength=3).double() for _ in range(400)]
-    ).mean(0)
+    mean = torch.stack([torch.bincount(small[stratified_subset(small, 40, g)], minlength=3).double()
+                        for _ in range(400)]).mean(0)
     assert torch.allclose(mean, torch.tensor([20.0, 12.0, 8.0], dtype=torch.float64), atol=0.6), mean
     idx = stratified_subset(small, 90, g, torch.tensor([0.1, 0.1, 0.8]))
     assert len(idx) == 90 == len(set(idx.tolist())) and torch.bincount(small[idx]).tolist()[2] == 20
 
 
 def _fm(reference):
-    return FeatureMetrics(lambda x: x, reference.shape[1], reference, kid_subsets=10, kid_subset_size=100, prdc_k=5)
+    return FeatureMetrics(lambda x: x, reference.shape[1], reference, kid_subsets=10, kid_subset_size=100,
+                          prdc_k=5)
 
 
 def test_floor_of_a_set_against_itself_is_near_zero_and_narrow():

@@ -11,7 +11,7 @@ from ldm.metrics.memorisation import closest_pairs_figure, copy_metrics, nearest
 def test_nearest_two_known_answer():
     ref = torch.tensor([[0.0, 0.0], [3.0, 4.0], [10.0, 0.0]])
     d1, d2, idx = nearest_two(torch.tensor([[0.0, 0.0], [3.0, 5.0]]), ref)
-    assert d1.tolist() == [0.0, 1.0] and d2.tolist() == [5.0, pytest.approx(34**0.5)] and idx.tolist() == [0, 1]
+    assert d1.tolist() == [0.0, 1.0] and d2.tolist() == [5.0, pytest.approx(34 ** 0.5)] and idx.tolist() == [0, 1]
     with pytest.raises(ValueError, match="at least 2"):
         nearest_two(ref, ref[:1])
 
@@ -19,14 +19,8 @@ def test_nearest_two_known_answer():
 def test_copy_generator_is_caught_and_heldout_is_not(tmp_path):
     g = torch.Generator().manual_seed(0)
     # 1,797 "images" from one smooth distribution (low-rank + noise, like digits): 1,400 train, 397 held out
-    x = (
-        (
-            torch.randn(1797, 6, generator=g) @ torch.randn(6, 64, generator=g) / 3
-            + 0.1 * torch.randn(1797, 64, generator=g)
-        )
-        .tanh()
-        .view(-1, 1, 8, 8)
-    )
+    x = (torch.randn(1797, 6, generator=g) @ torch.randn(6, 64, generator=g) / 3
+         + 0.1 * torch.randn(1797, 64, generator=g)).tanh().view(-1, 1, 8, 8)
     perm = torch.randperm(len(x), generator=g)
     train, heldout = x[perm[:1400]], x[perm[1400:]]
     copies = train[torch.randint(0, len(train), (300,), generator=g)]  # a generator that returns training images

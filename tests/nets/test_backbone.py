@@ -38,10 +38,8 @@ def test_tanh_bounds_output():
     assert out.abs().max() <= 1
 
 
-@pytest.mark.parametrize(
-    "kw,msg",
-    [({"f": 3}, "power of two"), ({"ch": 64, "ch_max": 32}, "ch_max"), ({"latent_channels": 0}, "latent_channels")],
-)
+@pytest.mark.parametrize("kw,msg", [({"f": 3}, "power of two"), ({"ch": 64, "ch_max": 32}, "ch_max"),
+                                    ({"latent_channels": 0}, "latent_channels")])
 def test_bad_spec(kw, msg):
     with pytest.raises(ConfigError, match=msg):
         spec(**kw)

@@ -13,8 +13,8 @@ def reference_attention(m: SelfAttention, x: torch.Tensor) -> torch.Tensor:
     n, c, h, w = x.shape
     d = c // m.heads
     qkv = m.qkv(m.norm(x)).reshape(n, 3, m.heads, d, h * w)
-    q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # (n, heads, d, hw)
-    weights = torch.softmax(q.transpose(-1, -2) @ k / d**0.5, dim=-1)  # (n, heads, hw, hw)
+    q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]                        # (n, heads, d, hw)
+    weights = torch.softmax(q.transpose(-1, -2) @ k / d ** 0.5, dim=-1)  # (n, heads, hw, hw)
     out = (weights @ v.transpose(-1, -2)).transpose(-1, -2).reshape(n, c, h, w)
     return x + m.proj(out)
 
@@ -29,16 +29,8 @@ def test_attention_equals_the_convolution_formulation():
 
 def test_unet_is_finite_and_keeps_the_shape():
     torch.manual_seed(0)
-    net = UNet(
-        2,
-        model_channels=16,
-        channel_mult=[1, 2],
-        num_res_blocks=1,
-        attention_resolutions=[2],
-        num_heads=4,
-        dropout=0.0,
-        num_classes=3,
-    )
+    net = UNet(2, model_channels=16, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[2], num_heads=4,
+               dropout=0.0, num_classes=3)
     for p in net.parameters():
         torch.nn.init.normal_(p, std=0.05)
     x, t = torch.randn(5, 2, 8, 8), torch.randint(0, 1000, (5,))

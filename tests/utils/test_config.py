@@ -35,17 +35,14 @@ def test_every_target_in_conf_is_allowed():
         check_target(target)
 
 
-@pytest.mark.parametrize(
-    "target, reason",
-    [
-        ("builtins.open", "is not an allowed target"),
-        ("os.system", "is not an allowed target"),
-        ("ldm.utils.io.write_json", "is not an allowed target"),  # ours, but writes files
-        ("ldm.nets.unet.torch.load", "resolves to torch.serialization.load"),  # allowed prefix, foreign object
-        ("ldm.nets.nope", "cannot be imported"),
-        ("torch.nn.MSELossX", "cannot be imported"),
-    ],
-)
+@pytest.mark.parametrize("target, reason", [
+    ("builtins.open", "is not an allowed target"),
+    ("os.system", "is not an allowed target"),
+    ("ldm.utils.io.write_json", "is not an allowed target"),          # ours, but writes files
+    ("ldm.nets.unet.torch.load", "resolves to torch.serialization.load"),  # allowed prefix, foreign object
+    ("ldm.nets.nope", "cannot be imported"),
+    ("torch.nn.MSELossX", "cannot be imported"),
+])
 def test_foreign_targets_are_refused(target, reason):
     with pytest.raises(ConfigError, match=reason):
         check_target(target, "x._target_", "somewhere")

@@ -133,22 +133,12 @@ def compare(c: dict, sweeps: Sweeps) -> Finding:
     bound = margin * abs(sum(b.values()) / len(b)) if relative else margin
     verdict = _side(d["lo"], d["hi"], sign, bound)
     edge = sign * bound + 0.0  # (+ 0.0: no "-0") the claim: a - b beyond this, on the claimed side
-    claimed = f"claimed {'>' if sign > 0 else '<'} {_fmt(edge)}" + (
-        f" ({_fmt(sign * margin * 100)} % of {_row_label(c['b'])})" if relative else ""
-    )
-    text = (
-        f"{metric}: {_row_label(c['a'])} − {_row_label(c['b'])} = {_fmt(d['diff'])} "
-        f"[{_fmt(d['lo'])}, {_fmt(d['hi'])}] ({d['test']}, n = {d['n']}, p = {d['p']:.3g}); {claimed}"
-    )
-    return Finding(
-        verdict,
-        text,
-        {
-            "a": statistics.mean_interval(list(a.values())),
-            "b": statistics.mean_interval(list(b.values())),
-            "difference": d,
-        },
-    )
+    claimed = (f"claimed {'>' if sign > 0 else '<'} {_fmt(edge)}"
+               + (f" ({_fmt(sign * margin * 100)} % of {_row_label(c['b'])})" if relative else ""))
+    text = (f"{metric}: {_row_label(c['a'])} − {_row_label(c['b'])} = {_fmt(d['diff'])} "
+            f"[{_fmt(d['lo'])}, {_fmt(d['hi'])}] ({d['test']}, n = {d['n']}, p = {d['p']:.3g}); {claimed}")
+    return Finding(verdict, text, {"a": statistics.mean_interval(list(a.values())),
+                                   "b": statistics.mean_interval(list(b.values())), "difference": d})
 
 
 def threshold(c: dict, sweeps: Sweeps) -> Finding:
@@ -160,10 +150,8 @@ def threshold(c: dict, sweeps: Sweeps) -> Finding:
     if s["lo"] is None:
         return Finding("undecided", f"fewer than 2 seeds in {_row_label(c['row'])}")
     verdict = _side(s["lo"] - value, s["hi"] - value, sign, 0.0)
-    text = (
-        f"{metric} of {_row_label(c['row'])} = {_fmt(s['mean'])} [{_fmt(s['lo'])}, {_fmt(s['hi'])}] "
-        f"(n = {s['n']}); claimed {'>' if sign > 0 else '<'} {_fmt(value)}"
-    )
+    text = (f"{metric} of {_row_label(c['row'])} = {_fmt(s['mean'])} [{_fmt(s['lo'])}, {_fmt(s['hi'])}] "
+            f"(n = {s['n']}); claimed {'>' if sign > 0 else '<'} {_fmt(value)}")
     return Finding(verdict, text, {"row": s})
 
 
@@ -196,10 +184,8 @@ def trend(c: dict, sweeps: Sweeps) -> Finding:
     if s["lo"] is None:
         return Finding("undecided", f"{len(xs)} runs of `{exp}`: a rank correlation needs at least 4")
     verdict = _side(s["lo"], s["hi"], sign, min_rho)
-    text = (
-        f"Spearman ρ({key}, {metric}) = {_fmt(s['rho'])} [{_fmt(s['lo'])}, {_fmt(s['hi'])}] over {s['n']} "
-        f"runs; claimed {'+' if sign > 0 else '−'}ρ > {_fmt(min_rho)}"
-    )
+    text = (f"Spearman ρ({key}, {metric}) = {_fmt(s['rho'])} [{_fmt(s['lo'])}, {_fmt(s['hi'])}] over {s['n']} "
+            f"runs; claimed {'+' if sign > 0 else '−'}ρ > {_fmt(min_rho)}")
     return Finding(verdict, text, {"spearman": s})
 
 
@@ -252,9 +238,8 @@ def metrics_of(criterion: dict, experiment: str) -> list[str]:
         if c is not criterion:
             out += [m for m in metrics_of(c, experiment) if m not in out]
             continue
-        sides = [
-            ("experiment", c.get("a_metric", c.get("metric"))),
-            ("b_experiment" if c.get("b_experiment") else "experiment", c.get("b_metric", c.get("metric"))),
-        ]
+        sides = [("experiment", c.get("a_metric", c.get("metric"))),
+                 ("b_experiment" if c.get("b_experiment") else "experiment", c.get("b_metric", c.get("metric")))]
         out += [m for key, m in sides if m and c.get(key) == experiment]
     return list(dict.fromkeys(out))  # each once, in order
+

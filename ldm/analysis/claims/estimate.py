@@ -13,15 +13,8 @@ from ldm.errors import ConfigError
 # Fallback job rates (1 thread, this project's 2-core reference machine, benchmarks/RESULTS.md section 4): stage-1
 # and stage-2 steps per second of a latent row, stage-2 steps per second of the pixel row, seconds per generated
 # sample, start-up + fixed evaluation seconds per job.
-RATES = {
-    "stage1_steps_per_s": 4.42,
-    "stage2_steps_per_s": 4.71,
-    "pixel_stage2_steps_per_s": 0.545,
-    "gen_sec_per_sample": 0.026,
-    "pixel_gen_sec_per_sample": 0.206,
-    "fixed_s": 22.0,
-    "gpu_step_s": 0.00266,
-}
+RATES = {"stage1_steps_per_s": 4.42, "stage2_steps_per_s": 4.71, "pixel_stage2_steps_per_s": 0.545,
+         "gen_sec_per_sample": 0.026, "pixel_gen_sec_per_sample": 0.206, "fixed_s": 22.0, "gpu_step_s": 0.00266}
 
 
 def measured_rates(results_json: Path) -> dict:
@@ -54,13 +47,9 @@ def train_defaults(conf_dir: Path = CONF_DIR) -> dict:
     train = yaml.safe_load((conf_dir / "train.yaml").read_text())
     metrics = yaml.safe_load((conf_dir / "metrics" / "default.yaml").read_text())
     choice = next(d["autoencoder"] for d in train["defaults"] if isinstance(d, dict) and "autoencoder" in d)
-    return {
-        "autoencoder": choice,
-        "stage": train["stage"],
-        "stage1.max_steps": train["stage1"]["max_steps"],
-        "stage2.max_steps": train["stage2"]["max_steps"],
-        "metrics.num_samples": metrics["num_samples"] if metrics["num_samples"] is not None else NULL_SAMPLES,
-    }
+    return {"autoencoder": choice, "stage": train["stage"], "stage1.max_steps": train["stage1"]["max_steps"],
+            "stage2.max_steps": train["stage2"]["max_steps"],
+            "metrics.num_samples": metrics["num_samples"] if metrics["num_samples"] is not None else NULL_SAMPLES}
 
 
 def row_class(row: str, conf_dir: Path = CONF_DIR) -> type:
@@ -119,7 +108,6 @@ def estimate_profile_s(jobs: dict[str, list[str]], n_jobs: int, rates: dict) -> 
     defaults = train_defaults()
     out = {name: sum(estimate_job_s(j, defaults, rates) for j in expand(ov)) for name, ov in jobs.items()}
     out["wall"] = sum(out.values()) / max(1, n_jobs)
-    out["gpu_hours"] = (
-        sum(estimate_job_s(j, defaults, rates, gpu=True) for ov in jobs.values() for j in expand(ov)) / 3600
-    )
+    out["gpu_hours"] = sum(estimate_job_s(j, defaults, rates, gpu=True)
+                           for ov in jobs.values() for j in expand(ov)) / 3600
     return out

@@ -56,19 +56,14 @@ def log_to_wandb(profile: dict, root: Path, findings: dict) -> None:
 
     import wandb
 
-    run = wandb.init(
-        project=profile["wandb_project"],
-        group=f"claims/{root.name}",
-        job_type="claims-report",
-        name=f"claims-{profile['profile']}",
-        dir=str(root),
-        config={"profile": profile.get("profile"), "dir": str(root)},
-    )
+    run = wandb.init(project=profile["wandb_project"], group=f"claims/{root.name}",
+                     job_type="claims-report", name=f"claims-{profile['profile']}",
+                     dir=str(root), config={"profile": profile.get("profile"), "dir": str(root)})
     verdicts = wandb.Table(columns=["claim", "statement", "verdict", "numbers"])
     for name, f in findings.items():
         verdicts.add_data(name, str(profile["claims"][name].get("statement", "")).strip(), f.verdict, f.text)
     payload = {"claims/verdicts": verdicts}
-    for exp in profile.get("experiments") or {}:
+    for exp in (profile.get("experiments") or {}):
         table_csv = root / exp / "table.csv"
         if table_csv.is_file():
             rows = list(csv.reader(table_csv.open()))
@@ -88,10 +83,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
-    usage = (
-        "usage: python -m ldm.analysis.claims.publish readme README.md <report dir> [<report dir> ...]\n"
-        "       python -m ldm.analysis.claims.publish publish logs/claims/<profile> docs/claims/<profile>"
-    )
+    usage = ("usage: python -m ldm.analysis.claims.publish readme README.md <report dir> [<report dir> ...]\n"
+             "       python -m ldm.analysis.claims.publish publish logs/claims/<profile> docs/claims/<profile>")
     if not ((len(args) >= 3 and args[0] == "readme") or (len(args) == 3 and args[0] == "publish")):
         print(usage, file=sys.stderr)
         return 2

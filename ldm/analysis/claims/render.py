@@ -20,31 +20,19 @@ def _details(f: Finding, depth: int = 0) -> list[str]:
 def report(cfg: dict, root: Path, findings: dict[str, Finding], commands: list[str]) -> str:
     """REPORT.md: the verdict table, then per claim the pre-stated criterion, the numbers and the scope.
     Deterministic (no dates, fixed order), so the same sweeps give the same bytes."""
-    lines = [
-        f"# Claims report: {cfg['profile']} profile",
-        "",
-        cfg.get("label", "").strip(),
-        "",
-        "Each verdict follows from the criterion written in the profile's config before the runs "
-        "(conf/claims/); `inconclusive` = the 95 % interval includes the decision threshold, `undecided` = "
-        "runs are missing or failed (named below).",
-        "",
-        "| claim | statement | verdict |",
-        "|---|---|---|",
-    ]
+    lines = [f"# Claims report: {cfg['profile']} profile", "",
+             cfg.get("label", "").strip(), "",
+             "Each verdict follows from the criterion written in the profile's config before the runs "
+             "(conf/claims/); `inconclusive` = the 95 % interval includes the decision threshold, `undecided` = "
+             "runs are missing or failed (named below).", "",
+             "| claim | statement | verdict |", "|---|---|---|"]
     for name, c in cfg["claims"].items():
         lines.append(f"| {name} | {c.get('statement', '').strip()} | **{findings[name].verdict}** |")
     for name, c in cfg["claims"].items():
         f = findings[name]
-        lines += [
-            "",
-            f"## {name}: {c.get('statement', '').strip()}",
-            "",
-            f"**Verdict: {f.verdict}.**",
-            "",
-            f"Criterion (stated before the run): {c.get('criterion_text', '').strip() or '(see config)'}",
-            "",
-        ]
+        lines += ["", f"## {name}: {c.get('statement', '').strip()}", "",
+                  f"**Verdict: {f.verdict}.**", "",
+                  f"Criterion (stated before the run): {c.get('criterion_text', '').strip() or '(see config)'}", ""]
         lines += _details(f)
         if c.get("scope"):
             lines += ["", f"Scope: {c['scope'].strip()}"]
@@ -52,7 +40,7 @@ def report(cfg: dict, root: Path, findings: dict[str, Finding], commands: list[s
         if shown:  # each experiment's full table (intervals, tests against the reference row) and its figures
             lines += ["", "Tables: " + ", ".join(f"[{e}]({e}/table.md)" for e, _ in shown)]
             figs = [f"![{e}: {png.stem}]({e}/{png.name})" for e, d in shown for png in sorted(d.glob("table_*.png"))]
-            lines += ["", *figs] if figs else []
+            lines += (["", *figs] if figs else [])
     if commands:
         lines += ["", "## Reproduce", "", "```bash", *commands, "```"]
     return "\n".join(lines).rstrip() + "\n"
@@ -61,7 +49,6 @@ def report(cfg: dict, root: Path, findings: dict[str, Finding], commands: list[s
 def json_ready(findings: dict[str, Finding]) -> dict[str, Any]:
     def one(f: Finding) -> dict:
         return {"verdict": f.verdict, "text": f.text, "numbers": f.numbers, "parts": [one(p) for p in f.parts]}
-
     return {k: one(v) for k, v in findings.items()}
 
 
@@ -78,25 +65,17 @@ def summary(report_dirs: list[Path]) -> str:
         d = Path(d)
         text = (d / "REPORT.md").read_text()
         profile = text.splitlines()[0].split(":", 1)[-1].strip().removesuffix(" profile")
-        statements = {
-            line.split("|")[1].strip(): line.split("|")[2].strip()
-            for line in text.splitlines()
-            if line.startswith("| C")
-        }
+        statements = {line.split("|")[1].strip(): line.split("|")[2].strip()
+                      for line in text.splitlines() if line.startswith("| C")}
         reports.append((d, profile, statements, json.loads((d / "verdicts.json").read_text())))
     names = sorted({k for _, _, _, v in reports for k in v})
-    lines = [
-        "| claim | statement | verdict | profile | the numbers behind it (95 % intervals) |",
-        "|---|---|---|---|---|",
-    ]
+    lines = ["| claim | statement | verdict | profile | the numbers behind it (95 % intervals) |",
+             "|---|---|---|---|---|"]
     for name in names:
         have = [(d, p, s, v) for d, p, s, v in reports if name in v]
-        d, profile, statements, v = next(
-            ((d, p, s, v) for d, p, s, v in have if v[name]["verdict"] != "undecided"), have[0]
-        )
+        d, profile, statements, v = next(((d, p, s, v) for d, p, s, v in have if v[name]["verdict"] != "undecided"),
+                                         have[0])
         numbers = "; ".join(t.replace("|", "/") for t in _flatten(v[name]))
-        lines.append(
-            f"| {name} | {statements.get(name, '')} | **{v[name]['verdict']}** | "
-            f"[{profile}]({d.as_posix()}/REPORT.md) | {numbers} |"
-        )
+        lines.append(f"| {name} | {statements.get(name, '')} | **{v[name]['verdict']}** | "
+                     f"[{profile}]({d.as_posix()}/REPORT.md) | {numbers} |")
     return "\n".join(lines) + "\n"

@@ -28,10 +28,8 @@ log = logging.getLogger(__name__)
 # ---- running a profile ----------------------------------------------------------------------------------------
 def jobs_of(cfg: dict) -> dict[str, list[str]]:
     """experiment -> the train.py multirun overrides of its sweep (common + the experiment's + the seeds)."""
-    return {
-        name: [*(cfg.get("common") or []), *overrides, f"seed={cfg['seeds']}"]
-        for name, overrides in (cfg.get("experiments") or {}).items()
-    }
+    return {name: [*(cfg.get("common") or []), *overrides, f"seed={cfg['seeds']}"]
+            for name, overrides in (cfg.get("experiments") or {}).items()}
 
 
 def sweep_complete(sweep_dir: Path, expected: int) -> bool:
@@ -42,18 +40,16 @@ def sweep_complete(sweep_dir: Path, expected: int) -> bool:
     return len(records) >= expected and all(r["status"] == "ok" for r in records)
 
 
-def command(
-    name: str, overrides: list[str], root: Path, n_jobs: int, launcher: Optional[list[str]] = None
-) -> list[str]:
+def command(name: str, overrides: list[str], root: Path, n_jobs: int,
+            launcher: Optional[list[str]] = None) -> list[str]:
     """One experiment's train.py multirun: joblib with `n_jobs` side by side, or the profile's `launcher`
     overrides (e.g. submitit on SLURM: [hydra/launcher=submitit_slurm, hydra.launcher.gpus_per_node=1, ...])."""
     launch = list(launcher) if launcher else ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}"]
     return ["train.py", "-m", *overrides, f"hydra.sweep.dir={root / name}", *launch]
 
 
-def run_experiments(
-    todo: list[str], n_jobs: int, launch: Callable[[str, int], int], sizes: Optional[dict[str, float]] = None
-) -> dict[str, int]:
+def run_experiments(todo: list[str], n_jobs: int, launch: Callable[[str, int], int],
+                    sizes: Optional[dict[str, float]] = None) -> dict[str, int]:
     """Run the missing experiments (their names) with `n_jobs` CPUs; `launch(name, jobs_side_by_side)` runs
     one experiment's multirun and returns its exit status. One experiment alone gets every CPU; several run
     side by side, one job at a time each, largest first (by `sizes`, e.g. the estimated job-seconds), each CPU
@@ -80,13 +76,8 @@ def claims_report(cfg: DictConfig) -> dict:
     n_jobs = int(profile.get("n_jobs") or len(os.sched_getaffinity(0)))
     commands, todo = [], []
     for name, overrides in jobs.items():
-        shown = command(
-            name,
-            overrides,
-            Path(os.path.relpath(root)),
-            n_jobs,  # portable in the report
-            profile.get("launcher"),
-        )
+        shown = command(name, overrides, Path(os.path.relpath(root)), n_jobs,  # portable in the report
+                               profile.get("launcher"))
         commands.append(".venv/bin/python " + " ".join(f"'{c}'" if "," in c else c for c in shown))
         expected = count_jobs(overrides)
         done = sweep_complete(root / name, expected)
@@ -101,21 +92,15 @@ def claims_report(cfg: DictConfig) -> dict:
 
         def launch(name: str, side_by_side: int) -> int:
             cmd = command(name, jobs[name], root, side_by_side, profile.get("launcher"))
-            log.info(
-                "experiment %s: started, %d job(s) at a time (output: %s)", name, side_by_side, root / f"{name}.log"
-            )
+            log.info("experiment %s: started, %d job(s) at a time (output: %s)", name, side_by_side,
+                     root / f"{name}.log")
             start = time.time()
             with open(root / f"{name}.log", "a") as out:
-                code = subprocess.run(
-                    [sys.executable, *cmd], cwd=os.environ.get("LDM_ROOT", "."), stdout=out, stderr=subprocess.STDOUT
-                ).returncode
+                code = subprocess.run([sys.executable, *cmd], cwd=os.environ.get("LDM_ROOT", "."), stdout=out,
+                                      stderr=subprocess.STDOUT).returncode
             if code != 0:  # failed jobs stay failed in the sweep; their claims say so
-                log.error(
-                    "experiment %s: train.py exited %d; its failed jobs are named in the report (%s)",
-                    name,
-                    code,
-                    root / f"{name}.log",
-                )
+                log.error("experiment %s: train.py exited %d; its failed jobs are named in the report (%s)",
+                          name, code, root / f"{name}.log")
             log.info("experiment %s: ended in %.1f min", name, (time.time() - start) / 60)
             return code
 
@@ -125,20 +110,17 @@ def claims_report(cfg: DictConfig) -> dict:
     if profile.get("dry_run"):
         est = estimate.estimate_profile_s(jobs, n_jobs, estimate.measured_rates(bench))
         wall, gpu_h = est.pop("wall"), est.pop("gpu_hours")
-        print(
-            f"{sum(count_jobs(o) for o in jobs.values())} jobs in {len(jobs)} experiments, "
-            f"{n_jobs} at a time: about {wall / 60:.0f} min here ("
-            + ", ".join(f"{k} {v / 60:.0f} job-min" for k, v in est.items())
-            + "; from the job rates in benchmarks/results.json, cached stages counted as run); "
-            f"one GPU: about {gpu_h:.1f} GPU-hours (the bench plan's modelled step time, CPU-measured "
-            "evaluation: an upper bound)"
-        )
+        print(f"{sum(count_jobs(o) for o in jobs.values())} jobs in {len(jobs)} experiments, "
+              f"{n_jobs} at a time: about {wall / 60:.0f} min here ("
+              + ", ".join(f"{k} {v / 60:.0f} job-min" for k, v in est.items())
+              + "; from the job rates in benchmarks/results.json, cached stages counted as run); "
+              f"one GPU: about {gpu_h:.1f} GPU-hours (the bench plan's modelled step time, CPU-measured "
+              "evaluation: an upper bound)")
         return {}
     build_tables(profile, root)
     findings = verdicts(profile, root)
-    text = render.report(
-        profile, root, findings, commands + [f".venv/bin/python evaluate.py claims={profile['profile']}"]
-    )
+    text = render.report(profile, root, findings, commands + [f".venv/bin/python evaluate.py claims="
+                                                              f"{profile['profile']}"])
     root.mkdir(parents=True, exist_ok=True)
     atomic_write(root / "REPORT.md", lambda tmp: Path(tmp).write_text(text))
     write_json(root / "verdicts.json", render.json_ready(findings))
@@ -150,10 +132,10 @@ def claims_report(cfg: DictConfig) -> dict:
 
 
 def build_tables(profile: dict, root: Path) -> None:
-    """Each experiment's sweep table (ldm/tables.py: intervals, tests against the reference row, figures) next to
-    its jobs, with the default columns plus every metric the claims read from it; a sweep with no finished job
+    """Each experiment's sweep table (ldm/analysis/tables.py: intervals, tests against the reference row, figures)
+    next to its jobs, with the default columns plus every metric the claims read from it; a sweep with no finished job
     is skipped (its claims say why)."""
-    for exp in profile.get("experiments") or {}:
+    for exp in (profile.get("experiments") or {}):
         if not (root / exp).is_dir():
             continue
         cols = list(tables.DEFAULT_COLUMNS) + list(profile.get("table_columns") or [])
