@@ -42,7 +42,37 @@ def test_difference_matches_scipy_paired_and_welch():
     assert w["test"] == "Welch t" and w["p"] == pytest.approx(ref.pvalue) and w["p"] > 0.5
     assert w["lo"] < 0 < w["hi"]
     assert statistics.difference({0: 1.0}, {0: 2.0, 1: 3.0}) is None  # one seed: no interval
+    # zero spread: no test at all (p None, flagged), not a certain p = 0 with a zero-width interval
     same = statistics.difference({0: 1.0, 1: 1.0}, {0: 1.0, 1: 1.0})
-    assert same["p"] == 1.0 and same["lo"] == same["hi"] == 0.0  # no spread, no difference
+    assert same["p"] is None and same["zero_spread"] and same["lo"] == same["hi"] == 0.0
     apart = statistics.difference({0: 1.0, 1: 1.0}, {2: 3.0, 3: 3.0})
-    assert apart["p"] == 0.0 and apart["diff"] == -2.0
+    assert apart["p"] is None and apart["zero_spread"] and apart["diff"] == -2.0
+
+
+def test_one_sided_p_agrees_with_the_interval_and_holm_steps_down():
+    """p_support < 0.025 exactly when the 95 % interval clears the threshold (the verdict rules agree), and Holm's
+    rule on known p-values: all three pass at 0.025 / 3, 0.025 / 2, 0.025; one failure stops the steps."""
+    a, b = {0: 1.0, 1: 1.4, 2: 0.7}, {0: 2.0, 1: 2.1, 2: 2.3}
+    d = statistics.difference(a, b)
+    for bound in (-2.0, -1.5, -1.0, -0.5, 0.0):
+        p = statistics.one_sided_p(-d["diff"], d["se"], d["df"], -bound)  # claim: a - b < bound
+        assert (p < 0.025) == (d["hi"] < bound)
+    assert statistics.one_sided_p(1.0, 0.0, 2, 0.0) is None
+    assert statistics.holm([0.008, 0.012, 0.024]) == [True, True, True]
+    assert statistics.holm([0.001, 0.013, 0.02]) == [True, False, False]  # 0.013 > 0.025 / 2 stops the steps
+    assert statistics.holm([0.02]) == [True] and statistics.holm([0.03]) == [False]
+    assert statistics.holm([None, 0.001]) == [False, True]  # no test (zero spread) is never rejected, counts in m
+    assert statistics.holm([None, 0.02]) == [False, False]  # ... so 0.02 must clear 0.025 / 2
+
+
+def test_minimum_detectable_effect_matches_the_audit_and_simulation():
+    """In sd units of a paired difference: 3.26 at n = 3, 1.68 at n = 5 (the audit's numbers); and a simulated
+    one-sided t test at that effect rejects ~80 % of the time."""
+    assert statistics.detectable_effect(1 / math.sqrt(3), 2) == pytest.approx(3.26, abs=0.01)
+    assert statistics.detectable_effect(1 / math.sqrt(5), 4) == pytest.approx(1.68, abs=0.01)
+    assert statistics.detectable_effect(0.0, 4) is None
+    rng = np.random.default_rng(0)
+    n, eff = 5, statistics.detectable_effect(1 / math.sqrt(5), 4)
+    x = rng.normal(eff, 1.0, size=(20000, n))
+    t = x.mean(1) / (x.std(1, ddof=1) / math.sqrt(n))
+    assert (t > st.t.ppf(0.975, n - 1)).mean() == pytest.approx(0.8, abs=0.015)

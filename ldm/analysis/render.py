@@ -31,6 +31,8 @@ def diff_cell(diff: Optional[dict]) -> str:
     if diff is None:
         return "–"
     d = digits(max(abs(diff["diff"]), abs(diff["lo"]), abs(diff["hi"])))
+    if diff["p"] is None:  # every seed gave the same difference: no interval, no test
+        return f"{diff['diff']:+.{d}f} (zero spread: no test)"
     p = f"{diff['p']:.3f}" if diff["p"] >= 0.001 else "<0.001"
     return f"{diff['diff']:+.{d}f} [{diff['lo']:+.{d}f}, {diff['hi']:+.{d}f}] p={p}"
 

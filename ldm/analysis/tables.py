@@ -61,7 +61,7 @@ def mark_best(rows: list[dict], column: str) -> set[int]:
     if top == runner:
         return set()
     diff = statistics.difference(rows[i]["seeds"][column], rows[j]["seeds"][column])
-    return {i} if diff is not None and diff["p"] < statistics.ALPHA else set()
+    return {i} if diff is not None and diff["p"] is not None and diff["p"] < statistics.ALPHA else set()
 
 
 def build(sweep_dir: str | Path, columns: Optional[Sequence[str]] = None, title: str = "",

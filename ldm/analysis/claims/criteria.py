@@ -17,7 +17,24 @@ Criterion kinds (the `kind` key), each giving `supported`, `contradicted` or `in
 - `trend`: Spearman's rho between the swept value `x` and `metric` over every run of the experiment, with a
   Fisher-z 95 % interval (standard error 1.06 / sqrt(n - 3), Fieller et al., 1957); the claim says
   sign * rho > `min_rho`. Interval above min_rho -> supported; interval below 0 -> contradicted.
+- `rank` (C0, the question itself): the same generation metric on several rows, each `{experiment, row, label}`
+  (rows from different sweeps are paired by seed); the claim says the `claim` row is non-inferior to every other
+  row: sign * (claim - other) > -margin (x the other row's mean where `relative`). One test per other row, so the
+  claim row is compared with each and never with a best picked from the data. The report also ranks every row and
+  marks which are non-inferior to the best by mean (Holm over those comparisons).
 - `all`: several criteria (`of`); supported if all are, contradicted if any is, else inconclusive.
+
+Multiplicity and power (the profile's `multiplicity: holm`, the only rule): a claim's sub-tests (the leaves of its
+`all`, the comparisons of a `rank`) form one family. Each leaf gives two one-sided p-values, for its claimed side
+beyond the threshold (support) and for the opposite side (contradiction), and Holm's step-down rule at 0.025 (the
+level of a 95 % two-sided interval, so a single test's verdict is the interval's) is applied to each set: a leaf is
+supported or contradicted only where Holm rejects. `supported` for an all-of needs every leaf (an intersection-union
+test, valid without correction; Holm makes it conservative), while `contradicted` needs any one leaf (a union,
+which needs the correction). Each leaf prints its minimum detectable effect (80 % power at Holm's strictest level,
+alpha / m, from the spread the seeds showed); a leaf that is neither supported nor contradicted and whose declared
+`effect` (the smallest effect the claim is about, stated before the run) is below that MDE is `underpowered`, not
+`inconclusive`: the run could not have told. A zero spread (every seed gave the same value) has no test: it is
+reported as such and stays inconclusive.
 
 A criterion whose runs are missing or failed is `undecided` and names the jobs; a claim is then undecided too.
 """
@@ -36,8 +53,9 @@ from ldm.analysis.collect import collect
 from ldm.errors import ConfigError
 from ldm.rundir import job_overrides
 
-VERDICTS = ("supported", "contradicted", "inconclusive", "undecided")
-KINDS = ("compare", "threshold", "trend", "all")
+VERDICTS = ("supported", "contradicted", "inconclusive", "underpowered", "undecided")
+KINDS = ("compare", "threshold", "trend", "rank", "all")
+ONE_SIDED = statistics.ALPHA / 2  # each one-sided test, the level of the 95 % two-sided intervals
 
 
 @dataclass
@@ -117,6 +135,46 @@ def _side(lo: float, hi: float, sign: int, threshold: float) -> str:
     return "inconclusive"
 
 
+def _test(estimate: float, se: float, df: Optional[float], threshold: float, effect: Optional[float],
+          zero_spread: bool = False) -> dict:
+    """A leaf's test, in the claimed direction: `estimate` = sign * effect, the claim says estimate > threshold,
+    the opposite effect is estimate < min(0, threshold). Holm (`adjust`) reads the two one-sided p-values."""
+    contra = min(0.0, threshold)
+    return {"estimate": estimate, "se": se, "df": df, "threshold": threshold, "contra": contra,
+            "p_support": None if zero_spread else statistics.one_sided_p(estimate, se, df, threshold),
+            "p_contra": None if zero_spread else statistics.one_sided_p(-estimate, se, df, -contra),
+            "effect": effect, "zero_spread": zero_spread}
+
+
+def _effect(c: dict, scale: float = 1.0) -> Optional[float]:
+    """The criterion's declared effect (the smallest effect the claim is about, stated with it), or None."""
+    return None if c.get("effect") is None else float(c["effect"]) * scale
+
+
+def _difference_finding(label_a: str, label_b: str, metric: str, a: dict, b: dict, sign: int, margin: float,
+                        relative: bool, effect: Optional[float]) -> Finding:
+    """a - b against the claim sign * (a - b) > margin (x |mean b| where relative)."""
+    d = statistics.difference(a, b)
+    if d is None:
+        return Finding("undecided", f"fewer than 2 seeds in {label_a} or {label_b}")
+    scale = abs(sum(b.values()) / len(b)) if relative else 1.0
+    bound = margin * scale
+    edge = sign * bound + 0.0  # (+ 0.0: no "-0") the claim: a - b beyond this, on the claimed side
+    claimed = (f"claimed {'>' if sign > 0 else '<'} {_fmt(edge)}"
+               + (f" ({_fmt(sign * margin * 100)} % of {label_b})" if relative else ""))
+    if d["zero_spread"]:
+        spread = f"zero spread: every seed gave {_fmt(d['diff'])}, no test"
+        verdict = "inconclusive"
+    else:
+        spread = f"[{_fmt(d['lo'])}, {_fmt(d['hi'])}] ({d['test']}, n = {d['n']}, p = {d['p']:.3g})"
+        verdict = _side(d["lo"], d["hi"], sign, bound)
+    text = f"{metric}: {label_a} − {label_b} = {_fmt(d['diff'])} {spread}; {claimed}"
+    test = _test(sign * d["diff"], d["se"], d["df"], bound, None if effect is None else effect * scale,
+                 d["zero_spread"])
+    return Finding(verdict, text, {"a": statistics.mean_interval(list(a.values())),
+                                   "b": statistics.mean_interval(list(b.values())), "difference": d, "test": test})
+
+
 def compare(c: dict, sweeps: Sweeps) -> Finding:
     exp, sign, margin = c["experiment"], int(c.get("sign", 1)), float(c.get("margin", 0.0))
     ma, mb = c.get("a_metric", c.get("metric")), c.get("b_metric", c.get("metric"))  # one metric, or one per side
@@ -126,19 +184,9 @@ def compare(c: dict, sweeps: Sweeps) -> Finding:
     b, pb = _select(sweeps.jobs(exp_b), c["b"], exp_b, mb)
     if pa or pb:
         return Finding("undecided", "; ".join(dict.fromkeys(pa + pb)))  # each problem once
-    d = statistics.difference(a, b)
-    if d is None:
-        return Finding("undecided", f"fewer than 2 seeds in {_row_label(c['a'])} or {_row_label(c['b'])}")
     relative = bool(c.get("relative", False))  # the margin as a share of b's mean (e.g. 'within 10 % of b')
-    bound = margin * abs(sum(b.values()) / len(b)) if relative else margin
-    verdict = _side(d["lo"], d["hi"], sign, bound)
-    edge = sign * bound + 0.0  # (+ 0.0: no "-0") the claim: a - b beyond this, on the claimed side
-    claimed = (f"claimed {'>' if sign > 0 else '<'} {_fmt(edge)}"
-               + (f" ({_fmt(sign * margin * 100)} % of {_row_label(c['b'])})" if relative else ""))
-    text = (f"{metric}: {_row_label(c['a'])} − {_row_label(c['b'])} = {_fmt(d['diff'])} "
-            f"[{_fmt(d['lo'])}, {_fmt(d['hi'])}] ({d['test']}, n = {d['n']}, p = {d['p']:.3g}); {claimed}")
-    return Finding(verdict, text, {"a": statistics.mean_interval(list(a.values())),
-                                   "b": statistics.mean_interval(list(b.values())), "difference": d})
+    return _difference_finding(c.get("a_label", _row_label(c["a"])), c.get("b_label", _row_label(c["b"])), metric,
+                               a, b, sign, margin, relative, _effect(c))
 
 
 def threshold(c: dict, sweeps: Sweeps) -> Finding:
@@ -149,10 +197,15 @@ def threshold(c: dict, sweeps: Sweeps) -> Finding:
     s = statistics.mean_interval(list(vals.values()))
     if s["lo"] is None:
         return Finding("undecided", f"fewer than 2 seeds in {_row_label(c['row'])}")
-    verdict = _side(s["lo"] - value, s["hi"] - value, sign, 0.0)
-    text = (f"{metric} of {_row_label(c['row'])} = {_fmt(s['mean'])} [{_fmt(s['lo'])}, {_fmt(s['hi'])}] "
-            f"(n = {s['n']}); claimed {'>' if sign > 0 else '<'} {_fmt(value)}")
-    return Finding(verdict, text, {"row": s})
+    claimed = f"claimed {'>' if sign > 0 else '<'} {_fmt(value)}"
+    if s["std"] == 0:
+        verdict, cell = "inconclusive", f"(zero spread: all {s['n']} seeds equal, no test)"
+    else:
+        verdict, cell = _side(s["lo"] - value, s["hi"] - value, sign, 0.0), f"[{_fmt(s['lo'])}, {_fmt(s['hi'])}] (n = {s['n']})"
+    text = f"{metric} of {_row_label(c['row'])} = {_fmt(s['mean'])} {cell}; {claimed}"
+    test = _test(sign * (s["mean"] - value), s["std"] / math.sqrt(s["n"]), s["n"] - 1, 0.0, _effect(c),
+                 s["std"] == 0)
+    return Finding(verdict, text, {"row": s, "test": test})
 
 
 def spearman_interval(x: list[float], y: list[float], level: float = statistics.LEVEL) -> dict:
@@ -186,29 +239,117 @@ def trend(c: dict, sweeps: Sweeps) -> Finding:
     verdict = _side(s["lo"], s["hi"], sign, min_rho)
     text = (f"Spearman ρ({key}, {metric}) = {_fmt(s['rho'])} [{_fmt(s['lo'])}, {_fmt(s['hi'])}] over {s['n']} "
             f"runs; claimed {'+' if sign > 0 else '−'}ρ > {_fmt(min_rho)}")
-    return Finding(verdict, text, {"spearman": s})
+    # the test on Fisher's z scale (normal, se 1.06 / sqrt(n - 3)); the effect in z units beyond atanh(min_rho)
+    clip = lambda r: math.atanh(max(-0.999999, min(0.999999, r)))  # noqa: E731
+    eff = _effect(c)
+    test = _test(clip(sign * s["rho"]), 1.06 / math.sqrt(s["n"] - 3), None, clip(min_rho),
+                 None if eff is None else clip(min_rho + eff) - clip(min_rho))
+    test["scale"] = "Fisher z"
+    return Finding(verdict, text, {"spearman": s, "test": test})
+
+
+def rank(c: dict, sweeps: Sweeps) -> Finding:
+    """C0: the claim row non-inferior to every other row on one metric, and every row ranked (module docstring)."""
+    metric, sign, margin = c["metric"], int(c.get("sign", -1)), float(c.get("margin", 0.0))
+    relative = bool(c.get("relative", False))
+    rows, problems = [], []
+    for r in c["rows"]:
+        label = r.get("label") or _row_label(r["row"])
+        vals, p = _select(sweeps.jobs(r["experiment"]), r["row"], r["experiment"], metric)
+        problems += p
+        rows.append((label, vals))
+    if problems:
+        return Finding("undecided", "; ".join(dict.fromkeys(problems)))
+    labels = [lab for lab, _ in rows]
+    if c["claim"] not in labels:
+        raise ConfigError(f"rank criterion: claim={c['claim']!r} is none of its rows' labels ({', '.join(labels)})")
+    values = dict(rows)
+    claim = values[c["claim"]]
+    # non-inferiority of the claim row to each other row: sign * (claim - other) > -|margin| (x |mean other|)
+    parts = [_difference_finding(c["claim"], lab, metric, claim, v, sign, -abs(margin), relative, _effect(c))
+             for lab, v in rows if lab != c["claim"]]
+    # the ranking: every row's interval, best by mean first, and which rows are non-inferior to that best
+    stats = {lab: statistics.mean_interval(list(v.values())) for lab, v in rows}
+    order = sorted(labels, key=lambda lab: -sign * stats[lab]["mean"])
+    best = order[0]
+    vs_best = {lab: _difference_finding(lab, best, metric, values[lab], values[best], sign, -abs(margin), relative,
+                                        None) for lab in order[1:]}
+    rejected = statistics.holm([f.numbers.get("test", {}).get("p_support") for f in vs_best.values()], ONE_SIDED)
+    ranking = [{"label": lab, **stats[lab],
+                "non_inferior_to_best": True if lab == best else bool(rejected[order[1:].index(lab)]),
+                "vs_best": None if lab == best else vs_best[lab].numbers.get("difference")} for lab in order]
+    text = (f"{metric}: {c['claim']} non-inferior to each of {len(parts)} other rows "
+            f"({'within ' + _fmt(abs(margin) * 100) + ' % of each' if relative else 'by less than ' + _fmt(abs(margin))}); "
+            "ranking by mean (best first): " + ", ".join(f"{lab} {_fmt(stats[lab]['mean'])}" for lab in order))
+    return Finding("inconclusive", text, {"ranking": ranking, "metric": metric, "claim": c["claim"],
+                                          "rows": {lab: r["experiment"] for lab, r in zip(labels, c["rows"])}},
+                   parts=parts)
+
+
+def _combine(parts: list[Finding]) -> str:
+    verdicts = {p.verdict for p in parts}
+    if "undecided" in verdicts:
+        return "undecided"
+    if "contradicted" in verdicts:
+        return "contradicted"
+    if verdicts == {"supported"}:
+        return "supported"
+    return "underpowered" if "underpowered" in verdicts else "inconclusive"
 
 
 def all_of(c: dict, sweeps: Sweeps) -> Finding:
     parts = [decide(p, sweeps) for p in c["of"]]
-    verdicts = {p.verdict for p in parts}
-    if "undecided" in verdicts:
-        verdict = "undecided"
-    elif "contradicted" in verdicts:
-        verdict = "contradicted"
-    elif verdicts == {"supported"}:
-        verdict = "supported"
-    else:
-        verdict = "inconclusive"
-    return Finding(verdict, f"all of {len(parts)} criteria", parts=parts)
+    return Finding(_combine(parts), f"all of {len(parts)} criteria", parts=parts)
+
+
+def _leaves(f: Finding) -> list[Finding]:
+    return [f] if not f.parts else [x for p in f.parts for x in _leaves(p)]
+
+
+def adjust(f: Finding, alpha: float = ONE_SIDED) -> Finding:
+    """A claim's finding with Holm's rule over its leaves (module docstring), each leaf's minimum detectable
+    effect at alpha / m in its text, the `underpowered` verdict where it applies, and the verdicts above the
+    leaves recombined. A claim with one leaf keeps its interval verdict (Holm over one test is the test)."""
+    leaves = [x for x in _leaves(f) if "test" in x.numbers]
+    m = len(leaves)
+    sup = statistics.holm([x.numbers["test"]["p_support"] for x in leaves], alpha)
+    con = statistics.holm([x.numbers["test"]["p_contra"] for x in leaves], alpha)
+    for x, s_ok, c_ok in zip(leaves, sup, con):
+        t = x.numbers["test"]
+        t["holm_m"], t["level"] = m, alpha / m
+        t["mde"] = statistics.detectable_effect(t["se"], t["df"], alpha / m) if not t["zero_spread"] else None
+        x.verdict = "supported" if s_ok else "contradicted" if c_ok else "inconclusive"
+        underpowered = t["effect"] is not None and t["mde"] is not None and t["mde"] > t["effect"]
+        if x.verdict == "inconclusive" and underpowered:
+            x.verdict = "underpowered"
+        z = " on Fisher's z" if t.get("scale") else ""
+        x.text += (f"; MDE{z} {_fmt(t['mde'])} at level {alpha / m:.3g} (Holm, m = {m})"
+                   + (f", declared effect {_fmt(t['effect'])}" if t["effect"] is not None else ""))
+    if f.parts and "ranking" not in f.numbers:
+        def recombine(g: Finding) -> None:
+            if g.parts:
+                for p in g.parts:
+                    recombine(p)
+                g.verdict = _combine(g.parts)
+        recombine(f)
+    elif "ranking" in f.numbers:  # rank: the claim row must be non-inferior to every other row
+        f.verdict = _combine(f.parts)
+    return f
 
 
 def decide(criterion: dict, sweeps: Sweeps) -> Finding:
-    """Apply one criterion (see the module docstring) to the sweeps under `sweeps.root`."""
+    """Apply one criterion (see the module docstring) to the sweeps under `sweeps.root`, before multiplicity
+    (`adjust` applies Holm over a claim's sub-tests)."""
     kind = criterion.get("kind")
     if kind not in KINDS:
         raise ConfigError(f"claim criterion kind={kind!r}: choose one of {', '.join(KINDS)}")
-    return {"compare": compare, "threshold": threshold, "trend": trend, "all": all_of}[kind](criterion, sweeps)
+    return {"compare": compare, "threshold": threshold, "trend": trend, "rank": rank,
+            "all": all_of}[kind](criterion, sweeps)
+
+
+def decide_claim(criterion: dict, sweeps: Sweeps) -> Finding:
+    """One claim: its criterion decided, then Holm over its sub-tests and the power of each (`adjust`)."""
+    return adjust(decide(criterion, sweeps))
 
 
 def verdicts(cfg: dict, root: Path) -> dict[str, Finding]:
@@ -216,8 +357,12 @@ def verdicts(cfg: dict, root: Path) -> dict[str, Finding]:
     claims = cfg.get("claims") or {}
     if not claims:
         raise ConfigError("the claims profile lists no claims (conf/claims/<profile>.yaml: claims: {C1: ...})")
+    rule = cfg.get("multiplicity", "holm")
+    if rule != "holm":
+        raise ConfigError(f"claims.multiplicity={rule!r}: the engine applies Holm across each claim's sub-tests "
+                          "(multiplicity: holm)")
     sweeps = Sweeps(root)
-    return {name: decide(c["criterion"], sweeps) for name, c in claims.items()}
+    return {name: decide_claim(c["criterion"], sweeps) for name, c in claims.items()}
 
 
 def experiments_of(criterion: dict) -> list[str]:
@@ -227,7 +372,8 @@ def experiments_of(criterion: dict) -> list[str]:
         if c is not criterion:
             out += [e for e in experiments_of(c) if e not in out]
             continue
-        out += [e for e in (c.get("experiment"), c.get("b_experiment")) if e and e not in out]
+        named = [c.get("experiment"), c.get("b_experiment"), *(r.get("experiment") for r in c.get("rows") or [])]
+        out += [e for e in dict.fromkeys(named) if e and e not in out]
     return out
 
 
@@ -237,6 +383,9 @@ def metrics_of(criterion: dict, experiment: str) -> list[str]:
     for c in [criterion, *(criterion.get("of") or [])]:
         if c is not criterion:
             out += [m for m in metrics_of(c, experiment) if m not in out]
+            continue
+        if c.get("kind") == "rank":
+            out += [c["metric"]] if any(r.get("experiment") == experiment for r in c.get("rows") or []) else []
             continue
         sides = [("experiment", c.get("a_metric", c.get("metric"))),
                  ("b_experiment" if c.get("b_experiment") else "experiment", c.get("b_metric", c.get("metric")))]
