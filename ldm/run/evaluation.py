@@ -37,6 +37,8 @@ from ldm.metrics.latent import (
     path_length_ratio,
     path_metrics,
     probe_accuracy,
+    random_codes,
+    random_projection,
     rate,
 )
 from ldm.metrics.memorisation import memorisation_metrics
@@ -231,6 +233,12 @@ def latent_structure(ctx: Context, ae: Any, ld: Optional[Any], z_test: torch.Ten
                              for x, _ in batches(train, cfg["eval_batch"])])
         m.update({f"latent/{k}": v for k, v in
                   probe_accuracy(z_train, train.labels, z_test, test.labels).items()})
+        # the control the probe must beat (C4): the pixels through a random projection of the latent's dimension
+        px = [torch.cat([x.flatten(1).float() for x, _ in batches(s, cfg["eval_batch"])]) for s in (train, test)]
+        rp = random_projection(*px, dim=z_test[0].numel(), seed=seed)
+        for k, v in probe_accuracy(rp[0], train.labels, rp[1], test.labels).items():
+            m[f"latent/{k}_random_projection"] = v
+            m[f"latent/{k}_gain"] = m[f"latent/{k}"] - v  # what the encoder adds over the random projection
     # C1 / C3 in the raw latent space: the rate, and how close the aggregate posterior is to N(0, I)
     if (bits := rate(z_test, z_std)) is not None:
         m["latent/rate"] = bits
@@ -238,6 +246,9 @@ def latent_structure(ctx: Context, ae: Any, ld: Optional[Any], z_test: torch.Ten
     # C2 in pixel space: how much the decoder's output moves per unit latent step, and its spread
     probe = z_test[torch.randperm(len(z_test), generator=torch.Generator().manual_seed(seed))[:int(cfg["probe_n"])]]
     m.update({f"latent/{k}": v for k, v in decoder_smoothness(ae.decode, probe.to(device), seed=seed).items()})
+    # ... and off the data manifold, at random codes of the latents' own per-dimension scale (C2 where it bites)
+    z_rand = random_codes(z_test, int(cfg["probe_n"]), seed=seed)
+    m.update({f"latent/{k}_random": v for k, v in decoder_smoothness(ae.decode, z_rand.to(device), seed=seed).items()})
     pairs = min(int(cfg["interp_pairs"]), len(z_test) // 2)
     if pairs >= 1:
         g = torch.Generator().manual_seed(seed)
@@ -249,6 +260,10 @@ def latent_structure(ctx: Context, ae: Any, ld: Optional[Any], z_test: torch.Ten
                   cols=["z_a"] + [""] * (steps - 2) + ["z_b"],
                   title="decoded linear interpolations between test latents")
         m["latent/path_length_ratio"] = path_length_ratio(frames)
+        ends = random_codes(z_test, 2 * pairs, seed=seed + 1)  # paths between random codes, off the manifold
+        m["latent/path_length_ratio_random"] = path_length_ratio(
+            interpolate(ae.decode, ends[:pairs].to(device), ends[pairs:].to(device),
+                        steps=int(cfg["interp_steps"])).clamp(-1, 1).cpu())
         if ctx.fm is not None:  # feature-space path metrics (the evaluator's features, not pixels)
             m.update({f"latent/{k}": v for k, v in path_metrics(ctx.fm.features, frames).items()})
     return m
