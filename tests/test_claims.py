@@ -133,10 +133,10 @@ def test_profile_config_and_report_command(tmp_path, capsys):
     cfg = OmegaConf.create({"claims": {**profile, "dry_run": True}})
     assert claims_report(cfg) == {} and not (tmp_path / "claims").exists()
     out = capsys.readouterr().out
-    assert "30 jobs in 5 experiments" in out and " min here (" in out
+    assert "27 jobs in 5 experiments" in out and " min here (" in out
     cfg = OmegaConf.create({"claims": profile})
     out = claims_report(cfg)
-    assert set(out.values()) == {"undecided"} and len(out) == 6
+    assert set(out.values()) == {"undecided"} and len(out) == 7
     text = (tmp_path / "claims" / "REPORT.md").read_text()
     assert "experiment `rows` has no sweep directory" in text and "## Reproduce" in text
     assert json.loads((tmp_path / "claims" / "verdicts.json").read_text())["C1"]["verdict"] == "undecided"
@@ -172,7 +172,7 @@ def test_gpu_estimate_counts_steps_at_the_modelled_step_time():
     assert estimate.estimate_job_s(job, {}, r, gpu=True) == pytest.approx(5.0 + 300 * 0.01)
 
 
-@pytest.mark.slow  # 20 debug-sized train.py jobs, 2 at a time (~5 min): the slow tier
+@pytest.mark.slow  # 18 debug-sized train.py jobs, 2 at a time (~5 min): the slow tier
 def test_quick_profile_runs_end_to_end_at_debug_budgets(tmp_path):
     """`evaluate.py claims=quick claims.run=true` with debug=fast budgets and 2 seeds: every sweep runs to
     completion, REPORT.md and verdicts.json are written, every claim gets a verdict from its criterion (C6,
@@ -183,13 +183,17 @@ def test_quick_profile_runs_end_to_end_at_debug_budgets(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, "evaluate.py", "claims=quick", "claims.run=true", f"claims.dir={tmp_path}",
-           "claims.seeds='0,1'", "claims.n_jobs=2", "claims.common=['debug=fast','logger=none']"]
+           "claims.seeds='0,1'", "claims.n_jobs=2", "claims.common=['debug=fast','logger=none']",
+           "claims.budget.stage1=4", "claims.budget.stage2=4", "claims.budget.gan=8"]
     first = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1500)
     assert first.returncode == 0, first.stderr[-3000:]
-    for name, jobs in {"rows": 4, "bigan": 2, "beta": 10, "stacked": 2, "stacked_gan": 2}.items():
+    for name, jobs in {"rows": 8, "beta": 4, "bigan_untrained": 2, "stacked": 2, "stacked_gan": 2}.items():
         assert runner.sweep_complete(tmp_path / name, jobs), name
     verdicts = json.loads((tmp_path / "verdicts.json").read_text())
-    assert set(verdicts) == {"C1", "C2", "C3", "C4", "C5", "C6"}
+    assert set(verdicts) == {"C0", "C1", "C2", "C3", "C4", "C5", "C6"}
+    controls = json.loads((tmp_path / "controls.json").read_text())
+    assert set(controls) == set(yaml.safe_load((root / "conf/claims/quick.yaml").read_text())["controls"])
+    assert (tmp_path / "C0_ranking.png").is_file() and len(verdicts["C0"]["numbers"]["ranking"]) == 6
     assert all(v["verdict"] in criteria.VERDICTS for v in verdicts.values())
     assert all(v["verdict"] != "undecided" for k, v in verdicts.items() if k != "C6")  # every job ran and reported
     assert verdicts["C6"]["verdict"] == "undecided" and "hybrid" in json.dumps(verdicts["C6"])
@@ -311,3 +315,181 @@ def test_missing_experiments_run_side_by_side_largest_first():
     started.clear()
     runner.run_experiments(["a", "b"], 1, lambda n, k: started.append((n, k)) or 0)
     assert started == [("a", 1), ("b", 1)]  # one CPU (or a cluster launcher): one after the other, profile order
+
+
+# --- version 2 of the criteria: Holm, power, the rank kind, negative controls ---------------------------------------
+
+def make_jobs(root: Path, experiment: str, jobs: list[tuple[dict, dict]]) -> None:
+    """Jobs with several metrics each: [(overrides incl. seed, metrics)], appended to the experiment's sweep."""
+    d = root / experiment
+    n = len([p for p in d.iterdir() if p.is_dir()]) if d.is_dir() else 0
+    for i, (ov, m) in enumerate(jobs):
+        job = d / str(n + i)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"{k}={v}" for k, v in ov.items()]))
+        (job / "metrics.json").write_text(json.dumps({"status": "ok", **m}))
+
+
+def leaf(p_support, p_contra=0.9, effect=None, se=1.0, df=2):
+    t = {"estimate": 0.0, "se": se, "df": df, "threshold": 0.0, "contra": 0.0, "p_support": p_support,
+         "p_contra": p_contra, "effect": effect, "zero_spread": p_support is None}
+    return criteria.Finding("inconclusive", "leaf", {"test": t})
+
+
+def test_holm_over_a_claims_sub_tests_changes_what_a_lone_interval_says():
+    """Three sub-tests at one-sided p = 0.001, 0.02, 0.02: each alone clears 0.025, so without a correction the
+    claim would be supported; Holm's steps (0.025/3, 0.025/2, 0.025) reject only the first, so it is not. At
+    p = 0.001, 0.005, 0.02 every step passes and the claim is supported."""
+    f = criteria.adjust(criteria.Finding("inconclusive", "all", parts=[leaf(0.001), leaf(0.02), leaf(0.02)]))
+    assert [p.verdict for p in f.parts] == ["supported", "inconclusive", "inconclusive"] and f.verdict == "inconclusive"
+    assert f.parts[0].numbers["test"]["holm_m"] == 3 and f.parts[0].numbers["test"]["level"] == pytest.approx(0.025 / 3)
+    g = criteria.adjust(criteria.Finding("inconclusive", "all", parts=[leaf(0.001), leaf(0.005), leaf(0.02)]))
+    assert g.verdict == "supported"
+    # one contradiction that survives Holm contradicts the claim; a zero-spread leaf (no p) is never rejected
+    h = criteria.adjust(criteria.Finding("inconclusive", "all", parts=[leaf(0.5, 0.001), leaf(None, None)]))
+    assert h.verdict == "contradicted" and h.parts[1].verdict == "inconclusive"
+
+
+def test_underpowered_when_the_detectable_effect_exceeds_the_declared_one():
+    """se 1, df 2 at level 0.025: the MDE is ~6.2 (exact noncentral t); a declared effect of 1 is below it
+    (underpowered), of 10 above it (a plain inconclusive: the run could have told)."""
+    from ldm.analysis import statistics
+
+    mde = statistics.detectable_effect(1.0, 2, 0.025)
+    assert 5.0 < mde < 8.0
+    assert criteria.adjust(leaf(0.3, effect=1.0)).verdict == "underpowered"
+    assert criteria.adjust(leaf(0.3, effect=10.0)).verdict == "inconclusive"
+    assert criteria.adjust(leaf(0.3)).verdict == "inconclusive"  # no declared effect: no power statement
+    assert "MDE" in criteria.adjust(leaf(0.3, effect=1.0)).text
+
+
+def rank_crit(**kw):
+    rows = [{"experiment": "rows", "row": {"autoencoder": a}, "label": a} for a in ("vae", "ae", "bigan")]
+    return {"kind": "rank", "metric": "gen/fid", "sign": -1, "margin": 0.25, "relative": True, "effect": 0.25,
+            "claim": "vae", "rows": rows, **kw}
+
+
+def test_rank_is_non_inferiority_to_every_row_and_ranks_them(tmp_path):
+    """C0's kind: the claim row within 25 % of every other row -> supported; beyond 25 % of one -> contradicted;
+    the ranking lists every row best first with its interval, and an unknown claim label is a config error."""
+    make_sweep(tmp_path / "good", "rows", {"vae": [1.0, 1.1, 0.95], "ae": [1.05, 1.12, 1.0],
+                                           "bigan": [3.0, 3.3, 2.9]})
+    make_sweep(tmp_path / "bad", "rows", {"vae": [2.0, 2.1, 1.95], "ae": [1.0, 1.05, 0.97],
+                                          "bigan": [3.0, 3.3, 2.9]})
+    good = criteria.decide_claim(rank_crit(), criteria.Sweeps(tmp_path / "good"))
+    assert good.verdict == "supported" and [p.verdict for p in good.parts] == ["supported", "supported"]
+    rk = good.numbers["ranking"]
+    assert [r["label"] for r in rk] == ["vae", "ae", "bigan"]
+    assert rk[0]["non_inferior_to_best"] and not rk[2]["non_inferior_to_best"]
+    assert rk[0]["first_job"] == "rows/0"  # vae, seed 0: the job whose samples the figure shows
+    bad = criteria.decide_claim(rank_crit(), criteria.Sweeps(tmp_path / "bad"))
+    assert bad.verdict == "contradicted" and bad.parts[0].verdict == "contradicted"  # vs ae: twice its FID
+    assert [r["label"] for r in bad.numbers["ranking"]][0] == "ae"
+    with pytest.raises(ConfigError, match="claim='nope'"):
+        criteria.decide(rank_crit(claim="nope"), criteria.Sweeps(tmp_path / "good"))
+    table = render.ranking_table(good)
+    assert table[2].startswith("| 1 | vae | 1.02 [") and table[2].endswith("| 3 | (best) |")
+    png = render.ranking_figure(good, tmp_path / "good", tmp_path / "C0_ranking.png")
+    assert png.is_file() and png.stat().st_size > 1000
+
+
+def profile_yaml(name: str) -> dict:
+    root = Path(__file__).resolve().parents[1]
+    p = yaml.safe_load((root / "conf" / "claims" / f"{name}.yaml").read_text())
+    if name == "full":  # full extends quick: the quick profile's claims, with full's replacing them by name
+        base = yaml.safe_load((root / "conf" / "claims" / "quick.yaml").read_text())
+        p = {**base, **p, "claims": {k: {**base["claims"].get(k, {}), **v} for k, v in
+                                     {**base["claims"], **p["claims"]}.items()}}
+    return p
+
+
+def _leaf_world(c: dict, true: bool, root: Path, n: int = 3) -> None:
+    """Sweeps where one leaf criterion's claim is true by a wide margin, or false: exactly at its decision
+    threshold, where no honest test may say `supported`. `n` seeds, spread in the paired differences."""
+    noise_a, noise_b = [0.02, -0.03, 0.01, 0.015, -0.012][:n], [0.0, 0.01, -0.01, -0.004, 0.006][:n]
+    seeds = [{"seed": s} for s in range(n)]
+    kind, sign = c["kind"], int(c.get("sign", 1))
+    if kind == "threshold":
+        base = float(c["value"])
+        shift = sign * (10 * 0.03 + abs(base)) if true else 0.0
+        make_jobs(root, c["experiment"], [({**c["row"], **s}, {c["metric"]: base + shift + n})
+                                          for s, n in zip(seeds, noise_a)])
+        return
+    if kind == "compare":
+        b_base, relative = 1.0, bool(c.get("relative"))
+        bound = float(c.get("margin", 0.0)) * (b_base if relative else 1.0)
+        a_base = b_base + sign * bound + (sign * (0.5 + abs(bound)) if true else 0.0)
+        ma, mb = c.get("a_metric", c.get("metric")), c.get("b_metric", c.get("metric"))
+        make_jobs(root, c["experiment"], [({**c["a"], **s}, {ma: a_base + n}) for s, n in zip(seeds, noise_a)])
+        make_jobs(root, c.get("b_experiment", c["experiment"]),
+                  [({**c["b"], **s}, {mb: b_base + n}) for s, n in zip(seeds, noise_b)])
+        return
+    if kind == "rank":
+        margin = float(c["margin"])
+        for i, r in enumerate(c["rows"]):
+            claim_row = r["label"] == c["claim"]
+            v = 1.0 if true or not claim_row else 1.0 * (1 + margin) if c.get("relative") else 1.0 + margin
+            v = v if sign < 0 else 2.0 - v + 1.0  # larger-is-better metrics: the claim row below the others
+            make_jobs(root, r["experiment"], [({**r["row"], **s}, {c["metric"]: v + n * (1 + i % 2)})
+                                              for s, n in zip(seeds, noise_a if claim_row else noise_b)])
+        return
+    raise AssertionError(f"no world for kind {kind}")
+
+
+def _leaves_of(c: dict) -> list[dict]:
+    return [x for p in c["of"] for x in _leaves_of(p)] if c["kind"] == "all" else [c]
+
+
+@pytest.mark.parametrize("profile", ["quick", "full", "hybrid"])
+def test_every_criterion_can_fail_and_can_pass(tmp_path, profile):
+    """Each leaf of every claim and control of the profile: in a world where its claim holds exactly at the
+    decision threshold (false), it is never `supported`; in a world where it holds by a wide margin, it is. So no
+    criterion passes by construction, and none is impossible to pass."""
+    cfg = profile_yaml(profile)
+    crits = [(f"{n}", c["criterion"]) for n, c in cfg["claims"].items()]
+    crits += [(f"control {n}", c["criterion"]) for n, c in (cfg.get("controls") or {}).items()]
+    checked = 0
+    for name, crit in crits:
+        for i, c in enumerate(_leaves_of(crit)):
+            if c.get("experiment") == "hybrid" and profile == "quick":
+                continue  # C6 in the quick profile names the hybrid profile's experiment; decided there
+            for true in (False, True):
+                root = tmp_path / f"{name}-{i}-{true}".replace(" ", "_")
+                _leaf_world(c, true, root, n=len(str(cfg["seeds"]).split(",")))
+                got = criteria.decide_claim(c, criteria.Sweeps(root)).verdict
+                assert (got == "supported") == true, (name, i, true, got)
+                checked += 1
+    assert checked >= 6  # hybrid: 3 leaves; quick: 20 with its controls
+
+
+def test_an_untrained_encoder_fails_c4_and_passed_version_1(tmp_path):
+    """The audit's numbers: an untrained BiGAN encoder's probe reads 0.878 / 0.917 / 0.928 of test digits, a random
+    projection of the pixels 0.972 / 0.961 / 0.967. Version 1's C4 leaf (probe_1nn > 0.5) supports it; version 2's
+    (the gain over the random projection > 0) and its control do not."""
+    probe, rp = [0.878, 0.917, 0.928], [0.972, 0.961, 0.967]
+    make_jobs(tmp_path, "bigan_untrained", [({"autoencoder": "bigan", "seed": s},
+                                             {"latent/probe_1nn": p, "latent/probe_1nn_gain": p - r})
+                                            for s, (p, r) in enumerate(zip(probe, rp))])
+    v1 = {"kind": "threshold", "experiment": "bigan_untrained", "row": {"autoencoder": "bigan"},
+          "metric": "latent/probe_1nn", "value": 0.5, "sign": 1}
+    assert criteria.decide_claim(v1, criteria.Sweeps(tmp_path)).verdict == "supported"  # v1 could not fail
+    cfg = profile_yaml("quick")
+    ctl = criteria.controls(cfg, tmp_path)
+    f = ctl["C4_untrained_gain"]
+    assert f.verdict != "supported" and criteria.control_outcome(f) == "fails, as it must"
+    assert f.numbers["test"]["estimate"] == pytest.approx(sum(p - r for p, r in zip(probe, rp)) / 3)
+    assert criteria.control_outcome(criteria.Finding("supported", "")) == "PASSES: the criterion decides nothing"
+    assert ctl["C3_ae_gaussian"].verdict == "undecided"  # no rows sweep here: named, not guessed
+    with pytest.raises(ConfigError, match="controls.x.claim"):
+        criteria.controls({"claims": {"C1": {}}, "controls": {"x": {"claim": "C9", "criterion": v1}}}, tmp_path)
+    with pytest.raises(ConfigError, match="does not run"):
+        criteria.controls({"claims": {"C1": {}}, "experiments": {"rows": []},
+                           "controls": {"x": {"claim": "C1", "criterion": v1}}}, tmp_path)
+
+
+def test_zero_spread_is_no_test_not_p_zero(tmp_path):
+    """Every seed equal on both sides: no interval can be computed honestly; the leaf says so and stays
+    inconclusive (version 1 returned p = 0 and a zero-width interval, i.e. `supported`)."""
+    make_sweep(tmp_path, "rows", {"vae": [1.0, 1.0, 1.0], "gan": [5.0, 5.0, 5.0]})
+    f = criteria.decide_claim(cmp(), criteria.Sweeps(tmp_path))
+    assert f.verdict == "inconclusive" and "zero spread" in f.text and f.numbers["test"]["p_support"] is None

@@ -270,6 +270,7 @@ def rank(c: dict, sweeps: Sweeps) -> Finding:
              for lab, v in rows if lab != c["claim"]]
     # the ranking: every row's interval, best by mean first, and which rows are non-inferior to that best
     stats = {lab: statistics.mean_interval(list(v.values())) for lab, v in rows}
+    first = {lab: _first_job(sweeps, r["experiment"], r["row"]) for lab, r in zip(labels, c["rows"])}
     order = sorted(labels, key=lambda lab: -sign * stats[lab]["mean"])
     best = order[0]
     vs_best = {lab: _difference_finding(lab, best, metric, values[lab], values[best], sign, -abs(margin), relative,
@@ -277,13 +278,21 @@ def rank(c: dict, sweeps: Sweeps) -> Finding:
     rejected = statistics.holm([f.numbers.get("test", {}).get("p_support") for f in vs_best.values()], ONE_SIDED)
     ranking = [{"label": lab, **stats[lab],
                 "non_inferior_to_best": True if lab == best else bool(rejected[order[1:].index(lab)]),
-                "vs_best": None if lab == best else vs_best[lab].numbers.get("difference")} for lab in order]
+                "vs_best": None if lab == best else vs_best[lab].numbers.get("difference"),
+                "first_job": first[lab]} for lab in order]
     text = (f"{metric}: {c['claim']} non-inferior to each of {len(parts)} other rows "
             f"({'within ' + _fmt(abs(margin) * 100) + ' % of each' if relative else 'by less than ' + _fmt(abs(margin))}); "
             "ranking by mean (best first): " + ", ".join(f"{lab} {_fmt(stats[lab]['mean'])}" for lab in order))
     return Finding("inconclusive", text, {"ranking": ranking, "metric": metric, "claim": c["claim"],
                                           "rows": {lab: r["experiment"] for lab, r in zip(labels, c["rows"])}},
                    parts=parts)
+
+
+def _first_job(sweeps: Sweeps, experiment: str, row: dict) -> Optional[str]:
+    """`<experiment>/<job>` of the row's finished job with the lowest seed (the one whose samples a figure shows)."""
+    ok = [r for r in sweeps.jobs(experiment) or [] if _match(r, row) and r["status"] == "ok"]
+    ok.sort(key=lambda r: (r["seed"] is None, r["seed"] if r["seed"] is not None else 0, str(r["job"])))
+    return f"{experiment}/{ok[0]['job']}" if ok else None
 
 
 def _combine(parts: list[Finding]) -> str:
@@ -363,6 +372,31 @@ def verdicts(cfg: dict, root: Path) -> dict[str, Finding]:
                           "(multiplicity: holm)")
     sweeps = Sweeps(root)
     return {name: decide_claim(c["criterion"], sweeps) for name, c in claims.items()}
+
+
+def controls(cfg: dict, root: Path) -> dict[str, Finding]:
+    """The profile's negative controls (`controls: {name: {claim, text, criterion}}`): each applies one claim's
+    criterion where that claim is false by construction (an untrained encoder, a row without the KL term), with the
+    same Holm and power rules. A control that comes out `supported` shows that the criterion decides nothing."""
+    claims, experiments = cfg.get("claims") or {}, cfg.get("experiments")
+    sweeps, out = Sweeps(root), {}
+    for name, c in (cfg.get("controls") or {}).items():
+        if c.get("claim") not in claims:
+            raise ConfigError(f"claims.controls.{name}.claim={c.get('claim')!r}: name one of the profile's claims "
+                              f"({', '.join(claims)})")
+        missing = [e for e in experiments_of(c["criterion"]) if experiments is not None and e not in experiments]
+        if missing:
+            raise ConfigError(f"claims.controls.{name} reads experiment(s) {', '.join(missing)}, which the profile "
+                              "does not run: add them under claims.experiments")
+        out[name] = decide_claim(c["criterion"], sweeps)
+    return out
+
+
+def control_outcome(f: Finding) -> str:
+    """What a negative control's verdict says about its criterion."""
+    if f.verdict == "undecided":
+        return "undecided (runs missing)"
+    return "PASSES: the criterion decides nothing" if f.verdict == "supported" else "fails, as it must"
 
 
 def experiments_of(criterion: dict) -> list[str]:

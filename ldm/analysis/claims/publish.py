@@ -32,10 +32,12 @@ def _check_report(d: Path) -> None:
 
 
 def publish(src: Path, dst: Path) -> list[Path]:
-    """Copy a report out of logs/ into the repository: REPORT.md, verdicts.json and each experiment's table and
-    figures (not the job directories), keeping REPORT.md's relative links; files go to temp names, then rename."""
+    """Copy a report out of logs/ into the repository: REPORT.md, verdicts.json, controls.json, the ranking figure
+    and each experiment's table and figures (not the job directories), keeping REPORT.md's relative links; files go to temp names, then rename."""
     _check_report(src)
     files = [src / "REPORT.md", src / "verdicts.json"]
+    files += [src / "controls.json"] if (src / "controls.json").is_file() else []
+    files += sorted(src.glob("*_ranking.png"))  # C0's figure
     for exp in sorted(p for p in src.iterdir() if p.is_dir()):
         files += [exp / n for n in PUBLISHED if (exp / n).is_file()] + sorted(exp.glob("table_*.png"))
     out = []

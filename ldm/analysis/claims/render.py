@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ldm.analysis.claims.criteria import Finding, experiments_of
+from ldm.analysis.claims.criteria import Finding, control_outcome, experiments_of
 
 
 def _details(f: Finding, depth: int = 0) -> list[str]:
@@ -17,23 +17,92 @@ def _details(f: Finding, depth: int = 0) -> list[str]:
     return lines
 
 
-def report(cfg: dict, root: Path, findings: dict[str, Finding], commands: list[str]) -> str:
-    """REPORT.md: the verdict table, then per claim the pre-stated criterion, the numbers and the scope.
-    Deterministic (no dates, fixed order), so the same sweeps give the same bytes."""
+RULES = ("Each verdict follows from the criterion written in the profile's config before the runs (conf/claims/). "
+         "Multiplicity: a claim's sub-tests form one family, and Holm's step-down rule at one-sided level 0.025 "
+         "decides each sub-test's support and its contradiction; `supported` needs every sub-test, `contradicted` "
+         "any one. `inconclusive` = no sub-test rejects either way; `underpowered` = inconclusive where the "
+         "minimum detectable effect (MDE: 80 % power at Holm's strictest level, from the seeds' spread) exceeds "
+         "the effect the criterion declared, so the run could not have told; `undecided` = runs are missing or "
+         "failed (named below). Intervals are 95 %, unadjusted.")
+
+
+def ranking_table(f: Finding) -> list[str]:
+    """C0's ranking: every row by mean (best first), its interval, and whether it is non-inferior to the best."""
+    rk = f.numbers["ranking"]
+    lines = [f"| rank | row | {f.numbers['metric']} mean [95 % interval] | n | non-inferior to the best (Holm) |",
+             "|---|---|---|---|---|"]
+    for i, r in enumerate(rk, 1):
+        cell = "(best)" if i == 1 else ("yes" if r["non_inferior_to_best"] else "no")
+        lo = "–" if r.get("lo") is None else f"{r['lo']:.3g}"
+        hi = "–" if r.get("hi") is None else f"{r['hi']:.3g}"
+        lines.append(f"| {i} | {r['label']} | {r['mean']:.3g} [{lo}, {hi}] | {r['n']} | {cell} |")
+    return lines
+
+
+def ranking_figure(f: Finding, root: Path, path: Path) -> Path:
+    """C0's figure: each row's mean with its 95 % interval (best first), above each row's samples (lowest seed)."""
+    from matplotlib import image as mpimg
+
+    from ldm.utils.plotting import pyplot, save_figure
+
+    plt = pyplot()
+    rk = f.numbers["ranking"]
+    fig = plt.figure(figsize=(max(6.0, 1.6 * len(rk)), 5.2))
+    grid = fig.add_gridspec(2, len(rk), height_ratios=[1.3, 1.0])
+    ax = fig.add_subplot(grid[0, :])
+    xs = list(range(len(rk)))
+    means = [r["mean"] for r in rk]
+    err = [[r["mean"] - (r["lo"] if r.get("lo") is not None else r["mean"]) for r in rk],
+           [(r["hi"] if r.get("hi") is not None else r["mean"]) - r["mean"] for r in rk]]
+    colors = ["tab:green" if r["non_inferior_to_best"] else "tab:gray" for r in rk]
+    ax.bar(xs, means, yerr=err, color=colors, capsize=4)
+    ax.set_xticks(xs, [r["label"] for r in rk], fontsize=8)
+    ax.set_ylabel(f"{f.numbers['metric']} (95 % interval)")
+    ax.set_title(f"{f.numbers['claim']} vs every row, same latent diffusion "
+                 "(green: non-inferior to the best, Holm)", fontsize=9)
+    for i, r in enumerate(rk):
+        a = fig.add_subplot(grid[1, i])
+        png = root / r["first_job"] / "samples.png" if r.get("first_job") else None
+        if png is not None and png.is_file():
+            a.imshow(mpimg.imread(png))
+        else:
+            a.text(0.5, 0.5, "no samples", ha="center", va="center", fontsize=8)
+        a.set_title(r["label"], fontsize=8)
+        a.axis("off")
+    return save_figure(fig, path)
+
+
+def report(cfg: dict, root: Path, findings: dict[str, Finding], commands: list[str],
+           controls: dict[str, Finding] | None = None) -> str:
+    """REPORT.md: the verdict table, the negative controls, then per claim the pre-stated criterion, the numbers
+    and the scope. Deterministic (no dates, fixed order), so the same sweeps give the same bytes."""
     lines = [f"# Claims report: {cfg['profile']} profile", "",
-             cfg.get("label", "").strip(), "",
-             "Each verdict follows from the criterion written in the profile's config before the runs "
-             "(conf/claims/); `inconclusive` = the 95 % interval includes the decision threshold, `undecided` = "
-             "runs are missing or failed (named below).", "",
+             cfg.get("label", "").strip(), "", RULES, "",
              "| claim | statement | verdict |", "|---|---|---|"]
     for name, c in cfg["claims"].items():
         lines.append(f"| {name} | {c.get('statement', '').strip()} | **{findings[name].verdict}** |")
+    if controls:
+        lines += ["", "## Negative controls", "",
+                  "Each applies one claim's criterion where the claim is false by construction; a criterion that "
+                  "such a control passes decides nothing.", "",
+                  "| control | claim | what it applies | verdict | the criterion |", "|---|---|---|---|---|"]
+        for name, f in controls.items():
+            c = cfg["controls"][name]
+            lines.append(f"| {name} | {c['claim']} | {c.get('text', '').strip()} | {f.verdict} | "
+                         f"{control_outcome(f)} |")
+        lines.append("")
+        for name, f in controls.items():
+            lines += [f"- {name}:", *["  " + x for x in _details(f)]]
     for name, c in cfg["claims"].items():
         f = findings[name]
         lines += ["", f"## {name}: {c.get('statement', '').strip()}", "",
                   f"**Verdict: {f.verdict}.**", "",
                   f"Criterion (stated before the run): {c.get('criterion_text', '').strip() or '(see config)'}", ""]
         lines += _details(f)
+        if "ranking" in f.numbers:
+            lines += ["", *ranking_table(f)]
+            if (root / f"{name}_ranking.png").is_file():
+                lines += ["", f"![{name}: ranking]({name}_ranking.png)"]
         if c.get("scope"):
             lines += ["", f"Scope: {c['scope'].strip()}"]
         shown = [(e, root / e) for e in experiments_of(c["criterion"]) if (root / e / "table.md").is_file()]

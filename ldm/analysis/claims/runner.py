@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from ldm.analysis import tables
 from ldm.analysis.claims import estimate, publish, render
-from ldm.analysis.claims.criteria import metrics_of, verdicts
+from ldm.analysis.claims.criteria import controls, metrics_of, verdicts
 from ldm.analysis.collect import collect
 from ldm.analysis.sweep_jobs import count_jobs
 from ldm.errors import ConfigError
@@ -119,11 +119,16 @@ def claims_report(cfg: DictConfig) -> dict:
         return {}
     build_tables(profile, root)
     findings = verdicts(profile, root)
-    text = render.report(profile, root, findings, commands + [f".venv/bin/python evaluate.py claims="
-                                                              f"{profile['profile']}"])
+    checks = controls(profile, root)
     root.mkdir(parents=True, exist_ok=True)
+    for name, f in findings.items():  # C0's ranking figure, before the report that links it
+        if "ranking" in f.numbers and f.verdict != "undecided":
+            render.ranking_figure(f, root, root / f"{name}_ranking.png")
+    text = render.report(profile, root, findings, commands + [f".venv/bin/python evaluate.py claims="
+                                                              f"{profile['profile']}"], checks)
     atomic_write(root / "REPORT.md", lambda tmp: Path(tmp).write_text(text))
     write_json(root / "verdicts.json", render.json_ready(findings))
+    write_json(root / "controls.json", render.json_ready(checks))
     print(text)
     log.info("wrote %s and verdicts.json", root / "REPORT.md")
     if profile.get("wandb"):
