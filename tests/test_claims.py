@@ -487,6 +487,15 @@ def test_an_untrained_encoder_fails_c4_and_passed_version_1(tmp_path):
                            "controls": {"x": {"claim": "C1", "criterion": v1}}}, tmp_path)
 
 
+def test_rows_match_override_values_by_number():
+    """Hydra's sweeper writes `autoencoder.kl_weight=1e-2` into overrides.yaml as 0.01: a criterion naming "1e-2"
+    must find those jobs, and must not confuse 1e-2 with 1e-3 or a string with a number."""
+    rec = {"overrides": {"autoencoder.kl_weight": "0.01", "autoencoder": "vae"}}
+    assert criteria._match(rec, {"autoencoder.kl_weight": "1e-2", "autoencoder": "vae"})
+    assert not criteria._match(rec, {"autoencoder.kl_weight": "1e-3"})
+    assert not criteria._match(rec, {"autoencoder": "vae_gan"})
+
+
 def test_zero_spread_is_no_test_not_p_zero(tmp_path):
     """Every seed equal on both sides: no interval can be computed honestly; the leaf says so and stays
     inconclusive (version 1 returned p = 0 and a zero-width interval, i.e. `supported`)."""

@@ -89,8 +89,19 @@ class Sweeps:
         return self._cache[experiment]
 
 
+def _same(a: object, b: object) -> bool:
+    """Override values as the sweep wrote them vs as a criterion names them: numbers by value (Hydra's sweeper
+    writes `1e-2` as 0.01), everything else as text."""
+    if str(a) == str(b):
+        return True
+    try:
+        return float(str(a)) == float(str(b))
+    except ValueError:
+        return False
+
+
 def _match(record: dict, row: dict) -> bool:
-    return all(str(record["overrides"].get(k)) == str(v) for k, v in row.items())
+    return all(_same(record["overrides"].get(k), v) for k, v in row.items())
 
 
 def _row_label(row: dict) -> str:
