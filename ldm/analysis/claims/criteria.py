@@ -172,7 +172,7 @@ def _difference_finding(label_a: str, label_b: str, metric: str, a: dict, b: dic
     bound = margin * scale
     edge = sign * bound + 0.0  # (+ 0.0: no "-0") the claim: a - b beyond this, on the claimed side
     claimed = (f"claimed {'>' if sign > 0 else '<'} {_fmt(edge)}"
-               + (f" ({_fmt(sign * margin * 100)} % of {label_b})" if relative else ""))
+               + (f" ({_fmt(sign * margin * 100 + 0.0)} % of {label_b})" if relative and margin else ""))
     if d["zero_spread"]:
         spread = f"zero spread: every seed gave {_fmt(d['diff'])}, no test"
         verdict = "inconclusive"

@@ -23,7 +23,7 @@ RULES = ("Each verdict follows from the criterion written in the profile's confi
          "any one. `inconclusive` = no sub-test rejects either way; `underpowered` = inconclusive where the "
          "minimum detectable effect (MDE: 80 % power at Holm's strictest level, from the seeds' spread) exceeds "
          "the effect the criterion declared, so the run could not have told; `undecided` = runs are missing or "
-         "failed (named below). Intervals are 95 %, unadjusted.")
+         "failed (named below). Intervals are 95 % and p-values two-sided, both unadjusted; the verdicts are Holm's.")
 
 
 def ranking_table(f: Finding) -> list[str]:
@@ -56,6 +56,9 @@ def ranking_figure(f: Finding, root: Path, path: Path) -> Path:
            [(r["hi"] if r.get("hi") is not None else r["mean"]) - r["mean"] for r in rk]]
     colors = ["tab:green" if r["non_inferior_to_best"] else "tab:gray" for r in rk]
     ax.bar(xs, means, yerr=err, color=colors, capsize=4)
+    if min(means) > 0 and max(means) / min(means) > 20:  # rows orders of magnitude apart: a log axis
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=min(r["lo"] if r.get("lo") and r["lo"] > 0 else r["mean"] for r in rk) / 2)
     ax.set_xticks(xs, [r["label"] for r in rk], fontsize=8)
     ax.set_ylabel(f"{f.numbers['metric']} (95 % interval)")
     ax.set_title(f"{f.numbers['claim']} vs every row, same latent diffusion "
