@@ -14,7 +14,11 @@ from ldm.errors import ConfigError
 # and stage-2 steps per second of a latent row, stage-2 steps per second of the pixel row, seconds per generated
 # sample, start-up + fixed evaluation seconds per job.
 RATES = {"stage1_steps_per_s": 4.42, "stage2_steps_per_s": 4.71, "pixel_stage2_steps_per_s": 0.545,
-         "gen_sec_per_sample": 0.026, "pixel_gen_sec_per_sample": 0.206, "fixed_s": 22.0, "gpu_step_s": 0.00266}
+         "gen_sec_per_sample": 0.026, "pixel_gen_sec_per_sample": 0.206, "fixed_s": 22.0, "gpu_step_s": 0.00266,
+         # a stage-1 step's cost relative to the VAE's, per row class that differs (measured in the quick profile's
+         # version-2 run, 2026-12-03, Intel Xeon: each job's stage-1 seconds per step over its own stage-2 seconds
+         # per step, so the contention it ran under cancels, divided by the VAE jobs' ratio; median of 3 seeds)
+         "stage1_cost": {"BiGAN": 1.75, "ALI": 1.75, "GANInversion": 1.2}}
 
 
 def measured_rates(results_json: Path) -> dict:
@@ -83,7 +87,9 @@ def estimate_job_s(job: dict, defaults: dict, rates: dict, gpu: bool = False) ->
     cls = row_class(ae)
     t = rates["fixed_s"]
     if not cls.pixel_space and stage != "stage2":
-        t += s1 * rates["gpu_step_s"] if gpu else s1 / rates["stage1_steps_per_s"]
+        cost = next((c for k, c in (rates.get("stage1_cost") or {}).items()
+                     if k in (b.__name__ for b in cls.__mro__)), 1.0)
+        t += s1 * rates["gpu_step_s"] if gpu else s1 * cost / rates["stage1_steps_per_s"]
     if cls.encodes and stage != "stage1":
         prefix = "pixel_" if cls.pixel_space else ""
         t += s2 * rates["gpu_step_s"] if gpu else s2 / rates[prefix + "stage2_steps_per_s"]
