@@ -92,9 +92,11 @@ ALLOWED_FALLBACKS = {
         "a_metric",
         "b_metric",
         "b_experiment",
+        "a_label",
+        "b_label",
     },
     # REPORT.md text fields a claim may leave out
-    "ldm/analysis/claims/render.py": {"label", "statement", "criterion_text"},
+    "ldm/analysis/claims/render.py": {"label", "statement", "criterion_text", "text"},
     "ldm/analysis/claims/publish.py": {"statement"},
     "ldm/analysis/claims/estimate.py": {"defaults"},  # a YAML file's defaults list, not a setting
     "ldm/diffusion/samplers.py": {"_target_"},  # a presence test

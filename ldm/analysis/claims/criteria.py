@@ -37,6 +37,10 @@ alpha / m, from the spread the seeds showed); a leaf that is neither supported n
 reported as such and stays inconclusive.
 
 A criterion whose runs are missing or failed is `undecided` and names the jobs; a claim is then undecided too.
+`a_label` / `b_label` name a compare's rows in the text (default: their overrides).
+
+Why this module is long: every criterion kind, the multiplicity and power rules and the negative controls are
+one schema, read together; split, each part would import the others' private helpers.
 """
 
 from __future__ import annotations
@@ -212,7 +216,8 @@ def threshold(c: dict, sweeps: Sweeps) -> Finding:
     if s["std"] == 0:
         verdict, cell = "inconclusive", f"(zero spread: all {s['n']} seeds equal, no test)"
     else:
-        verdict, cell = _side(s["lo"] - value, s["hi"] - value, sign, 0.0), f"[{_fmt(s['lo'])}, {_fmt(s['hi'])}] (n = {s['n']})"
+        verdict = _side(s["lo"] - value, s["hi"] - value, sign, 0.0)
+        cell = f"[{_fmt(s['lo'])}, {_fmt(s['hi'])}] (n = {s['n']})"
     text = f"{metric} of {_row_label(c['row'])} = {_fmt(s['mean'])} {cell}; {claimed}"
     test = _test(sign * (s["mean"] - value), s["std"] / math.sqrt(s["n"]), s["n"] - 1, 0.0, _effect(c),
                  s["std"] == 0)
@@ -291,8 +296,8 @@ def rank(c: dict, sweeps: Sweeps) -> Finding:
                 "non_inferior_to_best": True if lab == best else bool(rejected[order[1:].index(lab)]),
                 "vs_best": None if lab == best else vs_best[lab].numbers.get("difference"),
                 "first_job": first[lab]} for lab in order]
-    text = (f"{metric}: {c['claim']} non-inferior to each of {len(parts)} other rows "
-            f"({'within ' + _fmt(abs(margin) * 100) + ' % of each' if relative else 'by less than ' + _fmt(abs(margin))}); "
+    within = f"within {_fmt(abs(margin) * 100)} % of each" if relative else f"by less than {_fmt(abs(margin))}"
+    text = (f"{metric}: {c['claim']} non-inferior to each of {len(parts)} other rows ({within}); "
             "ranking by mean (best first): " + ", ".join(f"{lab} {_fmt(stats[lab]['mean'])}" for lab in order))
     return Finding("inconclusive", text, {"ranking": ranking, "metric": metric, "claim": c["claim"],
                                           "rows": {lab: r["experiment"] for lab, r in zip(labels, c["rows"])}},
@@ -377,8 +382,8 @@ def verdicts(cfg: dict, root: Path) -> dict[str, Finding]:
     claims = cfg.get("claims") or {}
     if not claims:
         raise ConfigError("the claims profile lists no claims (conf/claims/<profile>.yaml: claims: {C1: ...})")
-    rule = cfg.get("multiplicity", "holm")
-    if rule != "holm":
+    rule = cfg.get("multiplicity")  # not stated: the engine's only rule, Holm
+    if rule not in (None, "holm"):
         raise ConfigError(f"claims.multiplicity={rule!r}: the engine applies Holm across each claim's sub-tests "
                           "(multiplicity: holm)")
     sweeps = Sweeps(root)

@@ -33,7 +33,8 @@ def _check_report(d: Path) -> None:
 
 def publish(src: Path, dst: Path) -> list[Path]:
     """Copy a report out of logs/ into the repository: REPORT.md, verdicts.json, controls.json, the ranking figure
-    and each experiment's table and figures (not the job directories), keeping REPORT.md's relative links; files go to temp names, then rename."""
+    and each experiment's table and figures (not the job directories), keeping REPORT.md's relative links; files go
+    to temp names, then rename."""
     _check_report(src)
     files = [src / "REPORT.md", src / "verdicts.json"]
     files += [src / "controls.json"] if (src / "controls.json").is_file() else []
