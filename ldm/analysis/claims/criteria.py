@@ -161,9 +161,9 @@ def _test(estimate: float, se: float, df: Optional[float], threshold: float, eff
             "effect": effect, "zero_spread": zero_spread}
 
 
-def _effect(c: dict, scale: float = 1.0) -> Optional[float]:
+def _effect(c: dict) -> Optional[float]:
     """The criterion's declared effect (the smallest effect the claim is about, stated with it), or None."""
-    return None if c.get("effect") is None else float(c["effect"]) * scale
+    return None if c.get("effect") is None else float(c["effect"])
 
 
 def _difference_finding(label_a: str, label_b: str, metric: str, a: dict, b: dict, sign: int, margin: float,
@@ -299,9 +299,7 @@ def rank(c: dict, sweeps: Sweeps) -> Finding:
     within = f"within {_fmt(abs(margin) * 100)} % of each" if relative else f"by less than {_fmt(abs(margin))}"
     text = (f"{metric}: {c['claim']} non-inferior to each of {len(parts)} other rows ({within}); "
             "ranking by mean (best first): " + ", ".join(f"{lab} {_fmt(stats[lab]['mean'])}" for lab in order))
-    return Finding("inconclusive", text, {"ranking": ranking, "metric": metric, "claim": c["claim"],
-                                          "rows": {lab: r["experiment"] for lab, r in zip(labels, c["rows"])}},
-                   parts=parts)
+    return Finding("inconclusive", text, {"ranking": ranking, "metric": metric, "claim": c["claim"]}, parts=parts)
 
 
 def _first_job(sweeps: Sweeps, experiment: str, row: dict) -> Optional[str]:
@@ -350,15 +348,12 @@ def adjust(f: Finding, alpha: float = ONE_SIDED) -> Finding:
         z = " on Fisher's z" if t.get("scale") else ""
         x.text += (f"; MDE{z} {_fmt(t['mde'])} at level {alpha / m:.3g} (Holm, m = {m})"
                    + (f", declared effect {_fmt(t['effect'])}" if t["effect"] is not None else ""))
-    if f.parts and "ranking" not in f.numbers:
-        def recombine(g: Finding) -> None:
-            if g.parts:
-                for p in g.parts:
-                    recombine(p)
-                g.verdict = _combine(g.parts)
-        recombine(f)
-    elif "ranking" in f.numbers:  # rank: the claim row must be non-inferior to every other row
-        f.verdict = _combine(f.parts)
+    def recombine(g: Finding) -> None:  # an all-of, or a rank (its claim row non-inferior to every other row)
+        if g.parts:
+            for p in g.parts:
+                recombine(p)
+            g.verdict = _combine(g.parts)
+    recombine(f)
     return f
 
 
@@ -377,7 +372,7 @@ def decide_claim(criterion: dict, sweeps: Sweeps) -> Finding:
     return adjust(decide(criterion, sweeps))
 
 
-def verdicts(cfg: dict, root: Path) -> dict[str, Finding]:
+def verdicts(cfg: dict, root: Path, sweeps: Optional[Sweeps] = None) -> dict[str, Finding]:
     """Every claim of a profile config (`claims: {C1: {statement, criterion, ...}}`) decided on `root`'s sweeps."""
     claims = cfg.get("claims") or {}
     if not claims:
@@ -386,16 +381,16 @@ def verdicts(cfg: dict, root: Path) -> dict[str, Finding]:
     if rule not in (None, "holm"):
         raise ConfigError(f"claims.multiplicity={rule!r}: the engine applies Holm across each claim's sub-tests "
                           "(multiplicity: holm)")
-    sweeps = Sweeps(root)
+    sweeps = sweeps or Sweeps(root)
     return {name: decide_claim(c["criterion"], sweeps) for name, c in claims.items()}
 
 
-def controls(cfg: dict, root: Path) -> dict[str, Finding]:
+def controls(cfg: dict, root: Path, sweeps: Optional[Sweeps] = None) -> dict[str, Finding]:
     """The profile's negative controls (`controls: {name: {claim, text, criterion}}`): each applies one claim's
     criterion where that claim is false by construction (an untrained encoder, a row without the KL term), with the
     same Holm and power rules. A control that comes out `supported` shows that the criterion decides nothing."""
     claims, experiments = cfg.get("claims") or {}, cfg.get("experiments")
-    sweeps, out = Sweeps(root), {}
+    sweeps, out = sweeps or Sweeps(root), {}
     for name, c in (cfg.get("controls") or {}).items():
         if c.get("claim") not in claims:
             raise ConfigError(f"claims.controls.{name}.claim={c.get('claim')!r}: name one of the profile's claims "

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from ldm.analysis import tables
 from ldm.analysis.claims import estimate, publish, render
-from ldm.analysis.claims.criteria import controls, metrics_of, verdicts
+from ldm.analysis.claims.criteria import Sweeps, controls, metrics_of, verdicts
 from ldm.analysis.collect import collect
 from ldm.analysis.sweep_jobs import count_jobs
 from ldm.errors import ConfigError
@@ -118,8 +118,9 @@ def claims_report(cfg: DictConfig) -> dict:
               "evaluation: an upper bound)")
         return {}
     build_tables(profile, root)
-    findings = verdicts(profile, root)
-    checks = controls(profile, root)
+    sweeps = Sweeps(root)  # every sweep read once, for the claims and the controls
+    findings = verdicts(profile, root, sweeps)
+    checks = controls(profile, root, sweeps)
     root.mkdir(parents=True, exist_ok=True)
     for name, f in findings.items():  # C0's ranking figure, before the report that links it
         if "ranking" in f.numbers and f.verdict != "undecided":
