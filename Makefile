@@ -14,7 +14,7 @@ ABLATION_DIR ?= logs/ablation/autoencoders
 # sweep jobs side by side, one per usable CPU (each job then runs 1 torch thread: ldm/runtime.py)
 JOBS ?= $(shell nproc)
 
-.PHONY: help install train test test-slow test-all lint ablation claims claims-hybrid claims-readme readme-train bench clean clean-logs
+.PHONY: help install train test test-slow test-all lint ablation claims claims-hybrid claims-decisive claims-readme readme-train bench clean clean-logs
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ claims: $(STAMP) ## the claims report, quick profile: runs the sweeps it lacks, 
 
 claims-hybrid: $(STAMP) ## claim C6 on textures (VAE + DDGAN vs VAE + diffusion): logs/claims/hybrid/REPORT.md
 	$(PY) evaluate.py claims=hybrid claims.run=true $(ARGS)
+
+claims-decisive: $(STAMP) ## the decisive profile, a campaign: runs the jobs without a record in results/decisive/, then its report
+	$(PY) evaluate.py claims=decisive claims.run=true $(ARGS)
 
 claims-readme: $(STAMP) ## copy both reports into docs/claims/ and regenerate the README's verdict table
 	$(PY) -m ldm.analysis.claims.publish publish logs/claims/quick docs/claims/quick

@@ -32,6 +32,9 @@ class LatentModel(L.LightningModule):
     # capabilities, asked of the class by code that must not build a model (e.g. the claims dry run's estimate):
     encodes: bool = False  # maps images to latents, so latent diffusion can train on it (True for every Autoencoder)
     pixel_space: bool = False  # the latent is the image itself: nothing to train in stage 1 (identity)
+    # its val/loss tracks what training improves, so a plateau rule (stage<k>.plateau) may stop it; adversarial rows
+    # say False (a generator loss against a moving discriminator is no such signal) and train to the cap
+    plateau_signal: bool = True
 
     def __init__(self, *, image_size: int, in_channels: int, num_vis: int, optimizer: Optional[dict] = None) -> None:
         super().__init__()

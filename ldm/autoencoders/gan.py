@@ -24,6 +24,8 @@ class GAN(LatentModel):
     `EncodedGAN` rows report the pixel reconstruction loss instead. A GAN is not an `Autoencoder`.
     """
 
+    plateau_signal = False  # neither loss tracks sample quality (BiGAN's G(E(x)) error is not trained): to the cap
+
     def __init__(self, *, backbone: dict, image_size: int, in_channels: int, discriminator: dict, adv_loss: dict,
                  recon_loss: dict, r1_gamma: float, tanh: bool, optimizer: dict, disc_optimizer: dict,
                  grad_clip: Optional[float], num_vis: int) -> None:

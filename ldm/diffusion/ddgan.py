@@ -68,6 +68,8 @@ class DenoisingDiffusionGAN(LatentDiffusion):
     `lazy_reg` (R1 every k discriminator steps, scaled by k). The configured stage-2 `sampler` is not used:
     sampling is the T-step posterior chain (NFE = T)."""
 
+    plateau_signal = False  # its val/loss is a sample's x0 error, not what training minimises: to the cap
+
     def __init__(self, latent_shape: Sequence[int], net: dict, optimizer: dict, discriminator: dict,
                  disc_optimizer: dict, adv_loss: dict, steps: int = 4, beta_min: float = 0.1, beta_max: float = 20.0,
                  *, z_channels: int, r1_gamma: float, lazy_reg: int = 15, process: Optional[dict] = None,

@@ -64,3 +64,78 @@ class StepProgressBar(TQDMProgressBar):
         super().on_train_epoch_start(trainer, *args)
         self.train_progress_bar.initial = batches_done(trainer)
         self.train_progress_bar.set_description(getattr(trainer.lightning_module, "stage_name", "train"))
+
+
+class Plateau(L.Callback):
+    """Stop a stage when its validation metric has stopped improving: the stated rule of a converged run.
+
+    At every validation (every `val_every` batches), the value of `monitor` counts as an improvement when it beats
+    the best so far by more than `min_rel_improvement` of the best's magnitude (lower is better for mode=min).
+    After `patience` validations in a row without one, training stops at that validation's step; the stage's
+    `max_steps` stays the cap. A non-finite value is never an improvement. `min_steps` (batches) must pass before
+    a stop. The state (best, wait, the trace of every validation) is checkpointed, so a resumed stage stops where
+    an uninterrupted one would.
+    """
+
+    def __init__(self, monitor: str = "val/loss", mode: str = "min", patience: int = 3,
+                 min_rel_improvement: float = 0.01, min_steps: int = 0) -> None:
+        if mode not in ("min", "max"):
+            raise ValueError(f"plateau mode must be min or max, got {mode!r}")
+        if int(patience) < 1:
+            raise ValueError(f"plateau patience must be >= 1 validation, got {patience}")
+        if not 0 <= float(min_rel_improvement) < 1:
+            raise ValueError(f"plateau min_rel_improvement must be in [0, 1), got {min_rel_improvement}")
+        self.monitor, self.mode, self.patience = monitor, mode, int(patience)
+        self.min_rel, self.min_steps = float(min_rel_improvement), int(min_steps)
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self.wait = 0
+        self.stopped_step: int | None = None
+        self.trace: list[tuple[int, float]] = []
+
+    def improves(self, value: float) -> bool:
+        if value != value or value in (float("inf"), float("-inf")):
+            return False
+        if self.best is None:
+            return True
+        gain = (self.best - value) if self.mode == "min" else (value - self.best)
+        return gain > self.min_rel * abs(self.best)
+
+    def update(self, step: int, value: float) -> bool:
+        """Take one validation's value at `step`; True when the rule says stop here."""
+        self.trace.append((int(step), float(value)))
+        if self.improves(value):
+            self.best, self.best_step, self.wait = float(value), int(step), 0
+            return False
+        self.wait += 1
+        if self.wait >= self.patience and step >= self.min_steps:
+            self.stopped_step = int(step)
+            return True
+        return False
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.stopped_step is not None:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            raise KeyError(f"plateau monitor {self.monitor!r} was not logged at validation; the stage logs "
+                           f"{sorted(k for k in trainer.callback_metrics if k.startswith('val/'))}")
+        step = batches_done(trainer)
+        if self.trace and self.trace[-1][0] == step:  # the budget's final validation repeats a periodic one
+            return
+        if self.update(step, float(value)):
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_step": self.best_step, "wait": self.wait,
+                "stopped_step": self.stopped_step, "trace": [list(t) for t in self.trace]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_step, self.wait = state["best"], state["best_step"], state["wait"]
+        self.stopped_step = state["stopped_step"]
+        self.trace = [(int(s), float(v)) for s, v in state["trace"]]
+
+    def summary(self, stage: str, cap: int) -> dict:
+        """The stage's stopping record: why it stopped (plateau | cap), where, and its best validation."""
+        return {f"{stage}/stop": "plateau" if self.stopped_step is not None else "cap", f"{stage}/cap": int(cap),
+                f"{stage}/best_step": self.best_step, f"{stage}/plateau_monitor": self.monitor}

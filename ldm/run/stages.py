@@ -21,16 +21,18 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig
 
 from ldm.run import tracking
-from ldm.run.callbacks import StepBudget, StepSeed
+from ldm.run.callbacks import Plateau, StepBudget, StepSeed
 from ldm.utils import cache
 from ldm.utils.checkpoint import link_or_copy, run_checkpoint
-from ldm.utils.config import build, instantiate_dict
+from ldm.utils.config import build, instantiate_dict, plain
+from ldm.utils.io import write_json
 from ldm.utils.steps import batches_done
 
 log = logging.getLogger(__name__)
 
 
-def make_trainer(cfg: DictConfig, stage: str, loggers: list, extra_steps: int = 0) -> L.Trainer:
+def make_trainer(cfg: DictConfig, stage: str, loggers: list, extra_steps: int = 0,
+                 plateau_signal: bool = True) -> L.Trainer:
     """A Trainer for one stage: its budget (+ `extra_steps` a module asks for beyond it, e.g. GAN inversion's
     encoder after a GAN at the full budget), checkpoints under checkpoints/<stage>/, the run's loggers writing
     under `<stage>/`."""
@@ -41,6 +43,8 @@ def make_trainer(cfg: DictConfig, stage: str, loggers: list, extra_steps: int = 
         if isinstance(cb, ModelCheckpoint):
             cb.dirpath = str(run_checkpoint(cfg.paths.output_dir, stage).parent)
     callbacks += [StepBudget(total), StepSeed(cfg.seed)]
+    if budget.get("plateau") and plateau_signal:  # stop on a validation plateau, max_steps the cap (Plateau)
+        callbacks.append(Plateau(**budget.plateau))
     loggers = tracking.for_stage(loggers, stage)
     if not loggers:  # nothing to report learning rates to (logger=none)
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
@@ -94,7 +98,8 @@ def run_stage(cfg: DictConfig, stage: Stage, loggers: list = ()) -> Result:
         stage.parts = {**stage.parts, "compile": True}
         log.info("%s: torch.compile %s", name, ", ".join(compile_networks(stage.module, cfg.paths.cache_dir)))
     key = cache.key(stage.parts)
-    trainer = make_trainer(cfg, name, list(loggers), getattr(stage.module, "extra_steps", 0))
+    trainer = make_trainer(cfg, name, list(loggers), getattr(stage.module, "extra_steps", 0),
+                           getattr(stage.module, "plateau_signal", True))
     cached = bool((cfg.get("cache") or {}).get(name, False)) and not stage.resume and trainer.world_size == 1
     entry = cache.Entry(cfg.paths.cache_dir, name, key, stage.parts) if cached else None
     ckpt = run_checkpoint(cfg.paths.output_dir, name)
@@ -119,6 +124,16 @@ def run_stage(cfg: DictConfig, stage: Stage, loggers: list = ()) -> Result:
                 **stage.summary(stage.module)}
         if stage.resume:
             info[f"{name}/resumed_from"] = str(stage.resume)
+        plateau = next((cb for cb in trainer.callbacks if isinstance(cb, Plateau)), None)
+        if plateau is None and cfg[name].get("plateau"):  # asked for, but the module has no plateau signal
+            info.update({f"{name}/stop": "cap", f"{name}/cap": batches_done(trainer),
+                         f"{name}/plateau_monitor": "none (no plateau signal: trained to the cap)"})
+        if plateau is not None:
+            info.update(plateau.summary(name, int(cfg[name].max_steps) + getattr(stage.module, "extra_steps", 0)))
+            if trainer.is_global_zero:  # every validation's value: the curve the stop was read off
+                write_json(Path(cfg.paths.output_dir) / f"plateau_{name}.json",
+                           {"monitor": plateau.monitor, "rule": plain(cfg[name].plateau), "trace": plateau.trace,
+                            "stopped_step": plateau.stopped_step, "best_step": plateau.best_step})
         if entry is not None and trainer.is_global_zero:
             entry.publish({stage.cache_file: lambda tmp: trainer.save_checkpoint(tmp, weights_only=True)}, info)
     return Result(stage.module, info, trainer.is_global_zero, entry)

@@ -48,7 +48,15 @@ def stage1_parts(cfg: DictConfig) -> dict:
     """What determines a trained autoencoder: data, autoencoder config, seed, budget, batch size, precision."""
     return {"data": _without(plain(cfg.data), ("num_workers",)),
             "autoencoder": _without(plain(cfg.autoencoder), DISPLAY_KEYS), "seed": cfg.seed,
-            "max_steps": cfg.stage1.max_steps, "precision": str(cfg.trainer.get("precision"))}
+            "max_steps": cfg.stage1.max_steps, "precision": str(cfg.trainer.get("precision")), **stopping(cfg.stage1)}
+
+
+def stopping(budget: DictConfig) -> dict:
+    """A plateau rule changes what a stage trains (where it stops, read at every val_every): part of its cache key.
+    Absent for a fixed budget, so fixed-budget keys are what they were."""
+    if not budget.get("plateau"):
+        return {}
+    return {"plateau": plain(budget.plateau), "val_every": int(budget.val_every)}
 
 
 def ae_info(ae: Any) -> dict:
@@ -135,7 +143,8 @@ def stage2(cfg: DictConfig, plan: preflight.Plan, s1: Result, z: dict, loggers: 
                             overfit_batches=plan.datamodule.overfit_batches)
     parts = {"stage1": s1.info["stage1/key"], "diffusion": _without(plain(cfg.diffusion), DISPLAY_KEYS),
              "seed": cfg.seed, "max_steps": budget.max_steps, "batch_size": budget.batch_size,
-             "num_classes": plan.datamodule.num_classes, "precision": str(cfg.trainer.get("precision"))}
+             "num_classes": plan.datamodule.num_classes, "precision": str(cfg.trainer.get("precision")),
+             **stopping(budget)}
     load = lambda path: load_module(path, "the cached stage 2", expected=LatentDiffusion,  # noqa: E731
                                     sampler=plain(cfg.sampler))
     result = run_stage(cfg, Stage("stage2", ld, data, "diffusion.ckpt", load, parts, plan.resume2, summary=ld_info),

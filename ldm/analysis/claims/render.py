@@ -76,7 +76,7 @@ def ranking_figure(f: Finding, root: Path, path: Path) -> Path:
 
 
 def report(cfg: dict, root: Path, findings: dict[str, Finding], commands: list[str],
-           controls: dict[str, Finding] | None = None) -> str:
+           controls: dict[str, Finding] | None = None, campaign: list[str] | None = None) -> str:
     """REPORT.md: the verdict table, the negative controls, then per claim the pre-stated criterion, the numbers
     and the scope. Deterministic (no dates, fixed order), so the same sweeps give the same bytes."""
     lines = [f"# Claims report: {cfg['profile']} profile", "",
@@ -84,6 +84,8 @@ def report(cfg: dict, root: Path, findings: dict[str, Finding], commands: list[s
              "| claim | statement | verdict |", "|---|---|---|"]
     for name, c in cfg["claims"].items():
         lines.append(f"| {name} | {c.get('statement', '').strip()} | **{findings[name].verdict}** |")
+    if campaign:  # where the numbers come from: the records, their code, and where each row stopped training
+        lines += ["", "## Records and stopping steps", "", *campaign]
     if controls:
         lines += ["", "## Negative controls", "",
                   "Each applies one claim's criterion where the claim is false by construction; a criterion that "

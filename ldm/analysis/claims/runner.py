@@ -72,6 +72,10 @@ def claims_report(cfg: DictConfig) -> dict:
     claim from the pre-stated criteria and write <claims.dir>/REPORT.md and verdicts.json."""
     profile = plain(cfg.claims)
     root = Path(profile["dir"])
+    if profile.get("results"):  # a campaign: records, not sweeps (ldm.analysis.claims.campaign)
+        from ldm.analysis.claims import campaign
+
+        return campaign.run(profile, root)
     jobs = jobs_of(profile)
     n_jobs = int(profile.get("n_jobs") or len(os.sched_getaffinity(0)))
     commands, todo = [], []
@@ -117,6 +121,12 @@ def claims_report(cfg: DictConfig) -> dict:
               f"one GPU: about {gpu_h:.1f} GPU-hours (the bench plan's modelled step time, CPU-measured "
               "evaluation: an upper bound)")
         return {}
+    return decide(profile, root, commands + [f".venv/bin/python evaluate.py claims={profile['profile']}"])
+
+
+def decide(profile: dict, root: Path, commands: list[str], campaign: Optional[list[str]] = None) -> dict:
+    """The tables, verdicts, controls and REPORT.md of the sweeps under `root` (a profile's sweeps, or the view a
+    campaign builds from its records; `campaign`: the report's lines on those records)."""
     build_tables(profile, root)
     sweeps = Sweeps(root)  # every sweep read once, for the claims and the controls
     findings = verdicts(profile, root, sweeps)
@@ -125,8 +135,7 @@ def claims_report(cfg: DictConfig) -> dict:
     for name, f in findings.items():  # C0's ranking figure, before the report that links it
         if "ranking" in f.numbers and f.verdict != "undecided":
             render.ranking_figure(f, root, root / f"{name}_ranking.png")
-    text = render.report(profile, root, findings, commands + [f".venv/bin/python evaluate.py claims="
-                                                              f"{profile['profile']}"], checks)
+    text = render.report(profile, root, findings, commands, checks, campaign)
     atomic_write(root / "REPORT.md", lambda tmp: Path(tmp).write_text(text))
     write_json(root / "verdicts.json", render.json_ready(findings))
     write_json(root / "controls.json", render.json_ready(checks))
