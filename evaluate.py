@@ -10,8 +10,9 @@ os.environ.setdefault("LDM_ROOT", os.path.dirname(os.path.abspath(__file__)))
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig):
-    from ldm.run import runtime
+    from ldm.run import runtime, schema
 
+    schema.entry_check(cfg)  # threads=abc: one error line, before the thread setup reads it
     runtime.prepare_from_hydra(cfg.get("threads"))  # threads and OpenMP waiting, before torch is imported
     from ldm import cli  # after Hydra parsed the CLI: `--help` and `--cfg` stay fast
 
@@ -19,4 +20,6 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
-    main()
+    from ldm.signals import guarded
+
+    guarded(main)

@@ -45,7 +45,11 @@ def evaluate(cfg: DictConfig) -> Optional[float]:
 
 def _evaluate(cfg: DictConfig, report: Any) -> dict:
     from ldm.errors import ConfigError
+    from ldm.run import schema
     from ldm.run.evaluate import evaluate_run, export_run
+
+    schema.validate(cfg, schema.EVALUATE)
+    schema.check_memory(cfg.metrics.get("num_samples") if cfg.get("metrics") else None)
 
     if cfg.get("claims"):
         from ldm.analysis.claims.runner import claims_report

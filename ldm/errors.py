@@ -19,3 +19,16 @@ class Diverged(RuntimeError):
 
 class NoEncoderError(UserError):
     """The autoencoder row has no encoder (a plain GAN), so it cannot map images to latents."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM (a scheduler's time limit or preemption, `kill`) or SIGINT (Ctrl-C) reached the process: the run
+    stops, records `status: interrupted` and exits 128 + the signal's number. A BaseException, so that no
+    `except Exception` on the way swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = int(signum)
+        self.name = signal.Signals(self.signum).name
+        super().__init__(f"stopped by {self.name}")

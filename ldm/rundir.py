@@ -54,17 +54,27 @@ def read_status(path: Path) -> dict:
 
 def job_overrides(job: Path) -> dict[str, str]:
     """{key: value} of the overrides a job ran with (`.hydra/overrides.yaml`; `+`/`~` prefixes dropped); {} when
-    the file is missing or damaged."""
-    path = job / ".hydra" / "overrides.yaml"
-    try:
-        items = yaml.safe_load(path.read_text()) or [] if path.is_file() else []
-    except (yaml.YAMLError, OSError):
-        items = []  # a damaged job still gets its row in the list of jobs without results
+    the file is missing or damaged (`overrides_problem` says which)."""
+    items = _override_items(job)
     out = {}
-    for item in items:
+    for item in items if isinstance(items, list) else []:
         k, _, v = item.lstrip("+~").partition("=")
         out[k] = v
     return out
+
+
+def _override_items(job: Path):
+    path = job / ".hydra" / "overrides.yaml"
+    try:
+        items = yaml.safe_load(path.read_text()) or [] if path.is_file() else []
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return None
+    return items if isinstance(items, list) and all(isinstance(i, str) for i in items) else None
+
+
+def overrides_problem(job: Path) -> Optional[str]:
+    """Why a job's `.hydra/overrides.yaml` cannot be read as a list of overrides (truncated, not a list), or None."""
+    return None if _override_items(job) is not None else ".hydra/overrides.yaml is damaged (not a list of overrides)"
 
 
 PATTERN = {"last": "last.ckpt", "best": "best-*.ckpt"}  # checkpoint=... -> file name in checkpoints/<stage>/

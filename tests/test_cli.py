@@ -60,8 +60,9 @@ LONG = ["stage1.max_steps=60", "stage1.val_every=10", "stage2.max_steps=60", "st
         "cache.stage1=false", "cache.stage2=false"]
 
 
-def kill_when(run: Path, stage: str, cache: Path) -> int:
-    """Start a run, SIGKILL it as soon as `stage` wrote its first last.ckpt; returns that checkpoint's step."""
+def kill_when(run: Path, stage: str, cache: Path, sig: int = signal.SIGKILL) -> int:
+    """Start a run, send it `sig` as soon as `stage` wrote its first last.ckpt; returns that checkpoint's step.
+    SIGKILL ends the process at once (-9); SIGTERM and SIGINT are answered by the run itself: exit 128 + sig."""
     proc = subprocess.Popen([sys.executable, "train.py", *BASE, *LONG, f"hydra.run.dir={run}",
                              f"paths.cache_dir={cache}"], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -69,9 +70,9 @@ def kill_when(run: Path, stage: str, cache: Path) -> int:
     deadline = time.time() + 300
     while not ckpt.is_file() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
+    assert proc.returncode == (-sig if sig == signal.SIGKILL else 128 + sig)
     return torch.load(ckpt, map_location="cpu", weights_only=True)["loops"]["fit_loop"][
         "epoch_loop.batch_progress"]["total"]["completed"]
 
@@ -109,6 +110,52 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(stage, uninterrupted, t
     for key in ("recon/psnr", "recon/rfid", "latent/prior_fid", "gen/fid", "gen/kid", "gen/classes_covered",
                 "stage2/val_loss"):
         assert m[key] == ref[key], key
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_a_run_as_interrupted_and_resume_is_bit_identical(sig, uninterrupted, tmp_path):
+    """SIGTERM (a scheduler's time limit) and SIGINT (Ctrl-C) mid stage 1: exit 128 + signal, status interrupted
+    with the signal named (not exit 0 with a `running` file), and resume= ends bit-identical to a straight run."""
+    stopped = tmp_path / "stopped"
+    step = kill_when(stopped, "stage1", tmp_path / "cache", sig)
+    assert 0 < step < 60
+    record = json.loads((stopped / "metrics.json").read_text())
+    assert record["status"] == "interrupted" and signal.Signals(sig).name in record["error"]
+    proc = train([*LONG, f"resume={stopped}"], tmp_path / "resumed", tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b = state(uninterrupted, "stage2"), state(tmp_path / "resumed", "stage2")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    m, ref = (json.loads((r / "metrics.json").read_text()) for r in (tmp_path / "resumed", uninterrupted))
+    assert all(m[k] == ref[k] for k in ("recon/psnr", "gen/fid", "stage2/val_loss"))
+
+
+def test_sigterm_stops_a_whole_sweep(tmp_path):
+    """A sweep (Hydra's basic launcher) sent SIGTERM during its first job: that job is interrupted, no later job
+    starts, the sweep exits 143; rerun into a new directory, it gives the table an uninterrupted sweep gives."""
+    sweep = tmp_path / "sweep"
+    args = [sys.executable, "train.py", "-m", *BASE, *LONG, "seed=0,1", f"paths.cache_dir={tmp_path / 'cache'}"]
+    proc = subprocess.Popen([*args, f"hydra.sweep.dir={sweep}"], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (sweep / "0" / "checkpoints" / "stage1" / "last.ckpt").is_file() and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert read_status(sweep / "0" / "metrics.json")["status"] == "interrupted"
+    assert not (sweep / "1").exists()
+    tables = []
+    for name in ("again", "straight"):
+        done = subprocess.run([*args, f"hydra.sweep.dir={tmp_path / name}"], cwd=ROOT, env=ENV, capture_output=True,
+                              text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-2000:]
+        subprocess.run([sys.executable, "evaluate.py", f"table.dir={tmp_path / name}"], cwd=ROOT, env=ENV,
+                       check=True, capture_output=True, timeout=300)
+        table = (tmp_path / name / "table.csv").read_text().splitlines()
+        header = table[0].split(",")
+        keep = [i for i, h in enumerate(header) if "wall_s" not in h]  # timings differ between any two runs
+        tables.append([[row.split(",")[i] for i in keep] for row in table])
+    assert tables[0] == tables[1]
 
 
 def test_ddp_cpu_with_the_default_metrics_evaluates_like_one_process(tmp_path):

@@ -55,11 +55,13 @@ def test_a_broken_rule_is_caught(tmp_path, module, line, contract):
 
 @pytest.mark.parametrize("entry", ["train.py", "evaluate.py", "sample.py"])
 def test_entries_hold_no_logic(entry):
-    """An entry composes the config, sets the threads before torch loads, and calls `ldm.cli`: nothing else."""
+    """An entry composes the config, checks the one setting it reads itself (threads: `schema.entry_check`), sets
+    the threads before torch loads, and calls `ldm.cli`: nothing else."""
     tree = ast.parse((ROOT / entry).read_text())
     main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
     calls = [ast.unparse(n.func) for stmt in main.body for n in ast.walk(stmt) if isinstance(n, ast.Call)]
-    assert sorted(calls) == sorted(["runtime.prepare_from_hydra", "cfg.get", f"cli.{entry[:-3]}"]), calls
+    assert sorted(calls) == sorted(["schema.entry_check", "runtime.prepare_from_hydra", "cfg.get",
+                                    f"cli.{entry[:-3]}"]), calls
     assert not any(isinstance(n, (ast.If, ast.For, ast.While, ast.Try)) for n in ast.walk(main))
 
 

@@ -74,6 +74,8 @@ def markdown(t: dict, title: str) -> str:
            "jobs" + (f", sampled with {', '.join(t['samplers'])}" if t["samplers"] else "")
            + (f", {'/'.join(map(str, t['num_samples']))} samples" if t["num_samples"] else "") + ".")
           if t["re_evaluated"] else "",
+          (f"Ignored as another training's ({t['eval_file']} whose stage keys are not the job's): jobs "
+           + ", ".join(t["stale"]) + ".") if t.get("stale") else "",
           "",
           "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for i, r in enumerate(rows):

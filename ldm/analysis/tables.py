@@ -110,7 +110,7 @@ def build(sweep_dir: str | Path, columns: Optional[Sequence[str]] = None, title:
     samplers = sorted({r["metrics"]["eval/sampler"] for r in re_evaluated if r["metrics"].get("eval/sampler")})
     result = {"rows": rows, "columns": columns, "best": best, "bad": bad, "reference": ref, "swept": swept,
               "budgets": budgets, "constant": constant, "re_evaluated": len(re_evaluated), "jobs": len(records),
-              "samplers": samplers,
+              "samplers": samplers, "stale": [r["job"] for r in records if r.get("stale_eval")],
               "eval_file": eval_file, "num_samples": sorted({r["metrics"].get("eval/num_samples") for r in re_evaluated
                                                              if r["metrics"].get("eval/num_samples")})}
     render.write(sweep_dir, result, title or sweep_dir.name, name)

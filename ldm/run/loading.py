@@ -123,6 +123,48 @@ def load(path: str | os.PathLike, which: str = "last") -> Model:
     return Model(cfg, ae, ld, info)
 
 
+def _latent_model() -> type:
+    from ldm.autoencoders.base import LatentModel
+
+    return LatentModel
+
+
+def _latent_diffusion() -> type:
+    from ldm.diffusion.module import LatentDiffusion
+
+    return LatentDiffusion
+
+
+EXPORT_BASES = {"autoencoder": _latent_model, "diffusion": _latent_diffusion}  # what each module of an export is
+EXPORT_KEYS = {"format", "source", "config", "class_names", "autoencoder", "diffusion"}
+
+
+def check_export_meta(meta: Any, where: str) -> None:
+    """model.json's shape, before any class is looked up or built: a JSON object with the export's keys only, a
+    config mapping, class names as a list of strings, each module as {class: str, hparams: mapping}."""
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"{where}: {what}: export the run again (evaluate.py run_dir=<run> export=<dir>)")
+
+    if not isinstance(meta, dict):
+        raise bad(f"holds a {type(meta).__name__}, not a JSON object")
+    extra, missing = set(meta) - EXPORT_KEYS, {"format", "config", "autoencoder"} - set(meta)
+    if extra or missing:
+        raise bad(", ".join(([f"unknown keys {sorted(extra)}"] if extra else [])
+                            + ([f"missing keys {sorted(missing)}"] if missing else [])))
+    if not isinstance(meta["config"], dict):
+        raise bad("config is not a mapping")
+    names = meta.get("class_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise bad("class_names is not a list of strings")
+    for name in ("autoencoder", "diffusion"):
+        if name not in meta:
+            continue
+        spec = meta[name]
+        if not isinstance(spec, dict) or set(spec) != {"class", "hparams"} or not isinstance(spec["class"], str) \
+                or not isinstance(spec["hparams"], dict):
+            raise bad(f"{name} must be {{class: <name>, hparams: {{...}}}}, got {json.dumps(spec)[:80]}")
+
+
 def load_export(path: Path) -> Model:
     """The model of an export directory written by `export`."""
     from safetensors.torch import load_file
@@ -132,6 +174,7 @@ def load_export(path: Path) -> Model:
         meta = json.loads((path / EXPORT).read_text())
     except (OSError, ValueError) as e:
         raise ConfigError(f"{where} cannot be read ({type(e).__name__}): export the run again") from None
+    check_export_meta(meta, where)
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{where} has format {meta.get('format')}, this ldm reads {FORMAT}: export the run again")
     cfg = OmegaConf.create(meta["config"])
@@ -143,7 +186,14 @@ def load_export(path: Path) -> Model:
         spec = meta[name]
         check_targets(spec["hparams"], where, f"{name}.hparams", allowed=MODEL_TARGETS)
         cls = get_class(spec["class"], f"{name}.class", where)
-        module = cls(**spec["hparams"])
+        if not issubclass(cls, EXPORT_BASES[name]()):  # before anything is built: a Trainer is never constructed
+            raise ConfigError(f"{where}: {name}.class={spec['class']} is not a {EXPORT_BASES[name]().__name__}: "
+                              f"export the run again")
+        try:
+            module = cls(**spec["hparams"])
+        except (TypeError, ValueError) as e:  # missing, extra or ill-typed hyper-parameters
+            raise ConfigError(f"{where}: {name}.hparams do not build a {cls.__name__} ({' '.join(str(e).split())}): "
+                              f"export the run again") from None
         try:
             state = load_file(str(path / f"{name}.safetensors"))
         except Exception as e:  # missing, truncated, not safetensors

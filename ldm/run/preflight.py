@@ -15,11 +15,12 @@ from typing import Any, Optional
 
 import lightning as L
 import torch
-from omegaconf import DictConfig
+import yaml
+from omegaconf import DictConfig, OmegaConf
 
 from ldm.autoencoders.base import Autoencoder
 from ldm.errors import ConfigError
-from ldm.run import runtime
+from ldm.run import runtime, schema
 from ldm.rundir import read_status
 from ldm.utils.checkpoint import check_fits, load_checkpoint, run_checkpoint
 from ldm.utils.config import build, get_class, instantiate_module, plain
@@ -67,6 +68,36 @@ def batches_in_checkpoint(ckpt: dict) -> Optional[int]:
         return ckpt.get("global_step")
 
 
+# what a resumed run must share with the stopped one: everything that changes what is trained (not where files
+# go, what is logged, how it is evaluated or sampled, or the checkpoints resume= picks itself)
+RESUME_KEYS = ("seed", "stage", "data", "backbone", "autoencoder", "diffusion", "stage1", "stage2",
+               "trainer.precision", "compile")
+RESUME_IGNORED = ("data.num_workers", "data.root", "autoencoder.ckpt_path", "autoencoder.num_vis",
+                  "autoencoder.vis_seed", "diffusion.num_vis", "diffusion.vis_seed", "stage2.ckpt_path")
+
+
+def _flat(d: Any, prefix: str = "") -> dict:
+    if isinstance(d, dict):
+        return {k: v for key, sub in d.items() for k, v in _flat(sub, f"{prefix}{key}.").items()} or {prefix[:-1]: {}}
+    return {prefix[:-1]: d}
+
+
+def config_differences(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
+    """(dotted key, the stopped run's value, this run's) for every RESUME_KEYS setting that differs (unresolved
+    values on both sides: interpolations compare as written)."""
+    def pick(cfg: dict) -> dict:
+        out = {}
+        for key in RESUME_KEYS:
+            node: Any = cfg
+            for part in key.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            out.update(_flat(node, f"{key}.") if isinstance(node, dict) else {key: node})
+        return {k: v for k, v in out.items() if not any(k == i or k.startswith(i + ".") for i in RESUME_IGNORED)}
+
+    a, b = pick(old), pick(new)
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
 def resume_from(cfg: DictConfig) -> tuple[Optional[str], Optional[str], Optional[str]]:
     """(ckpt_path, autoencoder.ckpt_path, stage2.ckpt_path) for `resume=<run dir>`, else the config's own.
 
@@ -86,6 +117,16 @@ def resume_from(cfg: DictConfig) -> tuple[Optional[str], Optional[str], Optional
     status = read_status(run / "metrics.json")
     if status["status"] == "ok":
         raise ConfigError(f"resume={run} finished already (status ok): evaluate it with evaluate.py run_dir={run}")
+    if status["status"] == "running":  # its process is alive (ldm.rundir.run_status): two copies would train
+        raise ConfigError(f"resume={run} is still running (pid {status.get('pid')} on {status.get('host')}): wait "
+                          f"for it to end, or stop it first (kill {status.get('pid')})")
+    differs = config_differences(yaml.safe_load((run / ".hydra" / "config.yaml").read_text()) or {},
+                                 OmegaConf.to_container(cfg, resolve=False))
+    if differs:
+        shown = "; ".join(f"{k}: {a!r} there, {b!r} here" for k, a, b in differs[:3])
+        more = f" (+{len(differs) - 3} more)" if len(differs) > 3 else ""
+        raise ConfigError(f"resume={run} trained another experiment: {shown}{more}; pass that run's own overrides "
+                          f"({run / '.hydra' / 'overrides.yaml'})")
     last1, last2 = (run_checkpoint(run, s) for s in ("stage1", "stage2"))
     if "stage1/steps" in status and last1.is_file():
         ae_ckpt = str(last1)
@@ -102,6 +143,9 @@ def resume_from(cfg: DictConfig) -> tuple[Optional[str], Optional[str], Optional
 
 def check(cfg: DictConfig) -> Plan:
     """Build and check everything the run needs before training; a `UserError` for the first problem found."""
+    schema.validate(cfg, schema.TRAIN)  # types and ranges first: every later check may then trust them
+    if (cfg.get("metrics") or {}).get("features"):
+        schema.check_memory(cfg.metrics.get("num_samples"))
     stage = cfg.stage
     if stage not in STAGES:
         raise ConfigError(f"stage={stage}: choose one of {', '.join(STAGES)}")

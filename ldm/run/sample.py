@@ -74,12 +74,16 @@ def write(images: torch.Tensor, label: Optional[int], out: Path, overwrite: bool
     tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    pixels = to_uint8(images)
-    for i, image in enumerate(pixels):
-        save_png(image, tmp / f"{i:06d}.png")
-    labels = np.full(len(pixels), -1 if label is None else label, dtype=np.int64)
-    save_npz(tmp / "samples.npz", images=pixels, labels=labels)
-    save_png(make_grid(images[:64], nrow=8, scale=max(1, 48 // images.shape[-1])), tmp / "grid.png")
+    try:  # a full disk or a signal half-way: the temporary folder goes, nothing is left under any name
+        pixels = to_uint8(images)
+        for i, image in enumerate(pixels):
+            save_png(image, tmp / f"{i:06d}.png")
+        labels = np.full(len(pixels), -1 if label is None else label, dtype=np.int64)
+        save_npz(tmp / "samples.npz", images=pixels, labels=labels)
+        save_png(make_grid(images[:64], nrow=8, scale=max(1, 48 // images.shape[-1])), tmp / "grid.png")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
@@ -130,4 +134,10 @@ def sample(cfg: DictConfig, report=None) -> dict:
 
 def main(cfg: DictConfig) -> Optional[dict]:
     """Entry point behind sample.py, under the task wrapper (one `error:` line and exit 2 on bad input)."""
-    return run_task(cfg, sample)
+    from ldm.run import schema
+
+    def checked(cfg: DictConfig, report) -> Optional[dict]:
+        schema.validate(cfg, schema.SAMPLE)
+        return sample(cfg, report)
+
+    return run_task(cfg, checked)

@@ -6,7 +6,9 @@ The entry's own function then reads as a straight line of steps (after lightning
   `status: failed` and exits 2;
 - `Diverged` records `status: diverged` and returns normally (exit 0: a result, not a crash);
 - anything else records `status: failed` with the exception's one-line summary and re-raises;
-- inside a Hydra multirun a failing job is recorded and logged, and the sweep goes on.
+- inside a Hydra multirun a failing job is recorded and logged, and the sweep goes on;
+- SIGTERM and SIGINT (`Interrupted`) record `status: interrupted` and exit 128 + the signal (143, 130), also
+  from a sweep, which then stops: a scheduler's time limit or a Ctrl-C never looks like success.
 The status file (`metrics.json` for train.py) is written `running` when the task starts, and again as
 results arrive, so a run killed by the OS is told apart from one that never started.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -23,10 +26,38 @@ from typing import Callable, Optional
 
 from omegaconf import DictConfig
 
-from ldm.errors import Diverged, UserError
+from ldm import signals
+from ldm.errors import Diverged, Interrupted, UserError
 from ldm.utils.io import write_json
 
 log = logging.getLogger(__name__)
+
+
+class DirectoryTaken(UserError):
+    """The run directory already holds another run's record (a reused hydra.run.dir, a second sweep into one
+    folder): refused before anything is written, so that record is not overwritten."""
+
+
+def check_owner(cfg: DictConfig, status_path: Optional[Path]) -> None:
+    """Refuse a directory whose status file belongs to another run, unless this run resumes that one in place or
+    says `+overwrite=true` (the claims runner's rerun of an incomplete sweep, whose finished stages come from the
+    stage cache)."""
+    if status_path is None or process_rank() != 0 or not status_path.exists() or cfg.get("overwrite"):
+        return
+    resume = cfg.get("resume")
+    if resume and Path(resume).resolve() == status_path.parent.resolve():
+        return
+    from ldm.rundir import read_status
+
+    prior = read_status(status_path)
+    when = f", started {prior['started']}" if prior.get("started") else ""
+    raise DirectoryTaken(f"{status_path.parent} already holds a run (status {prior['status']}{when}); its record "
+                         f"is kept: give this run its own directory (hydra.run.dir=..., or hydra.sweep.dir=... for a "
+                         f"sweep), or continue that run with resume={status_path.parent}")
+
+
+class Stopped(SystemExit):
+    """The exit of a run that a signal stopped (code 128 + signal); a sweep lets it through and stops."""
 
 
 def one_line(err: BaseException) -> str:
@@ -124,12 +155,26 @@ def run_task(cfg: DictConfig, task: Callable[[DictConfig, Callable[[dict], None]
     Returns the task's metrics (with `status`), or None on non-zero DDP ranks and for failed multirun jobs.
     """
     tidy_output()
+    signals.install()
     if in_multirun():
         try:
+            check_owner(cfg, status_path)
             return _run(cfg, task, status_path)
+        except Stopped:
+            log.error("job stopped by a signal; the sweep stops")
+            raise
+        except DirectoryTaken as e:  # every job of this sweep would overwrite one of another sweep's
+            print(f"error: {one_line(e)}", file=sys.stderr)
+            log.error("the sweep stops: its directory holds another sweep's jobs")
+            raise SystemExit(2) from None
         except (Exception, SystemExit) as e:  # recorded in this job's status file already
             log.error("job failed (%s); the sweep goes on", one_line(e))
             return None
+    try:
+        check_owner(cfg, status_path)
+    except DirectoryTaken as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        sys.exit(2)
     return _run(cfg, task, status_path)
 
 
@@ -158,8 +203,17 @@ def _run(cfg: DictConfig, task, status_path: Optional[Path]) -> Optional[dict]:
         failed = False
         metrics = {**metrics, "status": "diverged", "error": one_line(e)}
         log.error("run diverged: %s", one_line(e))
+    except Interrupted as e:
+        status.final({**metrics, "status": "interrupted", "error": f"stopped by {e.name}"})
+        print(f"error: stopped by {e.name}; continue it with resume={cfg.paths.output_dir}", file=sys.stderr)
+        raise Stopped(128 + e.signum) from None
     except KeyboardInterrupt:
         status.final({**metrics, "status": "interrupted", "error": "stopped by the user (Ctrl-C)"})
+        raise
+    except SystemExit as e:  # Lightning's own answer to a signal it caught first (SIGTERMException, exit 1 on ^C)
+        if type(e).__name__ == "SIGTERMException":
+            status.final({**metrics, "status": "interrupted", "error": "stopped by a signal"})
+            raise Stopped(128 + signal.SIGTERM) from None
         raise
     except Exception as e:
         status.final({**metrics, "status": "failed", "error": one_line(e)})

@@ -10,14 +10,30 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()  # read once: os.umask can only be read by setting it
+
+
+def file_mode() -> int:
+    """The mode a new file gets under this process's umask (0644 under umask 022), as open() would give it."""
+    return 0o666 & ~UMASK
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call `write(tmp_path)` on a temp file beside `path`, then rename it over `path`."""
+    """Call `write(tmp_path)` on a temp file beside `path`, then rename it over `path`. The file ends with the
+    mode the umask gives (mkstemp makes 0600, which would hide results from a group sharing the folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -45,7 +45,8 @@ def command(name: str, overrides: list[str], root: Path, n_jobs: int,
     """One experiment's train.py multirun: joblib with `n_jobs` side by side, or the profile's `launcher`
     overrides (e.g. submitit on SLURM: [hydra/launcher=submitit_slurm, hydra.launcher.gpus_per_node=1, ...])."""
     launch = list(launcher) if launcher else ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}"]
-    return ["train.py", "-m", *overrides, f"hydra.sweep.dir={root / name}", *launch]
+    # +overwrite: an incomplete sweep is run again into its own folder (finished stages come from the stage cache)
+    return ["train.py", "-m", *overrides, f"hydra.sweep.dir={root / name}", "+overwrite=true", *launch]
 
 
 def run_experiments(todo: list[str], n_jobs: int, launch: Callable[[str, int], int],

@@ -1,0 +1,226 @@
+"""The error contract under faults a cluster and a tired user produce (one test per case of the faults issue;
+signals, which need a real process, are in tests/test_cli.py): directory ownership, stale re-evaluations,
+resume of another experiment, wrong types and ranges, memory-bound sizes, tampered exports, damaged sweep files,
+file modes, temporaries."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ldm.errors import ConfigError
+from ldm.run import schema
+from tests.conftest import CONF, compose_cfg
+
+
+# ---- a directory is owned by one run --------------------------------------------------------------------------
+def test_a_run_refuses_a_directory_that_holds_another_runs_record(tmp_path, capsys):
+    """Case 3/4: a reused run directory (a second sweep into one folder, two runs in the same second): exit 2 and
+    one error line before anything is written; the first run's record is byte-identical afterwards."""
+    from ldm.run.task import run_task
+
+    run = tmp_path / "run"
+    cfg = compose_cfg(["debug=fast", "logger=none"], output_dir=run)
+    first = json.dumps({"status": "ok", "recon/psnr": 30.0, "started": "2026-12-03T10:00:00"})
+    (run / "metrics.json").write_text(first)
+    called = []
+    with pytest.raises(SystemExit) as e:
+        run_task(cfg, lambda cfg, report: called.append(1) or {}, run / "metrics.json")
+    assert e.value.code == 2 and not called
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "already holds a run (status ok" in err[0] and "resume=" in err[0]
+    assert (run / "metrics.json").read_text() == first
+
+
+def test_the_default_directories_are_unique_beyond_the_second():
+    hydra = yaml.safe_load((CONF / "hydra" / "default.yaml").read_text())
+    assert "%f" in hydra["run"]["dir"] and "%f" in hydra["sweep"]["dir"]
+
+
+def test_a_leftover_eval_json_of_another_training_is_not_this_jobs(tmp_path):
+    """Case 3: an eval.json that evaluated other stages (a leftover of the sweep that used the folder before) is
+    ignored and named; one whose stage keys are the job's is used."""
+    from ldm.analysis.collect import collect
+
+    for i, (key, eval_key) in enumerate([("ae-stage1", "vae-stage1"), ("vae-stage1", "vae-stage1")]):
+        job = tmp_path / str(i)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"autoencoder={'ae' if i == 0 else 'vae'}"]))
+        (job / "metrics.json").write_text(json.dumps({"status": "ok", "recon/psnr": 20.0 + i, "stage1/key": key}))
+        (job / "eval.json").write_text(json.dumps({"status": "ok", "recon/psnr": 99.0, "eval/of_stage1_key": eval_key,
+                                                   "eval/of_stage2_key": None}))
+    records, _ = collect(tmp_path)
+    assert [(r["re_evaluated"], r["stale_eval"], r["metrics"]["recon/psnr"]) for r in records] == \
+        [(False, True, 20.0), (True, False, 99.0)]
+
+
+# ---- resume= resumes the same experiment ----------------------------------------------------------------------
+def stopped_run(tmp_path: Path, overrides: list[str], status: dict) -> Path:
+    run = tmp_path / "stopped"
+    compose_cfg(overrides, output_dir=run)
+    (run / "metrics.json").write_text(json.dumps(status))
+    (run / "checkpoints" / "stage1").mkdir(parents=True)
+    (run / "checkpoints" / "stage1" / "last.ckpt").write_bytes(b"x")
+    return run
+
+
+@pytest.mark.parametrize("change, named", [
+    ("autoencoder.kl_weight=0.5", "autoencoder.kl_weight: 1e-06 there, 0.5 here"),
+    ("seed=7", "seed: 0 there, 7 here"),
+    ("stage1.max_steps=9", "stage1.max_steps: 4 there, 9 here"),
+])
+def test_resume_refuses_another_experiment_naming_the_field(tmp_path, change, named):
+    """Case 5: a resume with settings that change what is trained is refused, the field and both values named."""
+    from ldm.run.preflight import resume_from
+
+    run = stopped_run(tmp_path, ["debug=fast"], {"status": "interrupted"})
+    with pytest.raises(ConfigError, match="trained another experiment") as e:
+        resume_from(compose_cfg(["debug=fast", change, f"resume={run}"], output_dir=tmp_path / "new"))
+    assert named in str(e.value)
+    # where files go, logging and evaluation settings do not matter to what is trained
+    same = compose_cfg(["debug=fast", "logger=csv", "metrics.num_samples=50", f"resume={run}"],
+                       output_dir=tmp_path / "new2")
+    assert resume_from(same)[0] == str(run / "checkpoints" / "stage1" / "last.ckpt")
+
+
+def test_resume_refuses_a_run_that_is_still_alive(tmp_path):
+    from ldm.run.preflight import resume_from
+
+    run = stopped_run(tmp_path, ["debug=fast"], {"status": "running", "pid": os.getpid(),
+                                                  "host": socket.gethostname()})
+    with pytest.raises(ConfigError, match=f"still running \\(pid {os.getpid()}"):
+        resume_from(compose_cfg(["debug=fast", f"resume={run}"], output_dir=tmp_path / "new"))
+
+
+# ---- types and ranges, before training -----------------------------------------------------------------------
+@pytest.mark.parametrize("config, override, message", [
+    ("train", "metrics.num_samples=abc", "metrics.num_samples='abc' must be an integer >= 3"),
+    ("train", "seed=abc", "seed='abc' must be an integer >= 0"),
+    ("train", "seed=-1", "seed=-1 must be an integer >= 0"),
+    ("train", "autoencoder.optimizer.lr=nan", "autoencoder.optimizer.lr=nan must be a finite number > 0"),
+    ("train", "autoencoder.optimizer.lr=-1", "autoencoder.optimizer.lr=-1 must be a finite number > 0"),
+    ("train", "diffusion.optimizer.lr=0", "diffusion.optimizer.lr=0 must be a finite number > 0"),
+    ("train", "threads=abc", "threads='abc' must be an integer >= 1"),
+    ("train", "data.image_size=abc", "data.image_size='abc' must be an integer >= 4"),
+    ("train", "stage2.batch_size=1.5", "stage2.batch_size=1.5 must be an integer >= 1"),
+    ("evaluate", "metrics.num_samples=0", "metrics.num_samples=0 must be an integer >= 3"),
+    ("evaluate", "table.columns=recon/psnr", "table.columns='recon/psnr' must be a list of strs"),
+    ("evaluate", "seed=abc", "seed='abc' must be an integer >= 0"),
+    ("sample", "num_samples=0", "num_samples=0 must be an integer >= 1"),
+    ("sample", "steps=abc", "steps='abc' must be an integer >= 1"),
+])
+def test_wrong_types_and_ranges_are_one_error_before_anything_runs(config, override, message):
+    """Cases 6 and 8: every such value is a ConfigError naming setting, value and what it must be."""
+    spec = {"train": schema.TRAIN, "evaluate": schema.EVALUATE, "sample": schema.SAMPLE}[config]
+    cfg = compose_cfg([override], config_name=config)
+    with pytest.raises(ConfigError) as e:
+        schema.validate(cfg, spec)
+    assert str(e.value).startswith(message)
+    schema.validate(compose_cfg([], config_name=config), spec)  # the defaults pass
+    schema.validate(compose_cfg(["table.columns=[recon/psnr]"], config_name="evaluate"), schema.EVALUATE)
+
+
+def test_a_sample_count_whose_distance_matrix_cannot_fit_is_refused(monkeypatch):
+    """Case 7: metrics.num_samples=100000 needs a 74.5 GiB n x n matrix: refused before training, with the
+    largest n this machine allows."""
+    monkeypatch.setattr(schema, "memory_bytes", lambda: 24 * 2**30)
+    with pytest.raises(ConfigError, match=r"100000 needs an n x n distance matrix of 74.5 GiB.*~40,132 here"):
+        schema.check_memory(100000)
+    schema.check_memory(2000)
+    schema.check_memory(None)
+
+
+# ---- outside data: exports, sweep files ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory, fast_run) -> Path:
+    from ldm.run.export import export
+    from ldm.run.loading import load
+
+    out = tmp_path_factory.mktemp("export") / "model"
+    export(load(fast_run), out, source=str(fast_run))
+    return out
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda m: {**m, "extra": 1}, "unknown keys"),
+    (lambda m: {k: v for k, v in m.items() if k != "config"}, "missing keys"),
+    (lambda m: [m], "holds a list"),
+    (lambda m: {**m, "autoencoder": {**m["autoencoder"], "hparams": None}}, "autoencoder must be"),
+    (lambda m: {**m, "class_names": "0123"}, "class_names is not a list"),
+    (lambda m: {**m, "autoencoder": {**m["autoencoder"], "hparams": {"nope": 1}}}, "do not build"),
+    (lambda m: {**m, "autoencoder": {**m["autoencoder"], "class": "lightning.pytorch.Trainer"}}, ""),
+    (lambda m: {**m, "autoencoder": {**m["autoencoder"], "class": "ldm.data.digits.DigitsDataModule"}}, ""),
+])
+def test_a_tampered_model_json_is_one_error_and_builds_nothing(export_dir, tmp_path, tamper, message, monkeypatch):
+    """Case 10: extra or missing keys, null hparams, a list, a class that is no model: a ConfigError, and a Trainer
+    named as the class is never constructed."""
+    import lightning
+
+    from ldm.run.loading import load_export
+
+    built = []
+    monkeypatch.setattr(lightning.Trainer, "__init__", lambda self, *a, **k: built.append(1))
+    bad = tmp_path / "model"
+    shutil.copytree(export_dir, bad)
+    meta = json.loads((bad / "model.json").read_text())
+    (bad / "model.json").write_text(json.dumps(tamper(meta)))
+    with pytest.raises(ConfigError, match=message):
+        load_export(bad)
+    assert not built
+    assert load_export(export_dir).autoencoder is not None  # the untampered export still loads
+
+
+def test_a_truncated_overrides_yaml_is_listed_not_fatal(tmp_path):
+    """Case 12: one job's overrides.yaml cut short: the table is built, that job listed as corrupt."""
+    from ldm.analysis import tables
+    from ldm.analysis.collect import collect
+
+    for i in range(3):
+        job = tmp_path / str(i)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- autoencoder=vae\n- seed={i}\n")
+        (job / "metrics.json").write_text(json.dumps({"status": "ok", "recon/psnr": 20.0 + i}))
+    (tmp_path / "2" / ".hydra" / "overrides.yaml").write_text("- autoencoder=vae\n- ")
+    records, _ = collect(tmp_path)
+    assert [r["status"] for r in records] == ["ok", "ok", "corrupt"]
+    assert "overrides.yaml is damaged" in records[2]["error"]
+    tables.build(tmp_path, ["recon/psnr"])
+    assert "overrides.yaml is damaged" in (tmp_path / "table.md").read_text()
+
+
+# ---- files readable as the umask says; no temporaries left ----------------------------------------------------
+def test_results_are_written_with_the_umask_mode(tmp_path):
+    """Case 13: atomic writes go through mkstemp (0600); the final file has the umask's mode (0644 under 022), so a
+    group sharing a results folder can read it."""
+    from ldm.utils import io
+
+    current = os.umask(0)
+    os.umask(current)
+    if current & 0o044:
+        pytest.skip(f"umask {current:03o} hides files from the group anyway")
+    assert io.UMASK == current
+    path = io.write_json(tmp_path / "metrics.json", {"a": 1})
+    assert path.stat().st_mode & 0o777 == 0o666 & ~current != 0o600
+
+
+def test_samples_on_a_full_disk_leave_no_temporary(tmp_path, monkeypatch):
+    """Case 13: the write fails half-way (ENOSPC): neither the output nor its temporary folder is left."""
+    import errno
+
+    import torch
+
+    from ldm.run import sample
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sample, "save_npz", full)
+    with pytest.raises(OSError):
+        sample.write(torch.zeros(4, 1, 8, 8), None, tmp_path / "out", overwrite=False)
+    assert list(tmp_path.iterdir()) == []
