@@ -234,6 +234,7 @@ def test_report_builds_each_experiments_table_and_logs_to_wandb_offline(tmp_path
     assert "gen/fid" in table and (tmp_path / "rows" / "table_bars.png").is_file()
     report = (tmp_path / "REPORT.md").read_text()
     assert "Tables: [rows](rows/table.md)" in report and "(rows/table_bars.png)" in report
+    assert "What it reads:" in report and (tmp_path / "C1_metrics.png").is_file()
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
 

@@ -158,6 +158,24 @@ def test_sigterm_stops_a_whole_sweep(tmp_path):
     assert tables[0] == tables[1]
 
 
+def test_a_second_sweep_into_a_used_directory_is_refused_and_the_first_kept(tmp_path):
+    """Case 3 of the faults issue: a second sweep into a folder that holds a finished sweep exits 2 with one error
+    line, starts no job, and leaves every record of the first sweep byte-identical."""
+    sweep = tmp_path / "sweep"
+    args = [sys.executable, "train.py", "-m", *BASE, "stage=stage1", f"paths.cache_dir={tmp_path / 'cache'}",
+            f"hydra.sweep.dir={sweep}"]
+    first = subprocess.run([*args, "autoencoder=vae", "seed=0,1"], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                           timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = {p: p.read_bytes() for p in sweep.glob("*/metrics.json")}
+    second = subprocess.run([*args, "autoencoder=ae", "seed=0,1"], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                            timeout=600)
+    assert second.returncode == 2, second.stderr[-2000:]
+    errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "already holds a run (status ok" in errors[0]
+    assert len(before) == 2 and {p: p.read_bytes() for p in sweep.glob("*/metrics.json")} == before
+
+
 def test_ddp_cpu_with_the_default_metrics_evaluates_like_one_process(tmp_path):
     """trainer=ddp_cpu (2 gloo processes): rank 0 evaluates with metrics that do not sync; evaluate.py in one
     process gives the same numbers from the run's checkpoints."""

@@ -61,12 +61,12 @@ def test_a_leftover_eval_json_of_another_training_is_not_this_jobs(tmp_path):
 
 
 # ---- resume= resumes the same experiment ----------------------------------------------------------------------
-def stopped_run(tmp_path: Path, overrides: list[str], status: dict) -> Path:
+def stopped_run(tmp_path: Path, overrides: list[str], status: dict, ckpt: Path) -> Path:
     run = tmp_path / "stopped"
     compose_cfg(overrides, output_dir=run)
     (run / "metrics.json").write_text(json.dumps(status))
     (run / "checkpoints" / "stage1").mkdir(parents=True)
-    (run / "checkpoints" / "stage1" / "last.ckpt").write_bytes(b"x")
+    shutil.copyfile(ckpt, run / "checkpoints" / "stage1" / "last.ckpt")
     return run
 
 
@@ -75,11 +75,12 @@ def stopped_run(tmp_path: Path, overrides: list[str], status: dict) -> Path:
     ("seed=7", "seed: 0 there, 7 here"),
     ("stage1.max_steps=9", "stage1.max_steps: 4 there, 9 here"),
 ])
-def test_resume_refuses_another_experiment_naming_the_field(tmp_path, change, named):
+def test_resume_refuses_another_experiment_naming_the_field(tmp_path, change, named, fast_run):
     """Case 5: a resume with settings that change what is trained is refused, the field and both values named."""
     from ldm.run.preflight import resume_from
 
-    run = stopped_run(tmp_path, ["debug=fast"], {"status": "interrupted"})
+    run = stopped_run(tmp_path, ["debug=fast"], {"status": "interrupted"},
+                      fast_run / "checkpoints" / "stage1" / "last.ckpt")
     with pytest.raises(ConfigError, match="trained another experiment") as e:
         resume_from(compose_cfg(["debug=fast", change, f"resume={run}"], output_dir=tmp_path / "new"))
     assert named in str(e.value)
@@ -89,11 +90,12 @@ def test_resume_refuses_another_experiment_naming_the_field(tmp_path, change, na
     assert resume_from(same)[0] == str(run / "checkpoints" / "stage1" / "last.ckpt")
 
 
-def test_resume_refuses_a_run_that_is_still_alive(tmp_path):
+def test_resume_refuses_a_run_that_is_still_alive(tmp_path, fast_run):
     from ldm.run.preflight import resume_from
 
     run = stopped_run(tmp_path, ["debug=fast"], {"status": "running", "pid": os.getpid(),
-                                                  "host": socket.gethostname()})
+                                                  "host": socket.gethostname()},
+                      fast_run / "checkpoints" / "stage1" / "last.ckpt")
     with pytest.raises(ConfigError, match=f"still running \\(pid {os.getpid()}"):
         resume_from(compose_cfg(["debug=fast", f"resume={run}"], output_dir=tmp_path / "new"))
 
@@ -224,3 +226,26 @@ def test_samples_on_a_full_disk_leave_no_temporary(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         sample.write(torch.zeros(4, 1, 8, 8), None, tmp_path / "out", overwrite=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_torn_last_ckpt_falls_back_to_the_newest_intact_checkpoint(tmp_path, fast_run):
+    """Case 11: a last.ckpt cut short (a full disk while it was written) no longer blocks resume=: training
+    continues from the newest checkpoint of the stage that reads back whole; with none, the error says so."""
+    from ldm.run.preflight import resume_from
+
+    run = tmp_path / "stopped"
+    shutil.copytree(fast_run, run)
+    shutil.rmtree(run / "checkpoints" / "stage2")
+    stage1 = run / "checkpoints" / "stage1"
+    for old in stage1.glob("best-*.ckpt"):
+        old.unlink()
+    good = stage1 / "best-step000002.ckpt"
+    shutil.copyfile(stage1 / "last.ckpt", good)
+    data = (stage1 / "last.ckpt").read_bytes()
+    (stage1 / "last.ckpt").write_bytes(data[: len(data) // 2])
+    (run / "metrics.json").write_text(json.dumps({"status": "interrupted"}))
+    cfg = compose_cfg(["debug=fast", "logger=none", "seed=1", f"resume={run}"], output_dir=tmp_path / "new")
+    assert resume_from(cfg) == (str(good), None, None)
+    good.write_bytes(b"torn too")
+    with pytest.raises(ConfigError, match="has no checkpoint yet"):
+        resume_from(cfg)

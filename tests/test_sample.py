@@ -65,7 +65,7 @@ def test_an_export_loads_alone_and_samples_like_its_run(run, tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     (["class=3"], "class=3: this run is not class-conditional"),
-    (["num_samples=0"], "num_samples=0 and batch_size=64 must be >= 1"),
+    (["num_samples=0"], "num_samples=0 must be an integer >= 1"),
     (["steps=5000"], "sampler.steps=5000 must be an integer in [1, 1000]"),
 ])
 def test_bad_input_is_one_error_line(run, tmp_path, capsys, overrides, message):

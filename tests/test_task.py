@@ -58,6 +58,8 @@ def test_a_diverged_task_is_a_result_and_a_failed_one_keeps_its_partial_metrics(
         report({"stage1/steps": 4})
         raise RuntimeError("boom\nsecond line")
 
+    path = tmp_path / "second" / "metrics.json"  # its own run directory (a used one is refused: test_faults.py)
+    path.parent.mkdir()
     with pytest.raises(RuntimeError):
         run_task(compose_cfg([]), crashes, path)
     assert json.loads(path.read_text()) == {"stage1/steps": 4, "status": "failed",

@@ -98,6 +98,26 @@ def config_differences(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
+def intact_checkpoint(run: Path, stage: str) -> Optional[Path]:
+    """The stage's last.ckpt, or, when it is torn (a full disk, a kill mid-write by an older ldm), the newest
+    checkpoint of the stage that reads back whole (training continues from there); None when none does."""
+    from ldm.utils.checkpoint import read
+
+    last = run_checkpoint(run, stage)
+    candidates = [last] + sorted(last.parent.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True) \
+        if last.parent.is_dir() else []
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            read(path, f"resume ({stage})")
+        except ConfigError:
+            log.warning("resume: %s is torn or unreadable; looking for an older checkpoint of %s", path, stage)
+            continue
+        return path
+    return None
+
+
 def resume_from(cfg: DictConfig) -> tuple[Optional[str], Optional[str], Optional[str]]:
     """(ckpt_path, autoencoder.ckpt_path, stage2.ckpt_path) for `resume=<run dir>`, else the config's own.
 
@@ -127,12 +147,12 @@ def resume_from(cfg: DictConfig) -> tuple[Optional[str], Optional[str], Optional
         more = f" (+{len(differs) - 3} more)" if len(differs) > 3 else ""
         raise ConfigError(f"resume={run} trained another experiment: {shown}{more}; pass that run's own overrides "
                           f"({run / '.hydra' / 'overrides.yaml'})")
-    last1, last2 = (run_checkpoint(run, s) for s in ("stage1", "stage2"))
-    if "stage1/steps" in status and last1.is_file():
-        ae_ckpt = str(last1)
-    elif last1.is_file():
-        ckpt1 = str(last1)
-    ckpt2 = str(last2) if last2.is_file() else None
+    last1, last2 = (intact_checkpoint(run, s) for s in ("stage1", "stage2"))
+    if "stage1/steps" in status and last1 is not None and last1.name == "last.ckpt":
+        ae_ckpt = str(last1)  # stage 1 finished: its final weights
+    elif last1 is not None:
+        ckpt1 = str(last1)  # unfinished, or finished with a torn last.ckpt: continue from the newest intact one
+    ckpt2 = str(last2) if last2 is not None else None
     if not (ckpt1 or ae_ckpt or ckpt2):
         raise ConfigError(f"resume={run} has no checkpoint yet (checkpoints/stage1/last.ckpt): start it again "
                           f"without resume")

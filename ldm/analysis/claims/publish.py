@@ -38,8 +38,8 @@ def publish(src: Path, dst: Path) -> list[Path]:
     _check_report(src)
     files = [src / "REPORT.md", src / "verdicts.json"]
     files += [src / "controls.json"] if (src / "controls.json").is_file() else []
-    files += sorted(src.glob("*_ranking.png"))  # C0's figure
-    for exp in sorted(p for p in src.iterdir() if p.is_dir()):
+    files += sorted(src.glob("*_ranking.png")) + sorted(src.glob("*_metrics.png"))  # C0's ranking, each claim's reads
+    for exp in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith("_")):  # not the job folders
         files += [exp / n for n in PUBLISHED if (exp / n).is_file()] + sorted(exp.glob("table_*.png"))
     out = []
     for f in files:

@@ -76,7 +76,8 @@ def ranking_figure(f: Finding, root: Path, path: Path) -> Path:
 
 
 def report(cfg: dict, root: Path, findings: dict[str, Finding], commands: list[str],
-           controls: dict[str, Finding] | None = None, campaign: list[str] | None = None) -> str:
+           controls: dict[str, Finding] | None = None, campaign: list[str] | None = None,
+           reads: dict[str, list[dict]] | None = None) -> str:
     """REPORT.md: the verdict table, the negative controls, then per claim the pre-stated criterion, the numbers
     and the scope. Deterministic (no dates, fixed order), so the same sweeps give the same bytes."""
     lines = [f"# Claims report: {cfg['profile']} profile", "",
@@ -108,13 +109,17 @@ def report(cfg: dict, root: Path, findings: dict[str, Finding], commands: list[s
             lines += ["", *ranking_table(f)]
             if (root / f"{name}_ranking.png").is_file():
                 lines += ["", f"![{name}: ranking]({name}_ranking.png)"]
+        if reads and any(r["n"] for r in reads.get(name, [])):  # the numbers the criterion read, row by row
+            lines += ["", "What it reads:", "", *claim_table(reads[name])]
+            if (root / f"{name}_metrics.png").is_file():
+                lines += ["", f"![{name}: the metrics it reads]({name}_metrics.png)"]
         if c.get("scope"):
             lines += ["", f"Scope: {c['scope'].strip()}"]
         shown = [(e, root / e) for e in experiments_of(c["criterion"]) if (root / e / "table.md").is_file()]
         if shown:  # each experiment's full table (intervals, tests against the reference row) and its figures
             lines += ["", "Tables: " + ", ".join(f"[{e}]({e}/table.md)" for e, _ in shown)]
-            figs = [f"![{e}: {png.stem}]({e}/{png.name})" for e, d in shown for png in sorted(d.glob("table_*.png"))]
-            lines += (["", *figs] if figs else [])
+            figs = [f"[{e}: {png.stem}]({e}/{png.name})" for e, d in shown for png in sorted(d.glob("table_*.png"))]
+            lines += ["", "Every column of those tables as figures: " + ", ".join(figs)] if figs else []
     if commands:
         lines += ["", "## Reproduce", "", "```bash", *commands, "```"]
     return "\n".join(lines).rstrip() + "\n"
@@ -153,3 +158,81 @@ def summary(report_dirs: list[Path]) -> str:
         lines.append(f"| {name} | {statements.get(name, '')} | **{v[name]['verdict']}** | "
                      f"[{profile}]({d.as_posix()}/REPORT.md) | {numbers} |")
     return "\n".join(lines) + "\n"
+
+
+# ---- what each claim reads: a small table and one labelled panel per metric ------------------------------------
+def claim_reads(criterion: dict) -> list[tuple[str, dict, str, str]]:
+    """(experiment, row, metric, label) of every row a criterion reads, in the criterion's order, each once."""
+    out: list[tuple[str, dict, str, str]] = []
+
+    def add(exp: str, row: dict, metric: str, label: str = "") -> None:
+        item = (exp, dict(row), metric, label or ",".join(f"{k}={v}" for k, v in row.items()))
+        if all((e, r, m) != (item[0], item[1], item[2]) for e, r, m, _ in out):
+            out.append(item)
+
+    def walk(c: dict) -> None:
+        kind = c.get("kind")
+        if kind == "all":
+            for p in c["of"]:
+                walk(p)
+        elif kind == "compare":
+            add(c["experiment"], c["a"], c.get("a_metric", c.get("metric")), c.get("a_label", ""))
+            add(c.get("b_experiment", c["experiment"]), c["b"], c.get("b_metric", c.get("metric")),
+                c.get("b_label", ""))
+        elif kind == "threshold":
+            add(c["experiment"], c["row"], c["metric"])
+        elif kind == "rank":
+            for r in c["rows"]:
+                add(r["experiment"], r["row"], c["metric"], r.get("label", ""))
+
+    walk(criterion)
+    return out
+
+
+def claim_numbers(criterion: dict, sweeps) -> list[dict]:
+    """Per row a claim reads: its metric's mean, 95 % interval and seed count (None where no job reported it)."""
+    from ldm.analysis import statistics
+    from ldm.analysis.claims.criteria import _select
+
+    rows = []
+    for exp, row, metric, label in claim_reads(criterion):
+        values, _ = _select(sweeps.jobs(exp), row, exp, metric)
+        stats = statistics.mean_interval(list(values.values())) if values else None
+        rows.append({"experiment": exp, "row": label, "metric": metric, "n": len(values),
+                     "mean": stats and stats.get("mean"), "lo": stats and stats.get("lo"),
+                     "hi": stats and stats.get("hi")})
+    return rows
+
+
+def claim_table(numbers: list[dict]) -> list[str]:
+    def f(x) -> str:
+        return "–" if x is None else f"{x:.4g}"
+
+    lines = ["| metric | experiment | row | mean [95 % interval] | seeds |", "|---|---|---|---|---|"]
+    for r in numbers:
+        lines.append(f"| {r['metric']} | {r['experiment']} | {r['row']} | {f(r['mean'])} [{f(r['lo'])}, "
+                     f"{f(r['hi'])}] | {r['n']} |")
+    return lines
+
+
+def claim_figure(name: str, numbers: list[dict], path: Path) -> Path | None:
+    """One panel per metric the claim reads (not the sweep's 30-panel grid): each row's mean and 95 % interval."""
+    from ldm.utils.plotting import pyplot, save_figure
+
+    metrics = list(dict.fromkeys(r["metric"] for r in numbers if r["mean"] is not None))
+    if not metrics:
+        return None
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(4.0, 3.4 * len(metrics)), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        rows = [r for r in numbers if r["metric"] == metric and r["mean"] is not None]
+        xs = list(range(len(rows)))
+        err = [[r["mean"] - (r["lo"] if r["lo"] is not None else r["mean"]) for r in rows],
+               [(r["hi"] if r["hi"] is not None else r["mean"]) - r["mean"] for r in rows]]
+        ax.bar(xs, [r["mean"] for r in rows], yerr=err, capsize=4, color="tab:blue")
+        ax.set_xticks(xs, [f"{r['row']}\n({r['experiment']})" for r in rows], fontsize=7)
+        ax.set_title(metric, fontsize=9)
+        ax.set_ylabel("mean, 95 % interval over seeds", fontsize=7)
+    fig.suptitle(f"{name}: the metrics its criterion reads", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)

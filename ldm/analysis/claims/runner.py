@@ -136,7 +136,10 @@ def decide(profile: dict, root: Path, commands: list[str], campaign: Optional[li
     for name, f in findings.items():  # C0's ranking figure, before the report that links it
         if "ranking" in f.numbers and f.verdict != "undecided":
             render.ranking_figure(f, root, root / f"{name}_ranking.png")
-    text = render.report(profile, root, findings, commands, checks, campaign)
+    reads = {name: render.claim_numbers(c["criterion"], sweeps) for name, c in profile["claims"].items()}
+    for name, numbers in reads.items():  # one labelled panel per metric each claim reads
+        render.claim_figure(name, numbers, root / f"{name}_metrics.png")
+    text = render.report(profile, root, findings, commands, checks, campaign, reads)
     atomic_write(root / "REPORT.md", lambda tmp: Path(tmp).write_text(text))
     write_json(root / "verdicts.json", render.json_ready(findings))
     write_json(root / "controls.json", render.json_ready(checks))
