@@ -17,12 +17,20 @@ JOBS ?= $(shell nproc)
 .PHONY: help install train test test-slow test-all lint ablation claims claims-hybrid claims-decisive claims-readme readme-train bench clean clean-logs
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml $(CONSTRAINTS)
+# TORCH_INDEX is part of the install: a different index (CPU -> CUDA) reinstalls, also after earlier targets
+TORCH_INDEX_FILE := $(VENV)/.torch-index
+$(TORCH_INDEX_FILE): FORCE
+	@mkdir -p $(VENV); printf '%s\n' '$(TORCH_INDEX)' | cmp -s - $@ || printf '%s\n' '$(TORCH_INDEX)' > $@
+
+FORCE:
+
+$(STAMP): pyproject.toml $(CONSTRAINTS) $(TORCH_INDEX_FILE)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(if $(TORCH_INDEX),$(PY) -m pip install -q -c $(CONSTRAINTS) torch --index-url $(TORCH_INDEX),)
-	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[dev,data]"
+	$(if $(TORCH_INDEX),$(PY) -c "import sys; import torch; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null || \
+		$(PY) -m pip install -q -c $(CONSTRAINTS) --force-reinstall torch --index-url $(TORCH_INDEX),)
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[dev,data,diffusers]"
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install ldm with pinned versions (CPU torch by default)

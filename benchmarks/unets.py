@@ -92,58 +92,12 @@ def count_params(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-# ---- numerical equivalence: ours' weights into diffusers ---------------------------------------------------
-def _ours_to_diffusers_state(sd: dict, levels: int, num_res_blocks: int) -> dict:
-    """ours' state dict renamed (and the fused 1x1-conv qkv split into Linear q, k, v) to diffusers' names."""
-    out: dict = {}
-
-    def copy(src: str, dst: str) -> None:
-        for suffix in ("weight", "bias"):
-            if f"{src}.{suffix}" in sd:
-                out[f"{dst}.{suffix}"] = sd[f"{src}.{suffix}"]
-
-    def res(src: str, dst: str) -> None:
-        for a, b in (("norm1", "norm1"), ("conv1", "conv1"), ("emb", "time_emb_proj"), ("norm2", "norm2"),
-                     ("conv2", "conv2"), ("skip", "conv_shortcut")):
-            copy(f"{src}.{a}", f"{dst}.{b}")
-
-    def attn(src: str, dst: str) -> None:
-        copy(f"{src}.norm", f"{dst}.group_norm")
-        for (name, w), b in zip(zip("qkv", sd[f"{src}.qkv.weight"].flatten(1).chunk(3)),
-                                sd[f"{src}.qkv.bias"].chunk(3)):
-            out[f"{dst}.to_{name}.weight"], out[f"{dst}.to_{name}.bias"] = w, b
-        out[f"{dst}.to_out.0.weight"] = sd[f"{src}.proj.weight"].flatten(1)
-        out[f"{dst}.to_out.0.bias"] = sd[f"{src}.proj.bias"]
-
-    def level_blocks(src: str, dst: str, j: int) -> None:
-        res(f"{src}.blocks.0", f"{dst}.resnets.{j}")
-        if f"{src}.blocks.1.qkv.weight" in sd:
-            attn(f"{src}.blocks.1", f"{dst}.attentions.{j}")
-
-    copy("time_mlp.0", "time_embedding.linear_1")
-    copy("time_mlp.2", "time_embedding.linear_2")
-    copy("conv_in", "conv_in")
-    for i in range(levels):
-        for j in range(num_res_blocks):
-            level_blocks(f"down.{i * num_res_blocks + j}", f"down_blocks.{i}", j)
-        if i < levels - 1:
-            copy(f"downsample.{i}", f"down_blocks.{i}.downsamplers.0.conv")
-    res("mid.blocks.0", "mid_block.resnets.0")
-    attn("mid.blocks.1", "mid_block.attentions.0")
-    res("mid.blocks.2", "mid_block.resnets.1")
-    for j in range(levels):
-        for b in range(num_res_blocks + 1):
-            level_blocks(f"up.{j * (num_res_blocks + 1) + b}", f"up_blocks.{j}", b)
-        if j < levels - 1:
-            copy(f"upsample.{j}", f"up_blocks.{j}.upsamplers.0.conv")
-    copy("norm_out", "conv_norm_out")
-    copy("conv_out", "conv_out")
-    return out
-
-
+# ---- numerical equivalence: ours' weights into diffusers (the public mapping, ldm.interop.diffusers) -----------
 def load_ours_into(ours: nn.Module, theirs: nn.Module) -> None:
     """Copy ours' weights into the diffusers model (strict: every parameter of both is mapped)."""
-    sd = _ours_to_diffusers_state(ours.state_dict(), len(UNET_S["channel_mult"]), UNET_S["num_res_blocks"])
+    from ldm.interop.diffusers import unet_state_dict
+
+    sd = unet_state_dict(ours.state_dict(), len(UNET_S["channel_mult"]), UNET_S["num_res_blocks"])
     theirs.load_state_dict(sd, strict=True)
 
 

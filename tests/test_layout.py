@@ -96,6 +96,7 @@ ALLOWED_FALLBACKS = {
         "b_experiment",
         "a_label",
         "b_label",
+        "label",
     },
     # REPORT.md text fields a claim may leave out
     "ldm/analysis/claims/render.py": {"label", "statement", "criterion_text", "text"},

@@ -50,6 +50,20 @@ def eval_device(cfg: DictConfig) -> torch.device:
     return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
+INSTALL_CUDA = "make install TORCH_INDEX=https://download.pytorch.org/whl/cu128"
+
+
+def check_accelerator(cfg: DictConfig) -> None:
+    """trainer=gpu / ddp on a machine or a torch build without CUDA: one error naming the install command (not
+    Lightning's traceback once the Trainer is built)."""
+    if str(cfg.trainer.get("accelerator")) not in ("gpu", "cuda") or torch.cuda.is_available():
+        return
+    build_kind = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
+    raise ConfigError(f"trainer.accelerator={cfg.trainer.accelerator} needs a usable CUDA GPU, but this torch "
+                      f"({torch.__version__}) is {build_kind} and sees no GPU: install the CUDA build "
+                      f"({INSTALL_CUDA}), or drop trainer=gpu / trainer=ddp (trainer=cpu, trainer=ddp_cpu)")
+
+
 def positive(cfg: DictConfig, key: str) -> int:
     """cfg[key] as an int >= 1, or a ConfigError naming the key."""
     node: Any = cfg
@@ -166,6 +180,7 @@ def check(cfg: DictConfig) -> Plan:
     schema.validate(cfg, schema.TRAIN)  # types and ranges first: every later check may then trust them
     if (cfg.get("metrics") or {}).get("features"):
         schema.check_memory(cfg.metrics.get("num_samples"))
+    check_accelerator(cfg)
     stage = cfg.stage
     if stage not in STAGES:
         raise ConfigError(f"stage={stage}: choose one of {', '.join(STAGES)}")

@@ -437,3 +437,31 @@ def metrics_of(criterion: dict, experiment: str) -> list[str]:
         out += [m for key, m in sides if m and c.get(key) == experiment]
     return list(dict.fromkeys(out))  # each once, in order
 
+
+
+def reads_of(criterion: dict) -> list[tuple[str, dict, str, str]]:
+    """(experiment, row, metric, label) of every row a criterion reads, in the criterion's order, each once."""
+    out: list[tuple[str, dict, str, str]] = []
+
+    def add(exp: str, row: dict, metric: str, label: str = "") -> None:
+        item = (exp, dict(row), metric, label or ",".join(f"{k}={v}" for k, v in row.items()))
+        if all((e, r, m) != (item[0], item[1], item[2]) for e, r, m, _ in out):
+            out.append(item)
+
+    def walk(c: dict) -> None:
+        kind = c.get("kind")
+        if kind == "all":
+            for p in c["of"]:
+                walk(p)
+        elif kind == "compare":
+            add(c["experiment"], c["a"], c.get("a_metric", c.get("metric")), c.get("a_label", ""))
+            add(c.get("b_experiment", c["experiment"]), c["b"], c.get("b_metric", c.get("metric")),
+                c.get("b_label", ""))
+        elif kind == "threshold":
+            add(c["experiment"], c["row"], c["metric"])
+        elif kind == "rank":
+            for r in c["rows"]:
+                add(r["experiment"], r["row"], c["metric"], r.get("label", ""))
+
+    walk(criterion)
+    return out

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ldm.analysis.claims.criteria import Finding, control_outcome, experiments_of
+from ldm.analysis.claims.criteria import Finding, control_outcome, experiments_of, reads_of
 
 
 def _details(f: Finding, depth: int = 0) -> list[str]:
@@ -161,41 +161,13 @@ def summary(report_dirs: list[Path]) -> str:
 
 
 # ---- what each claim reads: a small table and one labelled panel per metric ------------------------------------
-def claim_reads(criterion: dict) -> list[tuple[str, dict, str, str]]:
-    """(experiment, row, metric, label) of every row a criterion reads, in the criterion's order, each once."""
-    out: list[tuple[str, dict, str, str]] = []
-
-    def add(exp: str, row: dict, metric: str, label: str = "") -> None:
-        item = (exp, dict(row), metric, label or ",".join(f"{k}={v}" for k, v in row.items()))
-        if all((e, r, m) != (item[0], item[1], item[2]) for e, r, m, _ in out):
-            out.append(item)
-
-    def walk(c: dict) -> None:
-        kind = c.get("kind")
-        if kind == "all":
-            for p in c["of"]:
-                walk(p)
-        elif kind == "compare":
-            add(c["experiment"], c["a"], c.get("a_metric", c.get("metric")), c.get("a_label", ""))
-            add(c.get("b_experiment", c["experiment"]), c["b"], c.get("b_metric", c.get("metric")),
-                c.get("b_label", ""))
-        elif kind == "threshold":
-            add(c["experiment"], c["row"], c["metric"])
-        elif kind == "rank":
-            for r in c["rows"]:
-                add(r["experiment"], r["row"], c["metric"], r.get("label", ""))
-
-    walk(criterion)
-    return out
-
-
 def claim_numbers(criterion: dict, sweeps) -> list[dict]:
     """Per row a claim reads: its metric's mean, 95 % interval and seed count (None where no job reported it)."""
     from ldm.analysis import statistics
     from ldm.analysis.claims.criteria import _select
 
     rows = []
-    for exp, row, metric, label in claim_reads(criterion):
+    for exp, row, metric, label in reads_of(criterion):
         values, _ = _select(sweeps.jobs(exp), row, exp, metric)
         stats = statistics.mean_interval(list(values.values())) if values else None
         rows.append({"experiment": exp, "row": label, "metric": metric, "n": len(values),
