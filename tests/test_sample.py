@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from ldm import cli
+from ldm.errors import ConfigError
 from ldm.run.loading import load
 from tests.conftest import ROOT, compose_cfg
 
@@ -113,3 +114,29 @@ def test_a_chosen_class_comes_out_as_that_class(tmp_path):
     evaluator = load_or_train(data, {"digits": 16}, recipe, tmp_path / "cache")
     share = evaluator.accuracy_on(images, torch.full((len(images),), 3))
     assert metrics["status"] == "ok" and share > 0.5, share
+
+
+def test_model_sample_takes_the_usual_knobs_for_one_call(tmp_path):
+    """Model.sample(n, seed, label=index or name, sampler=, steps=, guidance_scale=): each knob changes the images,
+    the same arguments give the same images, a name equals its index, class names survive load and export, and
+    the run's own sampler is what it was after the call."""
+    from ldm.run import train
+    from ldm.run.export import export
+
+    out = tmp_path / "cond"
+    train.main(compose_cfg(["debug=fast", "logger=none", "metrics.features=null", "diffusion.class_conditional=true"],
+                           output_dir=out))
+    model = load(out)
+    assert model.names() == [str(i) for i in range(10)]
+    own = model.diffusion.sampler
+    base = model.sample(4, seed=1, label=3)
+    assert torch.equal(base, model.sample(4, seed=1, label="3"))
+    for knob in ({"steps": 2}, {"sampler": "ddpm"}, {"guidance_scale": 3.0}, {"label": 4}):
+        assert not torch.equal(base, model.sample(4, seed=1, **{"label": 3, **knob})), knob
+    assert model.diffusion.sampler is own and torch.equal(base, model.sample(4, seed=1, label=3))
+    with pytest.raises(ConfigError, match="sampler=nope: choose one of"):
+        model.sample(2, sampler="nope")
+    with pytest.raises(ConfigError, match="class=seven is not one of the run's 10 classes"):
+        model.sample(2, label="seven")
+    export(model, tmp_path / "export", source=str(out))
+    assert load(tmp_path / "export").class_names == [str(i) for i in range(10)]

@@ -38,19 +38,98 @@ class Model:
     info: dict = field(default_factory=dict)
     class_names: list[str] = field(default_factory=list)
 
-    def sample(self, n: int, seed: int = 0, batch_size: int = 64, label: Optional[int] = None,
-               device: str = "cpu", show: bool = False):
+    def names(self) -> list[str]:
+        """The data's class names (kept by an export; for a run directory read from its data, once)."""
+        if not self.class_names and self.diffusion is not None and self.diffusion.num_classes:
+            from ldm.utils.config import build
+
+            data = build(self.config.data)
+            data.setup()
+            self.class_names = [str(n) for n in data.class_names]
+        return self.class_names
+
+    def class_index(self, wanted: Any) -> Optional[int]:
+        """A class given as an index or by name, as the index the diffusion was trained with; None for None."""
+        if wanted is None:
+            return None
+        ld = self.diffusion
+        if ld is None or not ld.num_classes:
+            raise ConfigError(f"class={wanted}: this run is not class-conditional; train with "
+                              f"diffusion.class_conditional=true to sample chosen classes")
+        names = self.names()
+        index = names.index(str(wanted)) if str(wanted) in names else (
+            int(wanted) if str(wanted).lstrip("-").isdigit() else -1)
+        if not 0 <= index < ld.num_classes:
+            raise ConfigError(f"class={wanted} is not one of the run's {ld.num_classes} classes "
+                              f"({', '.join(names) if names else f'0..{ld.num_classes - 1}'})")
+        return index
+
+    def sampler_for(self, sampler: Any = None, steps: Optional[int] = None) -> Any:
+        """The sampler to use: the run's own, a named one (`conf/sampler/<name>.yaml`, e.g. ddim, ddpm, dpmpp_2m)
+        or a sampler config dict, with `steps` replacing its number of steps."""
+        import functools
+
+        from ldm.diffusion.samplers import check_sampler
+        from ldm.utils.config import build
+
+        ld = self.diffusion
+        chosen = ld.sampler
+        if isinstance(sampler, str):
+            chosen = build(sampler_config(sampler))
+        elif sampler is not None:
+            chosen = build(plain(sampler) if isinstance(sampler, DictConfig) else dict(sampler))
+        if steps is not None:
+            if int(steps) < 1:
+                raise ConfigError(f"steps={steps} must be an integer >= 1")
+            chosen = functools.partial(chosen.func, *chosen.args, **{**chosen.keywords, "steps": int(steps)})
+        check_sampler(chosen, ld.process.num_timesteps)
+        return chosen
+
+    def sample(self, n: int, seed: int = 0, batch_size: int = 64, label: Any = None, device: str = "cpu",
+               show: bool = False, sampler: Any = None, steps: Optional[int] = None,
+               guidance_scale: Optional[float] = None):
         """n decoded samples, a (n, C, H, W) CPU tensor in [-1, 1]; batch i draws its noise from seed + i, as
-        evaluation does, so the same arguments give the same images. `label`: a class index (class-conditional
-        runs); `show`: a progress bar of sampler steps."""
+        evaluation does, so the same arguments give the same images.
+
+        `label`: a class index or name (class-conditional runs); `sampler`: a name under conf/sampler/ (ddim, ddpm,
+        dpmpp_2m) or a sampler config, default the run's own; `steps`: its number of steps; `guidance_scale`:
+        classifier-free guidance (default the run's); `show`: a progress bar of sampler steps."""
         import torch
 
         if self.diffusion is None:
             raise ConfigError("this model has no stage-2 model to sample (its run ran stage=stage1)")
         ld = self.diffusion.to(torch.device(device)).eval()
         self.autoencoder.to(torch.device(device)).eval()
-        with torch.no_grad():
-            return ld.generate(n, seed=seed, batch_size=batch_size, show=show, label=label)[0]
+        index = self.class_index(label)
+        own = (ld.sampler, ld.hparams.guidance_scale)
+        try:  # the knobs hold for this call only
+            ld.sampler = self.sampler_for(sampler, steps)
+            if guidance_scale is not None:
+                if not float(guidance_scale) >= 0:
+                    raise ConfigError(f"guidance_scale={guidance_scale} must be a number >= 0")
+                ld.hparams.guidance_scale = float(guidance_scale)
+            with torch.no_grad():
+                return ld.generate(n, seed=seed, batch_size=batch_size, show=show, label=index)[0]
+        finally:
+            ld.sampler, ld.hparams.guidance_scale = own
+
+
+def sampler_config(name: str) -> dict:
+    """conf/sampler/<name>.yaml composed (its defaults, e.g. the spacing) as a plain dict."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    options = sorted(p.stem for p in (conf / "sampler").glob("*.yaml"))
+    if name not in options:
+        raise ConfigError(f"sampler={name}: choose one of {', '.join(options)}")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
+            cfg = compose(config_name="sample", overrides=[f"sampler={name}"])
+    finally:
+        GlobalHydra.instance().clear()
+    return plain(cfg.sampler)
 
 
 def device_for(name: str):

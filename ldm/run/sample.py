@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import io
 import logging
 import os
@@ -15,7 +14,6 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from ldm.diffusion.samplers import check_sampler
 from ldm.errors import ConfigError
 from ldm.run.loading import Model, device_for, load
 from ldm.run.task import run_task
@@ -25,35 +23,10 @@ from ldm.utils.images import make_grid, save_png, to_uint8
 log = logging.getLogger(__name__)
 
 
-def class_index(model: Model, wanted) -> Optional[int]:
-    """`class=` as an index into the run's classes (a name is looked up in the data's class names)."""
-    if wanted is None:
-        return None
-    ld = model.diffusion
-    if not ld.num_classes:
-        raise ConfigError(f"class={wanted}: this run is not class-conditional; train with "
-                          f"diffusion.class_conditional=true to sample chosen classes")
-    names = model.class_names
-    if not names and not str(wanted).lstrip("-").isdigit():
-        data = build(model.config.data)
-        data.setup()
-        names = data.class_names
-    index = names.index(str(wanted)) if str(wanted) in names else (int(wanted) if str(wanted).isdigit() else -1)
-    if not 0 <= index < ld.num_classes:
-        raise ConfigError(f"class={wanted} is not one of the run's {ld.num_classes} classes "
-                          f"({', '.join(names) if names else f'0..{ld.num_classes - 1}'})")
-    return index
-
-
 def configure(model: Model, cfg: DictConfig) -> None:
-    """The sampler, its steps and the guidance scale asked for on the command line."""
+    """The sampler, its steps and the guidance scale asked for on the command line (`Model.sampler_for`)."""
     ld = model.diffusion
-    if cfg.get("sampler"):
-        ld.sampler = build(plain(cfg.sampler))
-    if cfg.get("steps") is not None:
-        ld.sampler = functools.partial(ld.sampler.func, *ld.sampler.args, **{**ld.sampler.keywords,
-                                                                             "steps": int(cfg.steps)})
-    check_sampler(ld.sampler, ld.process.num_timesteps)
+    ld.sampler = model.sampler_for(cfg.sampler if cfg.get("sampler") else None, cfg.get("steps"))
     if cfg.get("guidance_scale") is not None:
         ld.hparams.guidance_scale = float(cfg.guidance_scale)
 
@@ -116,7 +89,7 @@ def sample(cfg: DictConfig, report=None) -> dict:
     if model.diffusion is None:
         raise ConfigError(f"run_dir={cfg.run_dir} has no stage-2 model to sample (it ran stage=stage1)")
     configure(model, cfg)
-    label = class_index(model, cfg.get("class"))
+    label = model.class_index(cfg.get("class"))
     device = device_for(cfg.device)
     images = model.sample(int(cfg.num_samples), int(cfg.seed), int(cfg.batch_size), label, device, show=True)
     out = write(images, label, Path(cfg.out_dir), bool(cfg.overwrite))
@@ -125,7 +98,8 @@ def sample(cfg: DictConfig, report=None) -> dict:
     if label is not None and cfg.check_class:
         share = class_agreement(model, images, label, cfg.paths.cache_dir, device)
         if share is not None:
-            name = model.class_names[label] if label < len(model.class_names) else str(label)
+            names = model.names()
+            name = names[label] if label < len(names) else str(label)
             log.info("the run's evaluator calls %d of %d samples class %s (%.1f%%; chance %.1f%%)",
                      round(share * len(images)), len(images), name, 100 * share, 100 / model.diffusion.num_classes)
             result["class_agreement"] = share
