@@ -176,6 +176,37 @@ def test_a_second_sweep_into_a_used_directory_is_refused_and_the_first_kept(tmp_
     assert len(before) == 2 and {p: p.read_bytes() for p in sweep.glob("*/metrics.json")} == before
 
 
+SEARCH = """# @package _global_
+defaults:
+  - vae_optuna
+  - _self_
+optimized_metric: recon/psnr
+hydra:
+  sweeper:
+    n_trials: 4
+    direction: maximize
+    params:
+      autoencoder.optimizer.lr: choice(1e-3, 1e30)
+"""
+
+
+def test_a_search_with_diverging_trials_completes(tmp_path):
+    """An Optuna search where some trials diverge (lr 1e30): each is recorded as failed and the study goes on to
+    its best trial among the others (max_failure_rate in conf/hparams_search/), exit 0."""
+    (tmp_path / "conf" / "hparams_search").mkdir(parents=True)
+    (tmp_path / "conf" / "hparams_search" / "diverge.yaml").write_text(SEARCH)
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "train.py", "-m", "hparams_search=diverge",
+                           f"hydra.searchpath=[file://{tmp_path / 'conf'}]", *BASE, "stage=stage1",
+                           "metrics.features=null", f"hydra.sweep.dir={sweep}", f"paths.cache_dir={tmp_path / 'c'}"],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    statuses = [read_status(sweep / str(i) / "metrics.json")["status"] for i in range(4)]
+    assert "diverged" in statuses and "ok" in statuses, statuses
+    best = (sweep / "optimization_results.yaml").read_text()
+    assert "autoencoder.optimizer.lr: 0.001" in best
+
+
 def test_ddp_cpu_with_the_default_metrics_evaluates_like_one_process(tmp_path):
     """trainer=ddp_cpu (2 gloo processes): rank 0 evaluates with metrics that do not sync; evaluate.py in one
     process gives the same numbers from the run's checkpoints."""

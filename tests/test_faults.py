@@ -249,3 +249,15 @@ def test_a_torn_last_ckpt_falls_back_to_the_newest_intact_checkpoint(tmp_path, f
     good.write_bytes(b"torn too")
     with pytest.raises(ConfigError, match="has no checkpoint yet"):
         resume_from(cfg)
+
+
+def test_a_search_for_a_metric_its_runs_never_report_is_refused():
+    """An Optuna search optimising gen/fid while training stage 1 only would fail every trial: refused first."""
+    from ldm.run.preflight import check_optimized_metric
+
+    with pytest.raises(ConfigError, match="optimized_metric=gen/fid is measured on stage 2"):
+        check_optimized_metric(compose_cfg(["hparams_search=vae_optuna", "stage=stage1"]))
+    with pytest.raises(ConfigError, match="needs evaluator features"):
+        check_optimized_metric(compose_cfg(["hparams_search=vae_optuna", "metrics.features=null"]))
+    check_optimized_metric(compose_cfg(["hparams_search=vae_optuna"]))
+    check_optimized_metric(compose_cfg(["stage=stage1"]))  # no search: nothing is optimised

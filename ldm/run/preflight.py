@@ -64,6 +64,33 @@ def check_accelerator(cfg: DictConfig) -> None:
                       f"({INSTALL_CUDA}), or drop trainer=gpu / trainer=ddp (trainer=cpu, trainer=ddp_cpu)")
 
 
+# where each metrics.json prefix comes from: a search that optimises a metric its runs never produce fails every
+# trial, so it is refused before the first one
+NEEDS_STAGE2 = ("gen/", "mem/", "stage2/")
+NEEDS_FEATURES = ("gen/fid", "gen/kid", "gen/precision", "gen/recall", "gen/density", "gen/coverage", "recon/rfid",
+                  "latent/prior_fid", "recon/class_accuracy", "gen/classes_covered", "gen/class_kl")
+
+
+def check_optimized_metric(cfg: DictConfig) -> None:
+    """Under an optimising sweeper (Optuna), `optimized_metric` must be one the configured run reports."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        sweeper = str(HydraConfig.get().sweeper.get("_target_", "")) if HydraConfig.initialized() else ""
+    except (ValueError, AttributeError):
+        sweeper = ""
+    metric = cfg.get("optimized_metric")
+    if "optuna" not in sweeper.lower() or not metric:
+        return
+    if cfg.stage == "stage1" and str(metric).startswith(NEEDS_STAGE2):
+        raise ConfigError(f"optimized_metric={metric} is measured on stage 2, but this search trains stage=stage1 "
+                          f"only: optimise a stage-1 metric (e.g. recon/rfid, recon/psnr) or drop stage=stage1")
+    features = (cfg.get("metrics") or {}).get("features")
+    if not features and str(metric).startswith(NEEDS_FEATURES):
+        raise ConfigError(f"optimized_metric={metric} needs evaluator features, but metrics.features=null: optimise "
+                          f"another metric (e.g. recon/psnr) or keep the features")
+
+
 def positive(cfg: DictConfig, key: str) -> int:
     """cfg[key] as an int >= 1, or a ConfigError naming the key."""
     node: Any = cfg
@@ -181,6 +208,7 @@ def check(cfg: DictConfig) -> Plan:
     if (cfg.get("metrics") or {}).get("features"):
         schema.check_memory(cfg.metrics.get("num_samples"))
     check_accelerator(cfg)
+    check_optimized_metric(cfg)
     stage = cfg.stage
     if stage not in STAGES:
         raise ConfigError(f"stage={stage}: choose one of {', '.join(STAGES)}")
