@@ -154,3 +154,12 @@ def test_debug_presets_keep_their_promises(tmp_path):
     assert compose_cfg([], output_dir=tmp_path).optimized_metric == "gen/fid"
     search = compose_cfg(["hparams_search=vae_optuna"], output_dir=tmp_path)
     assert search.optimized_metric == "gen/fid" and search.autoencoder._target_.endswith(".VAE")
+
+
+def test_debug_default_is_fast_with_anomaly_detection_and_no_cache():
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg(["debug=default"])
+    assert cfg.trainer.detect_anomaly and cfg.trainer.accelerator == "cpu" and cfg.trainer.devices == 1
+    assert not cfg.cache.stage1 and not cfg.cache.stage2 and cfg.stage1.max_steps == 4  # debug=fast's budgets
+    assert cfg.hydra.job_logging.root.level == "DEBUG"

@@ -54,8 +54,9 @@ def test_wandb_offline_runs_are_named_grouped_configured_and_get_final_numbers_a
         job = sweep / str(seed)
         (run_file,) = job.glob("wandb/offline-run-*/run-*.wandb")
         s = summary(run_file)
-        assert s["name"] == f"debug=fast,seed={seed}"  # the overrides, without where files go
-        assert s["group"] == f"train/{sweep.name}" and s["tags"] == ["dev"]
+        assert s["name"] == f"seed={seed}"  # the swept choices only (not debug=fast, not where files go)
+        assert s["group"] == "train" and s["tags"] == ["dev"]  # grouped by experiment (the task name)
+        assert s["config"]["sweep"] == sweep.name
         assert {"autoencoder", "diffusion", "sampler", "seed", "params"} <= set(s["config"])
         assert s["config"]["seed"] == seed  # what a dashboard filters a sweep by: seed and the group choices
         assert s["config"]["choices"]["autoencoder"] == "vae" and s["config"]["choices"]["data"] == "digits"
@@ -72,4 +73,14 @@ def test_wandb_offline_runs_are_named_grouped_configured_and_get_final_numbers_a
 
     assert wandb_offline.main([str(sweep), "autoencoder=vae", "seed=1"]) == 0
     out = capsys.readouterr().out
-    assert "| debug=fast,seed=1 |" in out and "1 of 2 runs match" in out
+    assert "| seed=1 |" in out and "1 of 2 runs match" in out
+
+
+def test_a_sweep_jobs_name_is_its_swept_choices_only():
+    """wandb run names: the keys the sweep varies, not the shared ones (debug=fast, a data path)."""
+    from ldm.run.tracking import swept_name
+
+    job = ["data=folder", "data.root=/some/where", "autoencoder=vae", "seed=1", "debug=fast"]
+    sweep = ["data=folder", "data.root=/some/where", "autoencoder=ae,vae", "seed=range(3)", "debug=fast"]
+    assert swept_name(job, sweep) == "autoencoder=vae,seed=1"
+    assert swept_name(["seed=0"], ["seed=0"]) == ""  # nothing swept: the caller falls back to the overrides

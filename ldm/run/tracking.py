@@ -1,8 +1,8 @@
 """Experiment tracking: one set of loggers per run for both stages, the resolved config logged once, the final
 metrics and figures at the end.
 
-- Runs are named by their overrides (`autoencoder=vae,seed=1`) and grouped by sweep, so a dashboard can
-  filter and group by the ablation axis; tags come from the config.
+- Runs are named by their swept choices (`autoencoder=vae,seed=1`) and grouped by experiment (the task name),
+  so a dashboard can filter and group by the ablation axis; tags come from the experiment's config.
 - Scalars read `stage1/train/loss`, `stage2/val/loss`: each stage writes under its name, into the same run.
 - The config (nested, resolved, with the parameter count of each stage) is logged once; TensorBoard gets it
   as HParams at the end, paired with the final metrics.
@@ -31,21 +31,46 @@ def _hydra() -> Optional[Any]:
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
+def swept_name(job: list[str], sweep: list[str]) -> str:
+    """A sweep job's name: only its values of the keys the sweep varies (`autoencoder=vae,seed=1`), in the sweep's
+    order; `job` are the job's overrides, `sweep` the sweep's own (with its `a,b` / range() / glob() values)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(sweep))
+    except Exception:  # an override the parser cannot read (a glob needs the config loader): every override
+        return ",".join(job)
+    swept = [o.get_key_element() for o in parsed if o.is_sweep_override() and not o.is_hydra_override()]
+    values = dict(o.lstrip("+~").split("=", 1) for o in job if "=" in o)
+    return ",".join(f"{k}={values[k]}" for k in swept if k in values)
+
+
 def run_name(cfg: DictConfig) -> str:
-    """The run's overrides (`autoencoder=vae,seed=1`), or the task name when it has none."""
+    """A sweep job: its swept choices (`autoencoder=vae,seed=1`); a single run: its overrides without the ones that
+    say where files go or how it is debugged (conf/hydra/default.yaml's exclude_keys); the task name if none."""
+    from hydra.types import RunMode
+
     hc = _hydra()
-    name = hc.job.override_dirname if hc is not None else ""
+    if hc is None:
+        return str(cfg.task_name)
+    name = hc.job.override_dirname
+    sweep_file = Path(hc.sweep.dir) / "multirun.yaml" if hc.mode == RunMode.MULTIRUN else None
+    if sweep_file is not None and sweep_file.is_file():
+        import yaml
+
+        try:
+            sweep = (yaml.safe_load(sweep_file.read_text()) or {})["hydra"]["overrides"]["task"]
+            name = swept_name(list(hc.overrides.task), list(sweep)) or name
+        except (yaml.YAMLError, KeyError, TypeError):
+            pass
     return name or str(cfg.task_name)
 
 
 def run_group(cfg: DictConfig) -> str:
-    """The sweep a job belongs to (`<task>/<sweep folder>`); a single run is its task's group."""
-    from hydra.types import RunMode
-
-    hc, task = _hydra(), str(cfg.task_name)
-    if hc is not None and hc.mode == RunMode.MULTIRUN:
-        return f"{task}/{Path(hc.sweep.dir).name}"
-    return task
+    """The experiment a run belongs to: its task name (`experiment=<name>` sets it), so every sweep of one
+    experiment is one group on the dashboard; the sweep folder is the run's job_type-independent `sweep` config
+    key (`ldm.run.tracking.resolved`)."""
+    return str(cfg.task_name)
 
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:
@@ -81,9 +106,13 @@ def choices() -> dict[str, str]:
 
 def resolved(cfg: DictConfig) -> dict:
     """The run's config as plain nested data (the `hydra` node left out), with the group `choices`."""
+    from hydra.types import RunMode
+
     job = OmegaConf.to_container(cfg, resolve=True)
     job.pop("hydra", None)
-    return {**job, "choices": choices()}
+    hc = _hydra()
+    sweep = {"sweep": Path(hc.sweep.dir).name} if hc is not None and hc.mode == RunMode.MULTIRUN else {}
+    return {**job, **sweep, "choices": choices()}
 
 
 def log_config(loggers: list[Logger], cfg: DictConfig, params: dict[str, int]) -> None:
