@@ -76,7 +76,8 @@ def check_optimized_metric(cfg: DictConfig) -> None:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        sweeper = str(HydraConfig.get().sweeper.get("_target_", "")) if HydraConfig.initialized() else ""
+        node = HydraConfig.get().sweeper if HydraConfig.initialized() else {}
+        sweeper = str(node["_target_"]) if "_target_" in node else ""
     except (ValueError, AttributeError):
         sweeper = ""
     metric = cfg.get("optimized_metric")
