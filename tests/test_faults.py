@@ -156,8 +156,10 @@ def export_dir(tmp_path_factory, fast_run) -> Path:
     (lambda m: {**m, "autoencoder": {**m["autoencoder"], "hparams": None}}, "autoencoder must be"),
     (lambda m: {**m, "class_names": "0123"}, "class_names is not a list"),
     (lambda m: {**m, "autoencoder": {**m["autoencoder"], "hparams": {"nope": 1}}}, "do not build"),
-    (lambda m: {**m, "autoencoder": {**m["autoencoder"], "class": "lightning.pytorch.Trainer"}}, ""),
-    (lambda m: {**m, "autoencoder": {**m["autoencoder"], "class": "ldm.data.digits.DigitsDataModule"}}, ""),
+    (lambda m: {**m, "autoencoder": {**m["autoencoder"], "class": "lightning.pytorch.Trainer"}},
+     "is not a LatentModel"),
+    (lambda m: {**m, "autoencoder": {**m["autoencoder"], "class": "ldm.data.digits.DigitsDataModule"}},
+     "is not a LatentModel"),
 ])
 def test_a_tampered_model_json_is_one_error_and_builds_nothing(export_dir, tmp_path, tamper, message, monkeypatch):
     """Case 10: extra or missing keys, null hparams, a list, a class that is no model: a ConfigError, and a Trainer

@@ -12,7 +12,6 @@ from ldm.diffusion.samplers import check_sampler
 from ldm.run.evaluation import evaluate, upgrade_metrics
 from ldm.run.export import export
 from ldm.run.loading import device_for, load
-from ldm.rundir import read_status
 from ldm.utils.config import build, plain
 from ldm.utils.io import write_json
 
@@ -59,8 +58,6 @@ def evaluate_run(cfg: DictConfig, run_dir: Path, out_dir: Path) -> dict:
                       device_for(cfg.device))
     result.update(info)
     result["eval/wall_s"] = time.perf_counter() - t0
-    own = read_status(run_dir / "metrics.json")  # which training this evaluation belongs to (a table checks it)
-    result.update({f"eval/of_{s}_key": own.get(f"{s}/key") for s in ("stage1", "stage2")})
     write_json(out_dir / "eval.json", {"status": "ok", **result})
     log.info("wrote %s", out_dir / "eval.json")
     return result

@@ -155,7 +155,8 @@ def load_run(run_dir: Path, which: str = "last") -> tuple[DictConfig, Any, Optio
         raise ConfigError(f"{where} cannot be read ({type(e).__name__}): the run directory is damaged") from None
     check_targets(cfg, where)
     cfg = upgrade_config(cfg)
-    status = read_status(run_dir / "metrics.json")["status"]
+    record = read_status(run_dir / "metrics.json")
+    status = record["status"]
     if status in UNFINISHED:
         raise ConfigError(f"run_dir={run_dir} is {status}: its training did not finish; continue it with "
                           f"`train.py resume={run_dir} <its overrides>`, then evaluate it")
@@ -163,7 +164,9 @@ def load_run(run_dir: Path, which: str = "last") -> tuple[DictConfig, Any, Optio
     ae_cfg.pop("ckpt_path", None)
     configured = instantiate_module(ae_cfg, where)
     ae_ckpt = pick_checkpoint(run_dir, "stage1", which)
-    info = {"eval/stage1_checkpoint": str(ae_ckpt) if ae_ckpt else None}
+    info = {"eval/stage1_checkpoint": str(ae_ckpt) if ae_ckpt else None,
+            # which training an evaluation of this run belongs to (a sweep's table checks it: ldm.analysis.collect)
+            **{f"eval/of_{s}_key": record.get(f"{s}/key") for s in ("stage1", "stage2")}}
     if ae_ckpt is not None:
         ae = load_module(ae_ckpt, "checkpoint", expected=type(configured))
         check_fits(ae, configured, "checkpoint", ae_ckpt)

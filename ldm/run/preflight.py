@@ -92,16 +92,6 @@ def check_optimized_metric(cfg: DictConfig) -> None:
                           f"another metric (e.g. recon/psnr) or keep the features")
 
 
-def positive(cfg: DictConfig, key: str) -> int:
-    """cfg[key] as an int >= 1, or a ConfigError naming the key."""
-    node: Any = cfg
-    for part in key.split("."):
-        node = node.get(part) if node is not None else None
-    if isinstance(node, bool) or not isinstance(node, int) or node < 1:
-        raise ConfigError(f"{key}={node} must be an integer >= 1")
-    return node
-
-
 def batches_in_checkpoint(ckpt: dict) -> Optional[int]:
     """Training batches a Lightning checkpoint had completed (global_step counts GAN optimizer steps twice)."""
     try:
@@ -213,14 +203,7 @@ def check(cfg: DictConfig) -> Plan:
     stage = cfg.stage
     if stage not in STAGES:
         raise ConfigError(f"stage={stage}: choose one of {', '.join(STAGES)}")
-    if cfg.get("threads") is not None:
-        positive(cfg, "threads")
     runtime.prepare_from_hydra(cfg.get("threads"))  # the entry script did this before importing torch
-    for key in ("stage1.max_steps", "stage1.val_every", "data.batch_size"):
-        positive(cfg, key)
-    if stage != "stage1":
-        for key in ("stage2.max_steps", "stage2.val_every", "stage2.batch_size"):
-            positive(cfg, key)
     ckpt1, ae_ckpt, ckpt2 = resume_from(cfg)
 
     L.seed_everything(cfg.seed, workers=True)

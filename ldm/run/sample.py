@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig
 
 from ldm.errors import ConfigError
+from ldm.run import schema
 from ldm.run.loading import Model, device_for, load
 from ldm.run.task import run_task
 from ldm.utils.config import build, get_class, plain
@@ -83,8 +84,7 @@ def class_agreement(model: Model, images: torch.Tensor, label: int, cache_dir: s
 def sample(cfg: DictConfig, report=None) -> dict:
     if not cfg.run_dir:
         raise ConfigError("pass run_dir=<train.py run directory or export>")
-    if int(cfg.num_samples) < 1 or int(cfg.batch_size) < 1:
-        raise ConfigError(f"num_samples={cfg.num_samples} and batch_size={cfg.batch_size} must be >= 1")
+    schema.validate(cfg, schema.SAMPLE)
     model = load(cfg.run_dir, cfg.checkpoint)
     if model.diffusion is None:
         raise ConfigError(f"run_dir={cfg.run_dir} has no stage-2 model to sample (it ran stage=stage1)")
@@ -108,10 +108,4 @@ def sample(cfg: DictConfig, report=None) -> dict:
 
 def main(cfg: DictConfig) -> Optional[dict]:
     """Entry point behind sample.py, under the task wrapper (one `error:` line and exit 2 on bad input)."""
-    from ldm.run import schema
-
-    def checked(cfg: DictConfig, report) -> Optional[dict]:
-        schema.validate(cfg, schema.SAMPLE)
-        return sample(cfg, report)
-
-    return run_task(cfg, checked)
+    return run_task(cfg, sample)

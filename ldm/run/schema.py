@@ -26,9 +26,8 @@ class Int:
     optional: bool = False
 
     def problem(self, v: Any) -> Optional[str]:
-        if isinstance(v, bool) or not isinstance(v, int):
-            return "an integer" + _range(self.min, self.max)
-        if (self.min is not None and v < self.min) or (self.max is not None and v > self.max):
+        wrong = isinstance(v, bool) or not isinstance(v, int)
+        if wrong or (self.min is not None and v < self.min) or (self.max is not None and v > self.max):
             return "an integer" + _range(self.min, self.max)
         return None
 

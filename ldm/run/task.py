@@ -156,25 +156,20 @@ def run_task(cfg: DictConfig, task: Callable[[DictConfig, Callable[[dict], None]
     """
     tidy_output()
     signals.install()
+    try:  # before the status file is touched; in a sweep, every later job would overwrite another sweep's too
+        check_owner(cfg, status_path)
+    except DirectoryTaken as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        sys.exit(2)  # a SystemExit passes through Hydra's job runner: the whole sweep stops
     if in_multirun():
         try:
-            check_owner(cfg, status_path)
             return _run(cfg, task, status_path)
         except Stopped:
             log.error("job stopped by a signal; the sweep stops")
             raise
-        except DirectoryTaken as e:  # every job of this sweep would overwrite one of another sweep's
-            print(f"error: {one_line(e)}", file=sys.stderr)
-            log.error("the sweep stops: its directory holds another sweep's jobs")
-            raise SystemExit(2) from None
         except (Exception, SystemExit) as e:  # recorded in this job's status file already
             log.error("job failed (%s); the sweep goes on", one_line(e))
             return None
-    try:
-        check_owner(cfg, status_path)
-    except DirectoryTaken as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        sys.exit(2)
     return _run(cfg, task, status_path)
 
 

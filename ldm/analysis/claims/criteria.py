@@ -412,31 +412,12 @@ def control_outcome(f: Finding) -> str:
 
 def experiments_of(criterion: dict) -> list[str]:
     """The sweeps a criterion reads (its `experiment`, `b_experiment`, and those of its parts), in order."""
-    out: list[str] = []
-    for c in [criterion, *(criterion.get("of") or [])]:
-        if c is not criterion:
-            out += [e for e in experiments_of(c) if e not in out]
-            continue
-        named = [c.get("experiment"), c.get("b_experiment"), *(r.get("experiment") for r in c.get("rows") or [])]
-        out += [e for e in dict.fromkeys(named) if e and e not in out]
-    return out
+    return list(dict.fromkeys(e for e, _, _, _ in reads_of(criterion)))
 
 
 def metrics_of(criterion: dict, experiment: str) -> list[str]:
     """The metrics a criterion reads from one experiment (the columns its table must show)."""
-    out: list[str] = []
-    for c in [criterion, *(criterion.get("of") or [])]:
-        if c is not criterion:
-            out += [m for m in metrics_of(c, experiment) if m not in out]
-            continue
-        if c.get("kind") == "rank":
-            out += [c["metric"]] if any(r.get("experiment") == experiment for r in c.get("rows") or []) else []
-            continue
-        sides = [("experiment", c.get("a_metric", c.get("metric"))),
-                 ("b_experiment" if c.get("b_experiment") else "experiment", c.get("b_metric", c.get("metric")))]
-        out += [m for key, m in sides if m and c.get(key) == experiment]
-    return list(dict.fromkeys(out))  # each once, in order
-
+    return list(dict.fromkeys(m for e, _, m, _ in reads_of(criterion) if e == experiment))
 
 
 def reads_of(criterion: dict) -> list[tuple[str, dict, str, str]]:
@@ -457,8 +438,8 @@ def reads_of(criterion: dict) -> list[tuple[str, dict, str, str]]:
             add(c["experiment"], c["a"], c.get("a_metric", c.get("metric")), c.get("a_label", ""))
             add(c.get("b_experiment", c["experiment"]), c["b"], c.get("b_metric", c.get("metric")),
                 c.get("b_label", ""))
-        elif kind == "threshold":
-            add(c["experiment"], c["row"], c["metric"])
+        elif kind in ("threshold", "trend"):
+            add(c["experiment"], c.get("row", {}), c["metric"])
         elif kind == "rank":
             for r in c["rows"]:
                 add(r["experiment"], r["row"], c["metric"], r.get("label", ""))

@@ -31,7 +31,7 @@ import yaml
 from ldm.analysis.sweep_jobs import expand
 from ldm.errors import ConfigError
 from ldm.rundir import read_status
-from ldm.utils.io import atomic_write, file_mode, read_json, write_json
+from ldm.utils.io import atomic_write, read_json, write_json
 from ldm.utils.machine import cpu_model
 
 log = logging.getLogger(__name__)
@@ -130,8 +130,6 @@ def write_record(job_dir: Path, dest: Path, job: Job, profile: str, code: str, c
     for name in FILES:
         if (job_dir / name).is_file():
             shutil.copyfile(job_dir / name, tmp / name)
-    for p in tmp.iterdir():
-        p.chmod(file_mode())
     if dest.exists():
         shutil.rmtree(dest)
     tmp.rename(dest)

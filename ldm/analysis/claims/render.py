@@ -169,10 +169,9 @@ def claim_numbers(criterion: dict, sweeps) -> list[dict]:
     rows = []
     for exp, row, metric, label in reads_of(criterion):
         values, _ = _select(sweeps.jobs(exp), row, exp, metric)
-        stats = statistics.mean_interval(list(values.values())) if values else None
-        rows.append({"experiment": exp, "row": label, "metric": metric, "n": len(values),
-                     "mean": stats and stats.get("mean"), "lo": stats and stats.get("lo"),
-                     "hi": stats and stats.get("hi")})
+        stats = statistics.mean_interval(list(values.values()))  # n 0, mean None where no job reported it
+        rows.append({"experiment": exp, "row": label, "metric": metric, "n": stats["n"], "mean": stats["mean"],
+                     "lo": stats["lo"], "hi": stats["hi"]})
     return rows
 
 
