@@ -123,3 +123,14 @@ def test_the_gpus_launcher_runs_jobs_per_gpu_times_the_gpus(monkeypatch):
     for bad in (0, "two"):
         with pytest.raises(ValueError, match="jobs_per_gpu=.* must be an integer >= 1"):
             devices.jobs_for(bad)
+
+
+def test_the_slurm_preset_asks_one_gpu_per_task():
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        launcher = compose("train", ["hydra/launcher=slurm_gpu"], return_hydra_config=True).hydra.launcher
+    assert launcher.gpus_per_task == 1 and launcher.tasks_per_node == 1
+    assert launcher._target_.endswith("SlurmLauncher")
