@@ -14,7 +14,7 @@ ABLATION_DIR ?= logs/ablation/autoencoders
 # sweep jobs side by side, one per usable CPU (each job then runs 1 torch thread: ldm/runtime.py)
 JOBS ?= $(shell nproc)
 
-.PHONY: help install train test test-slow test-all lint ablation claims claims-hybrid claims-decisive claims-readme readme-train bench clean clean-logs
+.PHONY: help install train test test-slow test-all lint ablation claims claims-hybrid claims-decisive claims-readme readme-train bench gpu-check clean clean-logs
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ claims-readme: $(STAMP) ## copy both reports into docs/claims/ and regenerate th
 	$(PY) -m ldm.analysis.claims.publish publish logs/claims/quick docs/claims/quick
 	$(PY) -m ldm.analysis.claims.publish publish logs/claims/hybrid docs/claims/hybrid
 	$(PY) -m ldm.analysis.claims.publish readme README.md docs/claims/quick docs/claims/hybrid
+
+gpu-check: $(STAMP) ## on a GPU machine (<= 8 min): every row on the GPU, DDP, jobs per GPU, GPU-hours -> benchmarks/GPU.md
+	$(PY) benchmarks/gpu_check.py $(ARGS)
 
 bench: $(STAMP) ## benchmarks -> benchmarks/RESULTS.md (UNet vs diffusers, jobs, contention, plan); ARGS=--quick: 3 min
 	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[bench]"

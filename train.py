@@ -7,6 +7,10 @@ from omegaconf import DictConfig
 
 os.environ.setdefault("LDM_ROOT", os.path.dirname(os.path.abspath(__file__)))
 
+from ldm.run.devices import register_resolver  # noqa: E402  (light: no torch)
+
+register_resolver()  # ${ldm_gpu_jobs:N} of hydra/launcher=gpus, resolved before any job starts
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig):

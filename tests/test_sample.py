@@ -29,6 +29,7 @@ def sample(run_dir: Path, out: Path, *overrides: str) -> dict:
     return cli.sample(cfg)
 
 
+@pytest.mark.slow  # over 5 s here: the slow tier (CI runs it after the fast one)
 def test_exactly_n_pngs_and_the_same_bytes_for_the_same_seed(run, tmp_path):
     sample(run, tmp_path / "a", "num_samples=7", "batch_size=3", "seed=5")
     sample(run, tmp_path / "b", "num_samples=7", "batch_size=3", "seed=5")
@@ -78,6 +79,7 @@ def test_bad_input_is_one_error_line(run, tmp_path, capsys, overrides, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # over 5 s here: the slow tier (CI runs it after the fast one)
 def test_an_existing_out_dir_is_kept_unless_overwrite(run, tmp_path, capsys):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "mine.txt").write_text("keep")
@@ -116,6 +118,7 @@ def test_a_chosen_class_comes_out_as_that_class(tmp_path):
     assert metrics["status"] == "ok" and share > 0.5, share
 
 
+@pytest.mark.slow  # trains its own class-conditional run: over 5 s here
 def test_model_sample_takes_the_usual_knobs_for_one_call(tmp_path):
     """Model.sample(n, seed, label=index or name, sampler=, steps=, guidance_scale=): each knob changes the images,
     the same arguments give the same images, a name equals its index, class names survive load and export, and
@@ -131,7 +134,7 @@ def test_model_sample_takes_the_usual_knobs_for_one_call(tmp_path):
     own = model.diffusion.sampler
     base = model.sample(4, seed=1, label=3)
     assert torch.equal(base, model.sample(4, seed=1, label="3"))
-    for knob in ({"steps": 2}, {"sampler": "ddpm"}, {"guidance_scale": 3.0}, {"label": 4}):
+    for knob in ({"steps": 2}, {"sampler": "ddpm", "steps": 4}, {"guidance_scale": 3.0}, {"label": 4}):  # ddpm: 1000 steps
         assert not torch.equal(base, model.sample(4, seed=1, **{"label": 3, **knob})), knob
     assert model.diffusion.sampler is own and torch.equal(base, model.sample(4, seed=1, label=3))
     with pytest.raises(ConfigError, match="sampler=nope: choose one of"):

@@ -30,6 +30,7 @@ def test_noise_does_not_depend_on_memory_format():
 
 @pytest.mark.parametrize("target,extra", [("torch.optim.AdamW", {"weight_decay": 0.01}),
                                           ("torch.optim.Adam", {"betas": [0.5, 0.9]})])
+@pytest.mark.slow  # over 5 s here: the slow tier (CI runs it after the fast one)
 def test_multi_tensor_optimizer_and_ema_are_bit_identical(target, extra):
     """build_optimizer picks the foreach implementation (CPU default: per-parameter) and EMA updates with one
     multi-tensor lerp: both must give exactly the weights the per-parameter loops give, not nearly."""

@@ -30,6 +30,18 @@ def test_t_interval_covers_the_true_mean_at_the_nominal_rate():
     assert 0.935 <= hits / trials <= 0.965  # binomial sd at 2000 trials: 0.0049
 
 
+def test_difference_known_answers():
+    """By hand: per-seed differences 1, 2, 3 -> mean 2, sd 1, se 1/sqrt(3), t = 2 sqrt(3) on 2 df, two-sided
+    p = 0.0742, half-width t(0.975, 2) = 4.3027 times se = 2.4841. Welch on {1, 2, 3} vs {0, 0, 2}: se^2 = 1/3 +
+    4/9 = 7/9, df = (7/9)^2 / ((1/3)^2/2 + (4/9)^2/2) = 3.92, t = (4/3) / sqrt(7/9) = 1.5119."""
+    d = statistics.difference({0: 1.0, 1: 2.0, 2: 3.0}, {0: 0.0, 1: 0.0, 2: 0.0})
+    assert d["p"] == pytest.approx(0.07418, abs=5e-5) and d["se"] == pytest.approx(3 ** -0.5)
+    assert (d["lo"], d["hi"]) == (pytest.approx(2 - 2.48414, abs=5e-5), pytest.approx(2 + 2.48414, abs=5e-5))
+    w = statistics.difference({0: 1.0, 1: 2.0, 2: 3.0}, {5: 0.0, 6: 0.0, 7: 2.0})
+    assert w["test"] == "Welch t" and w["df"] == pytest.approx(3.92) and w["se"] == pytest.approx((7 / 9) ** 0.5)
+    assert w["p"] == pytest.approx(2 * st.t.sf((4 / 3) / (7 / 9) ** 0.5, 3.92))
+
+
 def test_difference_matches_scipy_paired_and_welch():
     a, b = {0: 10.0, 1: 12.0, 2: 14.0, 3: 16.0}, {0: 10.3, 1: 12.3, 2: 14.4, 3: 16.2}
     d = statistics.difference(a, b)  # same seeds: paired

@@ -55,18 +55,12 @@ def difference(a: dict, b: dict, level: float = LEVEL) -> Optional[dict]:
     b = {k: v for k, v in b.items() if numbers([v])}
     if len(a) < 2 or len(b) < 2:
         return None
-    q = 0.5 + level / 2
     if set(a) == set(b):
-        d = [float(a[k]) - float(b[k]) for k in sorted(a)]
+        xa, xb = [float(a[k]) for k in sorted(a)], [float(b[k]) for k in sorted(a)]
+        d = [u - v for u, v in zip(xa, xb)]
         n, diff = len(d), statistics.fmean(d)
         se = statistics.stdev(d) / math.sqrt(n)
-        if se == 0:
-            p, lo, hi = _degenerate(diff)
-        else:
-            tval = diff / se
-            p = float(2 * _st.t.sf(abs(tval), n - 1))
-            half = _st.t.ppf(q, n - 1) * se
-            lo, hi = diff - half, diff + half
+        p, lo, hi = _degenerate(diff) if se == 0 else _scipy(_st.ttest_rel(xa, xb), level)
         return {"diff": diff, "lo": lo, "hi": hi, "p": p, "test": "paired t", "n": n, "se": se, "df": n - 1,
                 "zero_spread": se == 0}
     xa, xb = numbers(a.values()), numbers(b.values())
@@ -77,12 +71,17 @@ def difference(a: dict, b: dict, level: float = LEVEL) -> Optional[dict]:
     if se == 0:
         p, lo, hi = _degenerate(diff)
     else:
-        df = (va + vb) ** 2 / ((va ** 2 / (len(xa) - 1) if va else 0) + (vb ** 2 / (len(xb) - 1) if vb else 0))
-        p = float(2 * _st.t.sf(abs(diff / se), df))
-        half = _st.t.ppf(q, df) * se
-        lo, hi = diff - half, diff + half
+        res = _st.ttest_ind(xa, xb, equal_var=False)
+        df = float(res.df)  # Welch-Satterthwaite
+        p, lo, hi = _scipy(res, level)
     return {"diff": diff, "lo": lo, "hi": hi, "p": p, "test": "Welch t", "n": min(len(xa), len(xb)), "se": se,
             "df": df, "zero_spread": se == 0}
+
+
+def _scipy(res, level: float) -> tuple[float, float, float]:
+    """(two-sided p, lo, hi) of a scipy t-test result at `level`."""
+    ci = res.confidence_interval(confidence_level=level)
+    return float(res.pvalue), float(ci.low), float(ci.high)
 
 
 def one_sided_p(estimate: float, se: float, df: Optional[float], bound: float) -> Optional[float]:

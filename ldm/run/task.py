@@ -27,6 +27,7 @@ from typing import Callable, Optional
 from omegaconf import DictConfig
 
 from ldm import signals
+from ldm.run import devices
 from ldm.errors import Diverged, Interrupted, UserError
 from ldm.utils.io import write_json
 
@@ -163,7 +164,8 @@ def run_task(cfg: DictConfig, task: Callable[[DictConfig, Callable[[dict], None]
         sys.exit(2)  # a SystemExit passes through Hydra's job runner: the whole sweep stops
     if in_multirun():
         try:
-            return _run(cfg, task, status_path)
+            with devices.assigned(cfg, sweep_job=True) as device:  # a GPU of its own (ldm.run.devices)
+                return _run(cfg, task, status_path, device)
         except Stopped:
             log.error("job stopped by a signal; the sweep stops")
             raise
@@ -173,9 +175,9 @@ def run_task(cfg: DictConfig, task: Callable[[DictConfig, Callable[[dict], None]
     return _run(cfg, task, status_path)
 
 
-def _run(cfg: DictConfig, task, status_path: Optional[Path]) -> Optional[dict]:
+def _run(cfg: DictConfig, task, status_path: Optional[Path], device: Optional[dict] = None) -> Optional[dict]:
     status = StatusFile(status_path)
-    metrics: dict = {}  # filled stage by stage, so a failure still records what finished
+    metrics: dict = dict(device or {})  # filled stage by stage, so a failure still records what finished
 
     def report(partial: dict) -> None:
         metrics.update(partial)

@@ -34,6 +34,7 @@ def test_row_runs_end_to_end(row, make_cfg):
         assert (out / png).stat().st_size > 100
 
 
+@pytest.mark.slow  # over 5 s here: the slow tier (CI runs it after the fast one)
 def test_gan_stage1_skips_reconstruction(make_cfg):
     """No encoder: stage 1 and its prior-sample grid run, recon/* is skipped, not crashed on."""
     cfg = make_cfg(FAST + ["autoencoder=gan", "stage=stage1"])

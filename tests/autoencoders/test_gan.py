@@ -40,6 +40,7 @@ def test_r1_adds_half_gamma_times_the_penalty():
     assert terms["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+@pytest.mark.slow  # over 5 s here: the slow tier (CI runs it after the fast one)
 def test_each_batch_steps_discriminator_then_generator_once():
     gan = make()
     trainer = fit(gan, digits(16), steps=3)

@@ -64,6 +64,7 @@ def test_encoder_loss_terms():
     assert torch.allclose(terms["loss"], 2.0 * latent + 0.5 * rec)
 
 
+@pytest.mark.slow  # over 5 s here: the slow tier (CI runs it after the fast one)
 def test_refinement_lowers_pixel_error_and_leaves_g_alone():
     torch.manual_seed(0)
     plain_ = make().eval()
@@ -126,6 +127,7 @@ def test_refinement_objective_adds_the_weighted_feature_distance():
         assert m.refine_loss(z1, x) < m.refine_loss(z, x)
 
 
+@pytest.mark.slow  # over 5 s here: the slow tier (CI runs it after the fast one)
 def test_refinement_domain_term_is_the_weighted_encoder_consistency():
     """refine_encoder_weight adds w x ||z - E(G(z))||^2 (summed per latent, IDInvert's domain regulariser):
     the known answer from the module's own G and E; refinement lowers the whole objective."""

@@ -19,6 +19,7 @@ def grads(module: torch.nn.Module) -> list[torch.Tensor]:
     return [p.grad.clone() for p in module.parameters()]
 
 
+@pytest.mark.slow  # over 5 s here: the slow tier (CI runs it after the fast one)
 def test_no_adversarial_gradient_before_disc_start():
     """Before disc_start the encoder/decoder gradients are exactly the VAE's, the discriminator never moves."""
     torch.manual_seed(0)
@@ -39,6 +40,7 @@ def test_no_adversarial_gradient_before_disc_start():
     assert not torch.equal(gan.decoder.last_layer.grad, vae.decoder.last_layer.grad)
 
 
+@pytest.mark.slow  # over 5 s here: the slow tier (CI runs it after the fast one)
 def test_disc_start_counts_batches_not_optimizer_steps():
     """max_steps=4, disc_start_fraction=0.5: D steps on batches 2 and 3 only; the autoencoder on all 4."""
     gan = make(disc_start_fraction=0.5)
@@ -49,6 +51,7 @@ def test_disc_start_counts_batches_not_optimizer_steps():
     assert trainer.global_step == 6  # Lightning counts optimizer steps: why schedules use batch_step
 
 
+@pytest.mark.slow  # over 5 s here: the slow tier (CI runs it after the fast one)
 def test_discriminator_frozen_before_disc_start():
     gan = make(disc_start_fraction=1.0)  # never within the 4-batch budget
     before = snapshot(gan.discriminator)

@@ -78,6 +78,7 @@ def make(**kw):
     return m, mean
 
 
+@pytest.mark.slow  # over 5 s here: the slow tier (CI runs it after the fast one)
 def test_sampling_takes_T_evaluations_and_is_seeded():
     m, _ = make(steps=3)
     torch.manual_seed(0)

@@ -140,6 +140,7 @@ def test_class_conditional_sampling_shapes():
         make_ld(class_conditional=True, num_classes=0)
 
 
+@pytest.mark.slow  # over 5 s here: the slow tier (CI runs it after the fast one)
 def test_clip_x0_follows_the_autoencoders_latent_range():
     """auto: clip only where the autoencoder bounds its latents (identity); the bounds live in the scaled space."""
     ld = make_ld()

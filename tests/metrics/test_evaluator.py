@@ -50,6 +50,7 @@ def test_the_short_evaluator_classifies(evaluator):
     assert evaluator.trained and evaluator.accuracy >= 0.8
 
 
+@pytest.mark.slow  # over 5 s here: the slow tier (CI runs it after the fast one)
 def test_cache_loads_second_time_and_retrains_on_change(digits, tmp_path):
     small = {**FULL, "steps": 20}
     first = load_or_train(digits, DATA_CFG, small, tmp_path)
@@ -149,6 +150,7 @@ def test_class_accuracy_ladder(evaluator, digits):
     assert evaluator.accuracy >= noisy[0] > noisy[-1] and noisy[-1] < 0.5
 
 
+@pytest.mark.slow  # over 5 s here: the slow tier (CI runs it after the fast one)
 def test_evaluate_reports_class_accuracy_of_reconstructions(evaluator, digits, cache_dir, tmp_path):
     """Identity reconstructs exactly, so its recon/class_accuracy is the evaluator's own test accuracy;
     a decoder that returns another digit's image keeps the pixels' statistics but not the classes."""
@@ -177,6 +179,7 @@ def test_evaluate_reports_class_accuracy_of_reconstructions(evaluator, digits, c
     assert same["eval/fid_floor_lo"] <= same["eval/fid_floor"] <= same["eval/fid_floor_hi"]
 
 
+@pytest.mark.slow  # over 5 s here: the slow tier (CI runs it after the fast one)
 def test_an_evaluator_entry_holding_a_pickle_payload_is_refused_and_retrained(digits, tmp_path, monkeypatch):
     """Someone rewrote evaluator.pt and its manifest: the weights-only load refuses it, nothing runs."""
     import json
