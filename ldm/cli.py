@@ -93,5 +93,7 @@ def table(cfg: DictConfig) -> None:
     result = tables.build(out, plain(t.columns), t.title, eval_file=eval_file, name=name, reference=t.reference,
                           converge_on=t.converge_on, converge_margin=float(t.converge_margin))
     print((out / f"{name}.md").read_text())
+    if t.get("wandb"):
+        log.info("logged the table to wandb: %s", tables.log_to_wandb(out, name, str(t.wandb_project)))
     log.info("wrote %s, %s.csv, %s.tex (%d rows, %d failed/missing jobs)", out / f"{name}.md", name, name,
              len(result["rows"]), len(result["bad"]))

@@ -211,3 +211,29 @@ def test_converged_budget_needs_equivalence_not_just_no_significant_difference(t
         assert s["lo"] <= best["hi"]
     assert rows["ae"]["converged"] == 1000 and rows["vae"]["converged"] == 300  # ... nor shown within 10 %
     assert "| autoencoder=ae | ≥ 1000 (no plateau shown) |" in (tmp_path / "table_converged.md").read_text()
+
+
+def test_the_table_goes_to_wandb_grouped_with_the_sweeps_runs(sweep, monkeypatch):
+    """evaluate.py table.dir=... table.wandb=true: the table as a wandb.Table with the CSV's cells, in a run grouped
+    with the sweep's jobs (their task name) and named after the sweep; offline here."""
+    pytest.importorskip("wandb")
+    from ldm.utils.wandb_offline import summary
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = sweep / "0" / ".hydra" / "config.yaml"
+    cfg.write_text(yaml.safe_dump({**yaml.safe_load(cfg.read_text()), "task_name": "autoencoders"}))
+    tables.build(sweep, columns=["recon/psnr", "gen/fid"])
+    tables.log_to_wandb(sweep, "table", "ldm")
+    (run_file,) = sweep.glob("wandb/offline-run-*/run-*.wandb")
+    s = summary(run_file)
+    assert s["group"] == "autoencoders" and s["name"] == f"table-{sweep.name}"
+    assert s["config"]["sweep"] == sweep.name
+    (logged,) = run_file.parent.rglob("files/media/table/table/table_*.table.json")
+    got = json.loads(logged.read_text())
+    import csv
+
+    with open(sweep / "table.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert got["columns"] == rows[0] and got["data"] == rows[1:] and len(rows) == 4  # vae, bigan, unfinished gan
+    assert tables.build(sweep, columns=["recon/psnr"])["rows"]  # the wandb folder is not taken for a job

@@ -131,3 +131,40 @@ def inside(value: str, key: str, plain_name: bool = False) -> str:
         what = "a plain file name" if plain_name else "a relative path without '..'"
         raise ConfigError(f"{key}={value} must be {what}: outputs stay inside table.dir")
     return str(value)
+
+
+def wandb_table(csv_path: Path):
+    """A table.csv as a `wandb.Table` (header row -> columns; cells stay the CSV's text, as the table shows them)."""
+    import csv
+
+    import wandb
+
+    with open(csv_path, newline="") as f:
+        rows = list(csv.reader(f))
+    return wandb.Table(columns=rows[0], data=rows[1:])
+
+
+def log_to_wandb(sweep_dir: Path, name: str, project: str) -> str:
+    """The sweep's table (and its figures) as one wandb run beside the sweep's own runs: grouped with them (the
+    sweep's task name, which `ldm.run.tracking.run_group` gives every job), job_type `sweep-table`, the sweep folder
+    in its config. WANDB_MODE=offline works (then `wandb sync`). Returns the run's directory."""
+    import wandb
+
+    sweep_dir = Path(sweep_dir)
+    group = None
+    for cfg_file in sorted(sweep_dir.glob("*/.hydra/config.yaml")):
+        group = (yaml.safe_load(cfg_file.read_text()) or {}).get("task_name")
+        if group:
+            break
+    run = wandb.init(project=project, group=str(group or sweep_dir.name), job_type="sweep-table",
+                     name=f"{name}-{sweep_dir.name}", dir=str(sweep_dir), reinit="create_new",
+                     config={"sweep": sweep_dir.name, "sweep_dir": str(sweep_dir)},
+                     settings=wandb.Settings(console="off"))  # nothing to capture: the table is the whole run
+    try:
+        payload = {f"{name}/table": wandb_table(sweep_dir / f"{name}.csv")}
+        for png in sorted(sweep_dir.glob(f"{name}_*.png")):
+            payload[f"{name}/{png.stem}"] = wandb.Image(str(png))
+        run.log(payload)
+        return str(run.dir)
+    finally:
+        run.finish()

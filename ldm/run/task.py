@@ -27,8 +27,8 @@ from typing import Callable, Optional
 from omegaconf import DictConfig
 
 from ldm import signals
-from ldm.run import devices
 from ldm.errors import Diverged, Interrupted, UserError
+from ldm.run import devices
 from ldm.utils.io import write_json
 
 log = logging.getLogger(__name__)

@@ -56,6 +56,7 @@ def summary(path: Path) -> dict:
         kind = r.WhichOneof("record_type")
         if kind == "run":
             out.update(name=r.run.display_name, group=r.run.run_group, tags=list(r.run.tags))
+            out["config"].update({u.key: json.loads(u.value_json) for u in r.run.config.update})  # wandb.init's
         elif kind == "config":
             out["config"].update({u.key: json.loads(u.value_json) for u in r.config.update})
         elif kind == "summary":

@@ -55,9 +55,9 @@ def publish(src: Path, dst: Path) -> list[Path]:
 def log_to_wandb(profile: dict, root: Path, findings: dict) -> None:
     """The report as one wandb run (job_type claims-report, grouped with the sweeps it read): the verdicts and
     each experiment's table as wandb.Table, every figure as an image, REPORT.md as a text artifact."""
-    import csv
-
     import wandb
+
+    from ldm.analysis.tables import wandb_table
 
     run = wandb.init(project=profile["wandb_project"], group=f"claims/{root.name}",
                      job_type="claims-report", name=f"claims-{profile['profile']}",
@@ -69,8 +69,7 @@ def log_to_wandb(profile: dict, root: Path, findings: dict) -> None:
     for exp in (profile.get("experiments") or {}):
         table_csv = root / exp / "table.csv"
         if table_csv.is_file():
-            rows = list(csv.reader(table_csv.open()))
-            payload[f"claims/{exp}/table"] = wandb.Table(columns=rows[0], data=rows[1:])
+            payload[f"claims/{exp}/table"] = wandb_table(table_csv)
         for png in sorted((root / exp).glob("table_*.png")):
             payload[f"claims/{exp}/{png.stem}"] = wandb.Image(str(png))
     run.log(payload)
