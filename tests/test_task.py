@@ -125,7 +125,7 @@ def test_evaluate_refuses_an_interrupted_run(tmp_path, capsys):
                                        f"it with `train.py resume={run} <its overrides>`, then evaluate it\n")
 
 
-@pytest.mark.parametrize("stage", ["stage1", "stage2"])
+@pytest.mark.parametrize("stage", ["stage1", pytest.param("stage2", marks=pytest.mark.slow)])  # stage2: both stages
 def test_a_real_divergence_ends_diverged(stage, make_cfg):
     """lr=1e30 on one stage: the loss becomes non-finite, the run is recorded `diverged` and returns (exit 0)."""
     key = "autoencoder.optimizer.lr" if stage == "stage1" else "diffusion.optimizer.lr"

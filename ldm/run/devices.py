@@ -55,10 +55,9 @@ def visible_gpus() -> int:
 
 def wants_one_gpu(trainer: DictConfig, gpus: int) -> bool:
     """The trainer asks for one unspecified GPU: what Lightning would put on GPU 0."""
-    accelerator = str(trainer.get("accelerator", "auto")).lower()
-    devices = trainer.get("devices", 1)
-    return gpus > 0 and accelerator in ("gpu", "cuda", "auto") and str(devices) in ("1", "auto") \
-        and str(trainer.get("strategy", "auto")) == "auto"
+    strategy = trainer.get("strategy")  # only the DDP presets set one
+    return gpus > 0 and str(trainer.accelerator).lower() in ("gpu", "cuda", "auto") \
+        and str(trainer.devices) in ("1", "auto") and str(strategy or "auto") == "auto"
 
 
 @dataclass

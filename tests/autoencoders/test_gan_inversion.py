@@ -98,6 +98,7 @@ def test_refinement_error_falls_monotonically_with_its_steps():
     assert errors[-1] < errors[0]
 
 
+@pytest.mark.slow  # over 5 s here: the slow tier (CI runs it after the fast one)
 def test_matched_budget_gives_the_gan_every_stage1_batch_and_the_encoder_its_own_after():
     """encoder_steps set: the GAN trains for all max_steps (the other rows' stage-1 budget), the encoder for
     encoder_steps more, which the stage asks its trainer for (extra_steps); a bad count is one clear error."""

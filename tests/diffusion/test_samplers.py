@@ -28,7 +28,8 @@ def gaussian_denoiser(proc: GaussianDiffusion):
 @pytest.mark.parametrize("sampler,kw", [(sample_ddim, {"steps": 50, "eta": 0.0}),
                                         (sample_ddim, {"steps": 100, "eta": 1.0}),
                                         (sample_ddim, {"steps": 50, "eta": 0.0, "spacing": trailing}),
-                                        (sample_ddpm, {"steps": 1000}), (sample_dpmpp_2m, {"steps": 20})])
+                                        pytest.param(sample_ddpm, {"steps": 1000}, marks=pytest.mark.slow),
+                                        (sample_dpmpp_2m, {"steps": 20})])
 def test_perfect_denoiser_recovers_toy_distribution(sampler, kw):
     proc = GaussianDiffusion(schedules.linear(1000))
     g = torch.Generator().manual_seed(0)

@@ -80,6 +80,7 @@ def package_copy(tmp_path, monkeypatch):
     cache.code_hash.cache_clear()
 
 
+@pytest.mark.slow  # over 5 s here: the slow tier (CI runs it after the fast one)
 def test_changed_evaluator_code_retrains_it_other_code_does_not(digits, tmp_path, package_copy):
     from ldm.utils import cache
 
@@ -95,6 +96,7 @@ def test_changed_evaluator_code_retrains_it_other_code_does_not(digits, tmp_path
     assert changed.trained and changed.path != first.path
 
 
+@pytest.mark.slow  # over 5 s here: the slow tier (CI runs it after the fast one)
 def test_a_truncated_evaluator_is_moved_aside_and_retrained(digits, tmp_path):
     small = {**FULL, "steps": 20}
     first = load_or_train(digits, DATA_CFG, small, tmp_path)
