@@ -102,39 +102,31 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_two_trial_optuna_search_writes_its_result(tmp_path):
-    """hparams_search=vae_optuna: 2 TPE trials of debug=fast; the best value is the best trial's gen/fid."""
-    sweep = tmp_path / "search"
-    proc = subprocess.run([sys.executable, "train.py", "-m", "hparams_search=vae_optuna", "debug=fast", "logger=none",
-                           "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}",
-                           f"paths.cache_dir={tmp_path / 'cache'}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_an_optuna_search_writes_its_result_and_continues_in_sqlite(tmp_path):
+    """hparams_search=vae_optuna: 2 TPE trials of debug=fast; the best value is the best trial's gen/fid. With
+    hydra.sweeper.storage=sqlite:///..., a second search of the same study adds its trial to the first search's (TPE
+    then samples from all of them), so a stopped search continues instead of starting over."""
     import yaml
-    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert set(result["best_params"]) == {"autoencoder.kl_weight", "backbone.latent_channels", "diffusion"}
-    fids = [json.loads((sweep / str(i) / "metrics.json").read_text())["gen/fid"] for i in range(2)]
-    assert result["best_value"] == pytest.approx(min(fids))
-    best = fids.index(min(fids))
-    overrides = (sweep / str(best) / ".hydra/overrides.yaml").read_text()
-    assert f"backbone.latent_channels={result['best_params']['backbone.latent_channels']}" in overrides
 
-
-@pytest.mark.slow
-def test_an_optuna_study_in_sqlite_continues_where_it_stopped(tmp_path):
-    """hydra.sweeper.storage=sqlite:///...: a second search with the same study name adds its trials to the first
-    one's (TPE then samples from all of them), so a stopped search continues instead of starting over."""
     optuna = pytest.importorskip("optuna")
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    for n, name in ((2, "first"), (1, "second")):
+    for n, name in ((2, "search"), (1, "again")):
         proc = subprocess.run([sys.executable, "train.py", "-m", "hparams_search=vae_optuna", "debug=fast",
                                "logger=none", f"hydra.sweeper.n_trials={n}", f"hydra.sweeper.storage={storage}",
                                f"hydra.sweep.dir={tmp_path / name}", f"paths.cache_dir={tmp_path / 'cache'}"],
                               cwd=ROOT, capture_output=True, text=True, timeout=600,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
         assert proc.returncode == 0, proc.stderr[-3000:]
+        if name == "search":
+            sweep = tmp_path / name
+            result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+            assert set(result["best_params"]) == {"autoencoder.kl_weight", "backbone.latent_channels", "diffusion"}
+            fids = [json.loads((sweep / str(i) / "metrics.json").read_text())["gen/fid"] for i in range(2)]
+            assert result["best_value"] == pytest.approx(min(fids))
+            best = fids.index(min(fids))
+            overrides = (sweep / str(best) / ".hydra/overrides.yaml").read_text()
+            assert f"backbone.latent_channels={result['best_params']['backbone.latent_channels']}" in overrides
     study = optuna.load_study(study_name="vae_latent", storage=storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
-    fid = json.loads((tmp_path / "second" / "0" / "metrics.json").read_text())["gen/fid"]
+    fid = json.loads((tmp_path / "again" / "0" / "metrics.json").read_text())["gen/fid"]
     assert study.trials[2].value == pytest.approx(fid)  # the second search's trial is the study's third
