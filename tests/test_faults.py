@@ -230,6 +230,50 @@ def test_samples_on_a_full_disk_leave_no_temporary(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_checkpoint_write_that_fails_leaves_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
+    """Case 11, at the source: a disk that fills while a checkpoint is written. Lightning's own writer opens the
+    final name and writes into it (a torn file under that name); ours writes beside it and renames."""
+    import errno
+
+    import torch
+    from lightning.fabric.plugins.io import torch_io
+
+    from ldm.utils.checkpoint import AtomicCheckpointIO, read
+
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "global_step": 1}, path)
+    before = path.read_bytes()
+    real = torch_io._atomic_save
+
+    def fills_the_disk(checkpoint, filepath):
+        real(checkpoint, filepath)
+        with open(filepath, "r+b") as f:  # what a full disk leaves: the first half of the bytes
+            f.truncate(os.path.getsize(filepath) // 2)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch_io, "_atomic_save", fills_the_disk)
+    with pytest.raises(OSError, match="No space left"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "global_step": 2}, path)
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+    assert read(path, "ckpt")["global_step"] == 1
+    assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_every_stage_trainer_writes_checkpoints_atomically(tmp_path):
+    from ldm.run.stages import make_trainer
+    from ldm.utils.checkpoint import AtomicCheckpointIO
+
+    cfg = compose_cfg(["debug=fast", "logger=none"], output_dir=tmp_path / "run")
+    assert isinstance(make_trainer(cfg, "stage1", []).strategy.checkpoint_io, AtomicCheckpointIO)
+
+
 def test_a_torn_last_ckpt_falls_back_to_the_newest_intact_checkpoint(tmp_path, fast_run):
     """Case 11: a last.ckpt cut short (a full disk while it was written) no longer blocks resume=: training
     continues from the newest checkpoint of the stage that reads back whole; with none, the error says so."""
@@ -263,3 +307,20 @@ def test_a_search_for_a_metric_its_runs_never_report_is_refused():
         check_optimized_metric(compose_cfg(["hparams_search=vae_optuna", "metrics.features=null"]))
     check_optimized_metric(compose_cfg(["hparams_search=vae_optuna"]))
     check_optimized_metric(compose_cfg(["stage=stage1"]))  # no search: nothing is optimised
+
+
+def test_a_mismatch_with_the_same_summary_names_the_tensors_that_differ():
+    """Case 5's message: two modules that describe alike ('Linear') but differ in width used to print the same
+    words on both sides; now the tensor and both shapes are named."""
+    import torch
+
+    from ldm.utils.checkpoint import check_fits
+
+    with pytest.raises(ConfigError) as e:
+        check_fits(torch.nn.Linear(2, 3), torch.nn.Linear(2, 4), "ckpt", "a.ckpt")
+    assert str(e.value) == ("ckpt=a.ckpt holds a Linear as the config asks, but its tensors differ from the configured "
+                            "module's: 2 shape mismatches (first: weight (3, 2) vs (4, 2)) (checkpoint vs config): pass "
+                            "a checkpoint trained with this config, or change the config to match the checkpoint")
+    with pytest.raises(ConfigError, match="holds a Linear, but the config asks for a Conv1d"):
+        check_fits(torch.nn.Linear(2, 3), torch.nn.Conv1d(2, 3, 1), "ckpt", "a.ckpt")
+    check_fits(torch.nn.Linear(2, 3), torch.nn.Linear(2, 3), "ckpt", "a.ckpt")  # fits: no error

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from ldm.run import tracking
 from ldm.run.callbacks import Plateau, StepBudget, StepSeed
 from ldm.utils import cache
-from ldm.utils.checkpoint import link_or_copy, run_checkpoint
+from ldm.utils.checkpoint import AtomicCheckpointIO, link_or_copy, run_checkpoint
 from ldm.utils.config import build, instantiate_dict, plain
 from ldm.utils.io import write_json
 from ldm.utils.steps import batches_done
@@ -48,8 +48,9 @@ def make_trainer(cfg: DictConfig, stage: str, loggers: list, extra_steps: int = 
     loggers = tracking.for_stage(loggers, stage)
     if not loggers:  # nothing to report learning rates to (logger=none)
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
+    plugins = {} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}  # no torn checkpoints
     trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, max_steps=-1, max_epochs=-1,
-                    val_check_interval=min(budget.val_every, total), check_val_every_n_epoch=None)
+                    val_check_interval=min(budget.val_every, total), check_val_every_n_epoch=None, **plugins)
     if getattr(trainer.profiler, "filename", None):  # debug=profiler: one report per stage, not one overwritten
         trainer.profiler.filename = f"{stage}-{trainer.profiler.filename}"
     return trainer

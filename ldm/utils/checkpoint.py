@@ -12,11 +12,25 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from ldm.errors import ConfigError
 from ldm.utils.config import MODEL_TARGETS, check_targets, get_class
+from ldm.utils.io import atomic_write
 
 CLASS_KEY = "ldm/class"  # written by on_save_checkpoint of every module: which class the weights belong to
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint writer, but each file is written to a temporary name beside it and renamed
+    into place: a full disk or a kill mid-write leaves the previous file (or none), never a torn one under the
+    final name, and the temporary is removed on every exit path Python sees (SIGKILL may leave a `.tmp`, which
+    no reader picks up)."""
+
+    def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Optional[Any] = None) -> None:
+        if "://" in str(path):  # a remote filesystem: its own semantics
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        atomic_write(Path(path), lambda tmp: TorchCheckpointIO.save_checkpoint(self, checkpoint, tmp, storage_options))
 
 
 def qualname(cls: type) -> str:
@@ -109,11 +123,14 @@ def describe(module: Any) -> str:
 
 def check_fits(loaded: Any, configured: Any, key: str, path: str | os.PathLike) -> None:
     """ConfigError showing both when a checkpoint's module differs from the configured one in class or shapes."""
-    if type(loaded) is not type(configured) or describe(loaded) != describe(configured) or \
-            state_mismatch(configured, loaded.state_dict()):
-        raise ConfigError(f"{key}={path} holds a {describe(loaded)}, but the config asks for a "
-                          f"{describe(configured)}: pass a checkpoint trained with this config, or change the config "
-                          f"to match the checkpoint")
+    mismatch = state_mismatch(configured, loaded.state_dict()) if type(loaded) is type(configured) else None
+    have, want = describe(loaded), describe(configured)
+    advice = "pass a checkpoint trained with this config, or change the config to match the checkpoint"
+    if type(loaded) is not type(configured) or have != want:
+        raise ConfigError(f"{key}={path} holds a {have}, but the config asks for a {want}: {advice}")
+    if mismatch:  # the same summary on both sides: name the tensors that differ instead
+        raise ConfigError(f"{key}={path} holds a {have} as the config asks, but its tensors differ from the "
+                          f"configured module's: {mismatch} (checkpoint vs config): {advice}")
 
 
 def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
