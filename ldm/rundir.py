@@ -22,11 +22,32 @@ from ldm.utils.io import read_json
 UNFINISHED = ("running", "interrupted")
 
 
+def slurm_job() -> Optional[str]:
+    """This process's SLURM job (`<array job>_<task>` for an array task), or None outside SLURM."""
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID") or None
+
+
+def slurm_restart() -> int:
+    """How often SLURM has requeued this job (SLURM_RESTART_COUNT; 0 outside SLURM or on the first attempt)."""
+    try:
+        return max(0, int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0))
+    except ValueError:
+        return 0
+
+
 def run_status(record: dict) -> str:
-    """A status file's status, with `running` read as `interrupted` when its process is gone."""
+    """A status file's status, with `running` read as `interrupted` when its process is gone: on this host when
+    its pid is dead, anywhere when it was an earlier attempt of this requeued SLURM job (SLURM ends an attempt
+    before it starts the next)."""
     status = record.get("status", "missing")
     if status != "running":
         return status
+    job = record.get("slurm_job")
+    if job and job == slurm_job() and int(record.get("slurm_restart") or 0) < slurm_restart():
+        return "interrupted"
     pid, host = record.get("pid"), record.get("host")
     if host == socket.gethostname() and isinstance(pid, int):
         try:

@@ -60,11 +60,11 @@ LONG = ["stage1.max_steps=60", "stage1.val_every=10", "stage2.max_steps=60", "st
         "cache.stage1=false", "cache.stage2=false"]
 
 
-def kill_when(run: Path, stage: str, cache: Path, sig: int = signal.SIGKILL) -> int:
+def kill_when(run: Path, stage: str, cache: Path, sig: int = signal.SIGKILL, env: dict = ENV) -> int:
     """Start a run, send it `sig` as soon as `stage` wrote its first last.ckpt; returns that checkpoint's step.
     SIGKILL ends the process at once (-9); SIGTERM and SIGINT are answered by the run itself: exit 128 + sig."""
     proc = subprocess.Popen([sys.executable, "train.py", *BASE, *LONG, f"hydra.run.dir={run}",
-                             f"paths.cache_dir={cache}"], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                             f"paths.cache_dir={cache}"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     ckpt = run / "checkpoints" / stage / "last.ckpt"
     deadline = time.time() + 300
@@ -127,6 +127,29 @@ def test_a_signal_stops_a_run_as_interrupted_and_resume_is_bit_identical(sig, un
     assert all(torch.equal(a[k], b[k]) for k in a)
     m, ref = (json.loads((r / "metrics.json").read_text()) for r in (tmp_path / "resumed", uninterrupted))
     assert all(m[k] == ref[k] for k in ("recon/psnr", "gen/fid", "stage2/val_loss"))
+
+
+def test_a_requeued_slurm_job_continues_in_its_own_directory(uninterrupted, tmp_path):
+    """SLURM's time limit (SIGTERM) mid stage 1, then the scheduler requeues the job: the same command, in the same
+    directory, with SLURM_RESTART_COUNT=1. It continues from the stopped attempt's checkpoint (no resume= typed)
+    and ends bit-identical to a straight run; a run in that directory that was not this job's stays refused."""
+    run = tmp_path / "job"
+    first = {**ENV, "SLURM_JOB_ID": "4242", "SLURM_RESTART_COUNT": "0"}
+    step = kill_when(run, "stage1", tmp_path / "cache", signal.SIGTERM, env=first)
+    assert 0 < step < 60 and read_status(run / "metrics.json")["status"] == "interrupted"
+    assert json.loads((run / "metrics.json").read_text())["slurm_job"] == "4242"
+    proc = train(LONG, run, tmp_path / "cache", env={**first, "SLURM_RESTART_COUNT": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "requeued SLURM job: continuing the stopped run in" in proc.stderr
+    m, ref = (json.loads((r / "metrics.json").read_text()) for r in (run, uninterrupted))
+    assert m["status"] == "ok" and m["stage1/source"] == "resumed"
+    for s in ("stage1", "stage2"):
+        a, b = state(uninterrupted, s), state(run, s)
+        assert all(torch.equal(a[k], b[k]) for k in a), s
+    assert all(m[k] == ref[k] for k in ("recon/psnr", "gen/fid", "stage2/val_loss"))
+    again = train(LONG, run, tmp_path / "cache", env={**first, "SLURM_RESTART_COUNT": "2"})  # finished: kept
+    assert again.returncode == 2 and "already holds a run (status ok" in again.stderr
+    assert json.loads((run / "metrics.json").read_text()) == m
 
 
 def test_sigterm_stops_a_whole_sweep(tmp_path):

@@ -75,7 +75,7 @@ YAMLS = {
     "autoencoder/pool.yaml": """
         # A toy row: one module (toy_ext.PoolAE) + this file, built on the shared block.
         defaults:
-          - _base
+          - /_shared/autoencoder/base@_here_
           - _self_
 
         _target_: toy_ext.PoolAE

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -318,9 +319,70 @@ def test_a_mismatch_with_the_same_summary_names_the_tensors_that_differ():
 
     with pytest.raises(ConfigError) as e:
         check_fits(torch.nn.Linear(2, 3), torch.nn.Linear(2, 4), "ckpt", "a.ckpt")
-    assert str(e.value) == ("ckpt=a.ckpt holds a Linear as the config asks, but its tensors differ from the configured "
-                            "module's: 2 shape mismatches (first: weight (3, 2) vs (4, 2)) (checkpoint vs config): pass "
-                            "a checkpoint trained with this config, or change the config to match the checkpoint")
+    assert str(e.value) == ("ckpt=a.ckpt holds a Linear as the config asks, but its tensors differ from the "
+                            "configured module's: 2 shape mismatches (first: weight (3, 2) vs (4, 2)) (checkpoint vs "
+                            "config): pass a checkpoint trained with this config, or change the config to match the "
+                            "checkpoint")
     with pytest.raises(ConfigError, match="holds a Linear, but the config asks for a Conv1d"):
         check_fits(torch.nn.Linear(2, 3), torch.nn.Conv1d(2, 3, 1), "ckpt", "a.ckpt")
     check_fits(torch.nn.Linear(2, 3), torch.nn.Linear(2, 3), "ckpt", "a.ckpt")  # fits: no error
+
+
+# ---- resume=auto and SLURM requeue ----------------------------------------------------------------------------
+
+def _stopped_copy(fast_run: Path, where: Path, record: dict, checkpoints: bool = True) -> Path:
+    shutil.copytree(fast_run, where)
+    if not checkpoints:
+        shutil.rmtree(where / "checkpoints")
+    (where / "metrics.json").write_text(json.dumps(record))
+    return where
+
+
+@pytest.mark.parametrize("record, checkpoints, resumes, fresh", [
+    ({"status": "interrupted"}, True, True, False),     # stopped with a checkpoint: continue it in place
+    ({"status": "interrupted"}, False, False, True),    # stopped before its first checkpoint: start afresh
+    ({"status": "ok"}, True, False, False),             # finished: left to check_owner, which refuses it
+    ({"status": "failed"}, True, False, False),
+])
+def test_resume_auto_continues_only_a_stopped_run_of_its_own_directory(record, checkpoints, resumes, fresh,
+                                                                       tmp_path, fast_run, monkeypatch):
+    from ldm.run.task import AUTO_RESUME_ENV, DirectoryTaken, auto_resume, check_owner
+
+    monkeypatch.delenv(AUTO_RESUME_ENV, raising=False)
+    run = _stopped_copy(fast_run, tmp_path / "run", record, checkpoints)
+    cfg = compose_cfg(["debug=fast", "logger=none", "resume=auto"], output_dir=run)
+    auto_resume(cfg, run / "metrics.json")
+    assert cfg.resume == (str(run) if resumes else None) and bool(cfg.get("overwrite")) == fresh
+    if resumes or fresh:
+        check_owner(cfg, run / "metrics.json")  # its own directory: accepted
+    else:
+        with pytest.raises(DirectoryTaken, match=re.escape(f"already holds a run (status {record['status']}")):
+            check_owner(cfg, run / "metrics.json")
+    empty = compose_cfg(["debug=fast", "logger=none", "resume=auto"], output_dir=tmp_path / "new")
+    auto_resume(empty, tmp_path / "new" / "metrics.json")
+    assert empty.resume is None  # nothing there: a fresh run
+
+
+def test_a_requeued_slurm_attempt_reads_its_earlier_attempt_as_stopped(tmp_path, fast_run, monkeypatch):
+    """A `running` record from another host is normally taken as alive (its pid cannot be checked); when it is an
+    earlier attempt of this very SLURM job (same job id, lower restart count) it is stopped, and the requeued job
+    continues it without resume= typed. The same record seen by another job, or by the same attempt, stays alive."""
+    from ldm.run.task import AUTO_RESUME_ENV, auto_resume
+    from ldm.rundir import run_status
+
+    monkeypatch.delenv(AUTO_RESUME_ENV, raising=False)
+    record = {"status": "running", "pid": 1, "host": "node-a", "slurm_job": "77_3", "slurm_restart": 0}
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert run_status(record) == "interrupted"
+    assert run_status({**record, "slurm_job": "77_4"}) == "running"   # another array task's live run
+    assert run_status({**record, "slurm_restart": 1}) == "running"    # this attempt's own record
+    run = _stopped_copy(fast_run, tmp_path / "run", record)
+    cfg = compose_cfg(["debug=fast", "logger=none"], output_dir=run)
+    auto_resume(cfg, run / "metrics.json")
+    assert cfg.resume == str(run)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # a first attempt never resumes by itself
+    cfg = compose_cfg(["debug=fast", "logger=none"], output_dir=run)
+    auto_resume(cfg, run / "metrics.json")
+    assert cfg.resume is None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 import torch
 
 
@@ -120,14 +121,10 @@ def generated_distribution(fm, feats: torch.Tensor, n: int, subsets: int, seed: 
 
 
 def quantile_range(values: Sequence, lo: float = 0.05, hi: float = 0.95) -> dict:
-    """Median and the [lo, hi] quantiles (linear interpolation) of a distribution, e.g. a floor over subsets."""
-    x = sorted(float(v) for v in values
-               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+    """Median and the [lo, hi] quantiles (numpy's linear interpolation) of the finite numbers among `values`, e.g.
+    a floor over subsets; {n: 0, None...} when there are none."""
+    x = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
     if not x:
         return {"n": 0, "median": None, "lo": None, "hi": None}
-
-    def q(p: float) -> float:
-        pos = p * (len(x) - 1)
-        i = int(math.floor(pos))
-        return x[i] if i + 1 >= len(x) else x[i] + (pos - i) * (x[i + 1] - x[i])
-    return {"n": len(x), "median": q(0.5), "lo": q(lo), "hi": q(hi)}
+    median, q_lo, q_hi = (float(q) for q in np.quantile(np.asarray(x), [0.5, lo, hi]))
+    return {"n": len(x), "median": median, "lo": q_lo, "hi": q_hi}

@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 from ldm import signals
 from ldm.errors import Diverged, Interrupted, UserError
 from ldm.run import devices
+from ldm.rundir import slurm_job, slurm_restart
 from ldm.utils.io import write_json
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,44 @@ def check_owner(cfg: DictConfig, status_path: Optional[Path]) -> None:
     raise DirectoryTaken(f"{status_path.parent} already holds a run (status {prior['status']}{when}); its record "
                          f"is kept: give this run its own directory (hydra.run.dir=..., or hydra.sweep.dir=... for a "
                          f"sweep), or continue that run with resume={status_path.parent}")
+
+
+AUTO_RESUME_ENV = "LDM_AUTO_RESUME"  # rank 0's decision, inherited by the DDP ranks it launches
+
+
+def auto_resume(cfg: DictConfig, status_path: Optional[Path]) -> None:
+    """`resume=auto`, and a requeued SLURM job (SLURM_RESTART_COUNT > 0) that sets no `resume`: continue the run
+    this directory holds when it stopped (status interrupted) with a checkpoint; start afresh in it when it holds
+    no run, or a stopped one with nothing to continue from. Another run's finished or failed record is left to
+    `check_owner`, which refuses it. Sets `cfg.resume` (and `cfg.overwrite` for a fresh start over a stopped run
+    without checkpoints) before anything reads them."""
+    want = cfg.get("resume")
+    if not (want == "auto" or (want is None and slurm_restart() > 0 and status_path is not None)):
+        return
+    from omegaconf import open_dict
+
+    from ldm.rundir import read_status
+    from ldm.utils.checkpoint import run_checkpoint
+
+    own = status_path.parent if status_path is not None else Path(cfg.paths.output_dir)
+    if process_rank() != 0 and AUTO_RESUME_ENV in os.environ:  # rank 0 decided before it launched this rank
+        resume, fresh = os.environ[AUTO_RESUME_ENV] or None, False
+    else:
+        prior = read_status(status_path) if status_path is not None else {"status": "missing"}
+        has_ckpt = any(run_checkpoint(own, s).parent.is_dir() and any(run_checkpoint(own, s).parent.glob("*.ckpt"))
+                       for s in ("stage1", "stage2"))
+        resume = str(own) if prior["status"] == "interrupted" and has_ckpt else None
+        fresh = prior["status"] == "interrupted" and not has_ckpt
+        why = "requeued SLURM job" if want is None else "resume=auto"
+        if resume:
+            log.info("%s: continuing the stopped run in %s", why, own)
+        elif prior["status"] in ("missing", "interrupted"):
+            log.info("%s: %s holds no run to continue; starting afresh", why, own)
+        os.environ[AUTO_RESUME_ENV] = resume or ""
+    with open_dict(cfg):
+        cfg.resume = resume
+        if fresh:
+            cfg.overwrite = True
 
 
 class Stopped(SystemExit):
@@ -91,14 +130,16 @@ class StatusFile:
         self.path = path if process_rank() == 0 else None  # one writer per run, also under DDP
         self.started = {"pid": os.getpid(), "host": socket.gethostname(),
                         "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if slurm_job():  # lets a requeued attempt tell its own earlier attempt from another live run
+            self.started.update(slurm_job=slurm_job(), slurm_restart=slurm_restart())
 
     def running(self, metrics: dict) -> None:
         if self.path is not None:
             write_json(self.path, {"status": "running", **self.started, **metrics})
 
     def final(self, metrics: dict) -> None:
-        if self.path is not None:
-            write_json(self.path, metrics)
+        if self.path is not None:  # which SLURM job and attempt made it, where one did
+            write_json(self.path, {**{k: v for k, v in self.started.items() if k.startswith("slurm_")}, **metrics})
 
 
 def finish_wandb(metrics: dict, failed: bool) -> None:
@@ -158,6 +199,7 @@ def run_task(cfg: DictConfig, task: Callable[[DictConfig, Callable[[dict], None]
     tidy_output()
     signals.install()
     try:  # before the status file is touched; in a sweep, every later job would overwrite another sweep's too
+        auto_resume(cfg, status_path)
         check_owner(cfg, status_path)
     except DirectoryTaken as e:
         print(f"error: {one_line(e)}", file=sys.stderr)

@@ -126,3 +126,6 @@ def test_quantile_range_matches_numpy():
     for k, p in (("median", 0.5), ("lo", 0.05), ("hi", 0.95)):
         assert q[k] == pytest.approx(float(np.quantile(x, p)))
     assert quantile_range([])["median"] is None
+    # by hand: linear interpolation between order statistics; non-finite values and booleans are not numbers here
+    assert quantile_range([4, 1, float("nan"), 3, True, float("inf"), 2]) == pytest.approx(
+        {"n": 4, "median": 2.5, "lo": 1.15, "hi": 3.85})

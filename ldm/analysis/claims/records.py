@@ -45,7 +45,7 @@ RESULT_CODE = ("ldm/nets", "ldm/losses", "ldm/autoencoders", "ldm/diffusion", "l
                "ldm/run/data_stats.py", "ldm/run/runtime.py", "ldm/utils/seeds.py", "ldm/utils/steps.py",
                "ldm/utils/images.py", "ldm/utils/config.py", "ldm/utils/cache.py", "ldm/utils/checkpoint.py",
                "conf/train.yaml", "conf/data", "conf/backbone", "conf/autoencoder", "conf/diffusion", "conf/sampler",
-               "conf/metrics", "conf/trainer", "conf/callbacks")
+               "conf/metrics", "conf/trainer", "conf/callbacks", "conf/_shared")
 TIMING = ("wall_s", "sec_per_sample", "encode_sec_per_image", "runtime/", "/key", "/cache", "/source", "/reused",
           "/resumed_from", "/checkpoint")  # metric names that say how a number was obtained, not what it is
 FILES = ("samples.png", "plateau_stage1.json", "plateau_stage2.json")
