@@ -26,7 +26,7 @@ BASE = ["debug=fast", "logger=none", "threads=1"]
 def train(args: list[str], run_dir: Path, cache: Path, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "train.py", *BASE, *args, f"hydra.run.dir={run_dir}",
                            f"paths.cache_dir={cache}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env=ENV, **kw)
+                          **{"env": ENV, **kw})
 
 
 @pytest.mark.parametrize("override, start", [

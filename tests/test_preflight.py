@@ -145,3 +145,33 @@ def test_prdc_k_is_clamped_below_a_small_test_split_and_recorded(make_cfg):
     m = train.train(make_cfg(["debug=fast", "logger=none", "data.test_fraction=0.002"]))
     assert m["eval/num_samples"] == 4 and m["eval/prdc_k"] == 2
     assert 0 <= m["gen/precision"] <= 1 and 0 <= m["gen/recall"] <= 1
+
+
+def test_inception_features_compose_with_debug_fast_and_are_checked_before_training(make_cfg, capsys, tmp_path,
+                                                                                   monkeypatch):
+    """metrics/features=inception with debug=fast built (debug=fast's evaluator recipe no longer breaks it), and
+    its dependencies are checked before stage 1: without torch-fidelity, then without the weights (nothing is
+    downloaded at run time), each is one error line; with both, the check passes and names the file it loads."""
+    import sys
+    import types
+
+    from ldm.metrics.inception import WEIGHTS, InceptionFeatures, weights_file
+
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # not importable, whatever this machine has
+    overrides = ["debug=fast", "logger=none", "metrics/features=inception"]
+    line, metrics = refused(make_cfg, overrides, capsys)
+    assert line.startswith("error: metrics/features=inception needs torch-fidelity, which is not installed")
+    monkeypatch.setitem(sys.modules, "torch_fidelity", types.ModuleType("torch_fidelity"))
+    hub = tmp_path / "hub"
+    monkeypatch.setattr("torch.hub.get_dir", lambda: str(hub))
+    line, _ = refused(make_cfg, overrides, capsys)
+    assert f"its weights are not in torch hub's cache ({hub / 'checkpoints' / WEIGHTS})" in line
+    assert "nothing is downloaded at run time" in line and "metrics.features.weights_path=" in line
+    line, _ = refused(make_cfg, [*overrides, f"metrics.features.weights_path={tmp_path / 'none.pth'}"], capsys)
+    assert f"metrics.features.weights_path={tmp_path / 'none.pth'} is not a file" in line
+    (hub / "checkpoints").mkdir(parents=True)
+    (hub / "checkpoints" / WEIGHTS).write_bytes(b"weights")
+    assert weights_file() == hub / "checkpoints" / WEIGHTS
+    assert weights_file(str(tmp_path / "hub" / "checkpoints" / WEIGHTS)) == hub / "checkpoints" / WEIGHTS
+    with pytest.raises(Exception, match="metrics.features.width_mult is not a setting of metrics/features=inception"):
+        InceptionFeatures(width_mult=2)
