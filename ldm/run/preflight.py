@@ -9,6 +9,8 @@ training split, and a test split too small to measure. What it built is handed t
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -114,6 +116,16 @@ def _flat(d: Any, prefix: str = "") -> dict:
     return {prefix[:-1]: d}
 
 
+def ddp_devices(cfg: DictConfig) -> int:
+    """How many processes a DDP trainer config runs (devices x nodes; 1 when not DDP or not countable here)."""
+    trainer = cfg.get("trainer") or {}
+    if "ddp" not in str(trainer.get("strategy") or ""):
+        return 1
+    devices = trainer.get("devices")
+    n = len(devices) if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices) else devices
+    return int(n) * int(trainer.get("num_nodes") or 1) if isinstance(n, int) and n > 0 else 1
+
+
 def config_differences(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
     """(dotted key, the stopped run's value, this run's) for every RESUME_KEYS setting that differs (unresolved
     values on both sides: interpolations compare as written)."""
@@ -169,6 +181,11 @@ def resume_from(cfg: DictConfig) -> tuple[Optional[str], Optional[str], Optional
     status = read_status(run / "metrics.json")
     if status["status"] == "ok":
         raise ConfigError(f"resume={run} finished already (status ok): evaluate it with evaluate.py run_dir={run}")
+    in_place = run.resolve() == Path(cfg.paths.output_dir).resolve()
+    if in_place and status.get("pid") in (os.getpid(), os.getppid()) and status.get("host") == socket.gethostname():
+        # resumed in place: the record this run wrote at its start (this process's, or under DDP rank 0's, which
+        # launched this rank)
+        status = {**status, "status": "interrupted"}
     if status["status"] == "running":  # its process is alive (ldm.rundir.run_status): two copies would train
         raise ConfigError(f"resume={run} is still running (pid {status.get('pid')} on {status.get('host')}): wait "
                           f"for it to end, or stop it first (kill {status.get('pid')})")
@@ -220,6 +237,13 @@ def check(cfg: DictConfig) -> Plan:
     if trains_stage1 and cfg.data.batch_size > splits["train"]:
         raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the training split "
                           f"({splits['train']} images): lower data.batch_size")
+    devices = ddp_devices(cfg)
+    for key, size, used in (("data.batch_size", cfg.data.batch_size, trains_stage1 and stage != "stage2"),
+                            ("stage2.batch_size", cfg.stage2.batch_size, stage != "stage1")):
+        if used and devices > 1 and size % devices:
+            raise ConfigError(f"{key}={size} does not split over trainer.devices={devices}: under DDP it is the "
+                              f"global batch (each device takes {key} / devices, so budgets match one device); "
+                              f"use a multiple of {devices}")
     if stage == "stage2" and trains_stage1:
         raise ConfigError("stage=stage2 needs a trained autoencoder: set autoencoder.ckpt_path=<run>/checkpoints/"
                           "stage1/last.ckpt")

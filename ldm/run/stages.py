@@ -32,10 +32,11 @@ log = logging.getLogger(__name__)
 
 
 def make_trainer(cfg: DictConfig, stage: str, loggers: list, extra_steps: int = 0,
-                 plateau_signal: bool = True) -> L.Trainer:
+                 plateau_signal: bool = True, manual_optimization: bool = False) -> L.Trainer:
     """A Trainer for one stage: its budget (+ `extra_steps` a module asks for beyond it, e.g. GAN inversion's
     encoder after a GAN at the full budget), checkpoints under checkpoints/<stage>/, the run's loggers writing
-    under `<stage>/`."""
+    under `<stage>/`. Under DDP a module that steps several optimizers itself (the GAN rows, VAE-GAN, DDGAN:
+    each backward reaches only its own networks' parameters) gets DDP's unused-parameter handling."""
     budget = cfg[stage]
     total = int(budget.max_steps) + int(extra_steps)
     callbacks = instantiate_dict(cfg.get("callbacks"))
@@ -48,9 +49,11 @@ def make_trainer(cfg: DictConfig, stage: str, loggers: list, extra_steps: int = 
     loggers = tracking.for_stage(loggers, stage)
     if not loggers:  # nothing to report learning rates to (logger=none)
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
-    plugins = {} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}  # no torn checkpoints
+    extra = {} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}  # no torn checkpoints
+    if manual_optimization and str(cfg.trainer.get("strategy")) == "ddp":
+        extra["strategy"] = "ddp_find_unused_parameters_true"
     trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, max_steps=-1, max_epochs=-1,
-                    val_check_interval=min(budget.val_every, total), check_val_every_n_epoch=None, **plugins)
+                    val_check_interval=min(budget.val_every, total), check_val_every_n_epoch=None, **extra)
     if getattr(trainer.profiler, "filename", None):  # debug=profiler: one report per stage, not one overwritten
         trainer.profiler.filename = f"{stage}-{trainer.profiler.filename}"
     return trainer
@@ -100,7 +103,8 @@ def run_stage(cfg: DictConfig, stage: Stage, loggers: list = ()) -> Result:
         log.info("%s: torch.compile %s", name, ", ".join(compile_networks(stage.module, cfg.paths.cache_dir)))
     key = cache.key(stage.parts)
     trainer = make_trainer(cfg, name, list(loggers), getattr(stage.module, "extra_steps", 0),
-                           getattr(stage.module, "plateau_signal", True))
+                           getattr(stage.module, "plateau_signal", True),
+                           manual_optimization=not stage.module.automatic_optimization)
     cached = bool((cfg.get("cache") or {}).get(name, False)) and not stage.resume and trainer.world_size == 1
     entry = cache.Entry(cfg.paths.cache_dir, name, key, stage.parts) if cached else None
     ckpt = run_checkpoint(cfg.paths.output_dir, name)
@@ -122,6 +126,7 @@ def run_stage(cfg: DictConfig, stage: Stage, loggers: list = ()) -> Result:
         info = {f"{name}/reused": False, f"{name}/source": "resumed" if stage.resume else "trained",
                 f"{name}/steps": batches_done(trainer), f"{name}/wall_s": wall,
                 f"{name}/val_loss": float(val) if val is not None else None, f"{name}/key": key,
+                f"{name}/devices": trainer.world_size,  # DDP: the batch is global, split over these devices
                 **stage.summary(stage.module)}
         if stage.resume:
             info[f"{name}/resumed_from"] = str(stage.resume)

@@ -217,9 +217,24 @@ def run_task(cfg: DictConfig, task: Callable[[DictConfig, Callable[[dict], None]
     return _run(cfg, task, status_path)
 
 
+RECORD_ONLY = ("status", "error", "pid", "host", "started", "slurm_job", "slurm_restart")  # of one attempt
+
+
+def carried_over(cfg: DictConfig, status_path: Optional[Path]) -> dict:
+    """A run resumed in its own directory continues that directory's record: the stopped attempt's results
+    (e.g. `stage1/steps`, which tells resume= that stage 1 finished) stay in the status file it now writes."""
+    resume = cfg.get("resume")
+    if status_path is None or not resume or Path(resume).resolve() != status_path.parent.resolve():
+        return {}
+    from ldm.rundir import read_status
+
+    return {k: v for k, v in read_status(status_path).items() if k not in RECORD_ONLY}
+
+
 def _run(cfg: DictConfig, task, status_path: Optional[Path], device: Optional[dict] = None) -> Optional[dict]:
+    prior = carried_over(cfg, status_path)  # before this attempt's first write replaces the file
     status = StatusFile(status_path)
-    metrics: dict = dict(device or {})  # filled stage by stage, so a failure still records what finished
+    metrics: dict = {**prior, **(device or {})}  # filled stage by stage, so a failure still records what finished
 
     def report(partial: dict) -> None:
         metrics.update(partial)

@@ -99,10 +99,15 @@ def test_step_sampler_resume_and_ranks():
     stream = [next(it) for _ in range(40)]
     resumed = iter(StepBatchSampler(100, 8, seed=3, start=17))
     assert [next(resumed) for _ in range(23)] == stream[17:]
-    # two ranks together see the single-process stream
+    # two ranks split each global batch: together, step for step, they train on the single-process stream
     r0, r1 = (iter(StepBatchSampler(100, 8, seed=3, rank=r, world_size=2)) for r in (0, 1))
-    interleaved = sum(([next(r0), next(r1)] for _ in range(20)), [])
-    assert interleaved == stream
+    for batch in stream:
+        a, b = next(r0), next(r1)
+        assert len(a) == len(b) == 4 and sorted(a + b) == sorted(batch) and a == batch[0::2] and b == batch[1::2]
+    resumed_rank = iter(StepBatchSampler(100, 8, seed=3, start=17, rank=1, world_size=2))
+    assert next(resumed_rank) == stream[17][1::2]
+    with pytest.raises(ValueError, match="batch_size=8 does not split evenly over 3 devices"):
+        StepBatchSampler(100, 8, world_size=3)
 
 
 def test_step_sampler_rejects_large_batch():
