@@ -17,7 +17,7 @@ def main(cfg: DictConfig):
     from ldm.run import runtime, schema
 
     schema.entry_check(cfg)  # threads=abc: one error line, before the thread setup reads it
-    runtime.prepare_from_hydra(cfg.get("threads"))  # threads and OpenMP waiting, before torch is imported
+    runtime.prepare_from_hydra(cfg.get("threads"), cfg.get("trainer"))  # threads, OpenMP waiting: before torch
     from ldm import cli  # after Hydra parsed the CLI: `--help` and `--cfg` stay fast
 
     return cli.train(cfg)

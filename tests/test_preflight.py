@@ -57,6 +57,10 @@ def refused(make_cfg, overrides: list[str], capsys) -> tuple[str, dict]:
     ("backbone.f=3", "error: backbone.f=3 must be a power of two (1, 2, 4, 8, ...)"),
     ("data.channels=2", "error: data.channels=2 must be 1 (grayscale) or 3 (RGB)"),
     ("stage1.max_steps=0", "error: stage1.max_steps=0 must be an integer >= 1"),
+    ("float32_matmul_precision=fast", "error: float32_matmul_precision=fast: choose one of highest, high, medium"),
+    ("trainer=ddp_cpu data.batch_size=15", "error: data.batch_size=15 does not split over trainer.devices=2: under "
+                                           "DDP it is the global batch (each device takes data.batch_size / "
+                                           "devices, so budgets match one device); use a multiple of 2"),
     ("stage2.max_steps=-3", "error: stage2.max_steps=-3 must be an integer >= 1"),
     ("stage1.val_every=0", "error: stage1.val_every=0 must be an integer >= 1"),
     ("stage2.batch_size=5000", "error: stage2.batch_size=5000 is larger than the training split (1437 latents): "
@@ -68,7 +72,7 @@ def refused(make_cfg, overrides: list[str], capsys) -> tuple[str, dict]:
                                               "use fewer channel_mult entries"),
 ])
 def test_bad_config_values(override, message, make_cfg, capsys):
-    line, _ = refused(make_cfg, QUICK + [override], capsys)
+    line, _ = refused(make_cfg, QUICK + override.split(), capsys)
     assert line == message
 
 

@@ -19,6 +19,15 @@ def test_thread_count_follows_affinity_and_sweeps_use_one(monkeypatch):
     assert runtime.threads_for(None, sweep_job=False) == 3
     assert runtime.threads_for(None, sweep_job=True) == 1
     assert runtime.threads_for(2, sweep_job=True) == 2  # an explicit count wins
+    # a DDP run's ranks share the usable CPUs (3 CPUs, 2 ranks: 1 each; never 0)
+    assert runtime.threads_for(None, sweep_job=False, ranks=2) == 1
+    assert runtime.threads_for(None, sweep_job=False, ranks=8) == 1
+    monkeypatch.setattr(runtime, "usable_cpus", lambda: 16)
+    assert runtime.threads_for(None, sweep_job=False, ranks=4) == 4
+    assert runtime.local_ranks({"strategy": "ddp", "devices": 4}) == 4
+    assert runtime.local_ranks({"strategy": "ddp_find_unused_parameters_true", "devices": [0, 2]}) == 2
+    assert runtime.local_ranks({"strategy": "auto", "devices": 4}) == 1  # not DDP: one process
+    assert runtime.local_ranks({"strategy": "ddp", "devices": "auto"}) == 1 and runtime.local_ranks(None) == 1
 
 
 def test_prepare_after_torch_sets_the_thread_count(monkeypatch):

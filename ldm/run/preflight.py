@@ -116,6 +116,9 @@ def _flat(d: Any, prefix: str = "") -> dict:
     return {prefix[:-1]: d}
 
 
+MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision's
+
+
 def ddp_devices(cfg: DictConfig) -> int:
     """How many processes a DDP trainer config runs (devices x nodes; 1 when not DDP or not countable here)."""
     trainer = cfg.get("trainer") or {}
@@ -220,7 +223,11 @@ def check(cfg: DictConfig) -> Plan:
     stage = cfg.stage
     if stage not in STAGES:
         raise ConfigError(f"stage={stage}: choose one of {', '.join(STAGES)}")
-    runtime.prepare_from_hydra(cfg.get("threads"))  # the entry script did this before importing torch
+    runtime.prepare_from_hydra(cfg.get("threads"), cfg.get("trainer"))  # the entry script did it before torch
+    if cfg.float32_matmul_precision not in MATMUL_PRECISIONS:
+        raise ConfigError(f"float32_matmul_precision={cfg.float32_matmul_precision}: choose one of "
+                          f"{', '.join(MATMUL_PRECISIONS)}")
+    torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     ckpt1, ae_ckpt, ckpt2 = resume_from(cfg)
 
     L.seed_everything(cfg.seed, workers=True)
