@@ -24,7 +24,7 @@ def hydra_jobs(overrides: list[str], config_loader=None) -> list[dict[str, str]]
 
 
 def test_glob_over_the_real_autoencoder_group_times_three_seeds():
-    overrides = ["autoencoder=glob(*,exclude=[_*,gan])", "seed=range(3)"]
+    overrides = ["autoencoder=glob(*,exclude=[gan])", "seed=range(3)"]
     rows = {f[:-5] for f in os.listdir(CONF / "autoencoder")
             if f.endswith(".yaml") and not f.startswith("_") and f != "gan.yaml"}
     jobs = expand(overrides)
