@@ -261,6 +261,20 @@ def test_a_checkpoint_write_that_fails_leaves_the_previous_file_and_no_temporary
     assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
 
 
+def test_a_killed_writers_temporaries_are_removed_when_the_stage_starts_again(tmp_path):
+    """SIGKILL mid-write runs no cleanup: the `.tmp` stays (never under a final name, so nothing reads it) until
+    the stage starts again in that directory, which removes it and keeps every real checkpoint."""
+    from ldm.utils.checkpoint import remove_stale_temporaries
+
+    folder = tmp_path / "checkpoints" / "stage1"
+    folder.mkdir(parents=True)
+    (folder / "last.ckpt").write_bytes(b"whole")
+    (folder / ".last.ckpt.k3j2_x.tmp").write_bytes(b"half")
+    assert [p.name for p in remove_stale_temporaries(folder)] == [".last.ckpt.k3j2_x.tmp"]
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]
+    assert remove_stale_temporaries(tmp_path / "absent") == []
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from ldm.run import tracking
 from ldm.run.callbacks import Plateau, StepBudget, StepSeed
 from ldm.utils import cache
-from ldm.utils.checkpoint import AtomicCheckpointIO, link_or_copy, run_checkpoint
+from ldm.utils.checkpoint import AtomicCheckpointIO, link_or_copy, remove_stale_temporaries, run_checkpoint
 from ldm.utils.config import build, instantiate_dict, plain
 from ldm.utils.io import write_json
 from ldm.utils.steps import batches_done
@@ -115,6 +115,8 @@ def run_stage(cfg: DictConfig, stage: Stage, loggers: list = ()) -> Result:
             log.info("%s: reusing %s from the cache (%s)", name, type(module).__name__, entry.dir)
             return Result(module, {**entry.info(), f"{name}/reused": True, f"{name}/source": "cache",
                                    f"{name}/cache": str(entry.dir)}, True, entry)
+        for tmp in remove_stale_temporaries(ckpt.parent):  # a killed earlier attempt's half-written checkpoint
+            log.info("%s: removed %s, left by a process that was killed while writing it", name, tmp.name)
         # the run's config is logged once by ldm.run.tracking, not each module's hparams by each Trainer
         stage.module._log_hyperparams = stage.datamodule._log_hyperparams = False
         t0 = time.perf_counter()

@@ -33,6 +33,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(Path(path), lambda tmp: TorchCheckpointIO.save_checkpoint(self, checkpoint, tmp, storage_options))
 
 
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries an atomic write left in `folder` when its process was killed (SIGKILL, power loss:
+    no Python code ran to remove them). Called when a stage starts, by the one run that owns the directory."""
+    gone = []
+    for tmp in Path(folder).glob(".*.tmp") if Path(folder).is_dir() else []:
+        tmp.unlink(missing_ok=True)
+        gone.append(tmp)
+    return gone
+
+
 def qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
