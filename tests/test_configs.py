@@ -13,8 +13,20 @@ GROUPS = ["data", "backbone", "autoencoder", "diffusion", "sampler", "metrics", 
 
 
 def options(group: str) -> list[str]:
-    """The selectable options of a group: its YAML files, without the shared blocks (`_*.yaml`)."""
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_"))
+    """The selectable options of a group: its YAML files (shared blocks live in conf/_shared, outside every group)."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_every_file_of_a_group_is_an_option_and_shared_blocks_are_outside_the_groups():
+    """Hydra lists every YAML of a group as a choice; a shared block inside a group (the old `_base.yaml`) would
+    be offered as a row. They live in conf/_shared and every one is used by some option."""
+    private = sorted(str(p.relative_to(CONF)) for p in CONF.rglob("_*.yaml") if "_shared" not in p.parts)
+    assert private == []
+    shared = sorted(p.relative_to(CONF / "_shared") for p in (CONF / "_shared").rglob("*.yaml"))
+    assert [str(p) for p in shared] == ["autoencoder/autoencoder.yaml", "autoencoder/base.yaml", "autoencoder/gan.yaml"]
+    text = "\n".join(p.read_text() for p in CONF.rglob("*.yaml"))
+    for block in shared:
+        assert f"/_shared/{block.with_suffix('')}@_here_" in text or f"- {block.stem}\n" in text, block
 
 
 @pytest.fixture(scope="module")
