@@ -275,3 +275,35 @@ def test_reproduction_check_reruns_a_job_and_accepts_or_refuses(tmp_path):
     assert [c["agrees"] for c in checks] == [False, True]
     campaign.run(profile, view)
     assert "1 of 1 jobs have an accepted record" in (view / "REPORT.md").read_text()
+
+
+def test_a_reproduction_compares_with_the_records_code_rerun_here_when_git_has_it(tmp_path, monkeypatch):
+    """Floats depend on the CPU as well as the code (~1e-5 relative between a record made on an Intel Xeon and the
+    same code rerun on an AMD EPYC). Where the record's code can be rerun here, today's numbers are compared with that
+    rerun, so the check sees the code change alone: a record 1e-5 away from this machine's rerun of its own code
+    is accepted when today's code gives the rerun's numbers, and refused when today's code moves them. The
+    record's distance from the rerun is kept in the evidence, as this machine's drift."""
+    results = tmp_path / "results"
+    profile = tiny_profile(results, tmp_path / "view")
+    jobs = campaign.plan(profile)
+    for j in jobs:
+        record(j, results, tmp_path, code="0123456789abcdef")
+    name = jobs[0].name
+    recorded = records.read_records([results])[name]["metrics"]["recon/psnr"]
+    here = {"status": "ok", "recon/psnr": recorded * (1 + 1e-5)}  # this machine rounds differently
+    today = {"value": here}
+    at_record = campaign._rerun_at_record
+    monkeypatch.setattr(campaign, "_rerun", lambda job, work, threads, code: dict(today["value"]))
+    monkeypatch.setattr(campaign, "_rerun_at_record", lambda rec, job, work, threads, here_: (dict(here), ""))
+    assert campaign.run({**profile, "reproduce": name}, tmp_path / "view") == {"claims/reproduced": name}
+    check = json.loads((results / records.REPRODUCED).read_text())["checks"][-1]
+    assert check["agrees"] and check["against"] == "the record's code rerun on this machine"
+    assert check["record_vs_rerun_of_its_code"][0].startswith("recon/psnr: ")
+    today["value"] = {**here, "recon/psnr": recorded * (1 + 1e-3)}  # today's code changed the number
+    with pytest.raises(UserError, match="other numbers than the record's code rerun on this machine"):
+        campaign.run({**profile, "reproduce": name}, tmp_path / "view")
+    # without the record's code (here: its commit is no clean one), the record itself is the reference
+    rec = records.read_records([results])[name]
+    assert at_record({**rec, "commit": "abc123+dirty"}, jobs[0], tmp_path, 1, Path(".")) == \
+        (None, "its commit abc123+dirty is not a clean one")
+    assert at_record({**rec, "commit": "f" * 40}, jobs[0], tmp_path, 1, Path("."))[1].endswith("is not in this clone")

@@ -284,11 +284,17 @@ def agreement(old: dict, new: dict, rtol: float) -> tuple[bool, list[str]]:
 
 
 def note_reproduction(results: Path, old_hash: str, today: str, job: str, agrees: bool, diffs: list[str],
-                      rtol: float, machine: Optional[str] = None) -> None:
-    """Append one check to results/<profile>/reproduced.json (the evidence behind accepting a foreign hash)."""
+                      rtol: float, machine: Optional[str] = None, against: str = "the record",
+                      machine_drift: Optional[list[str]] = None) -> None:
+    """Append one check to results/<profile>/reproduced.json (the evidence behind accepting a foreign hash):
+    what today's numbers were compared with, and, where the record's code was rerun here, how far the record
+    itself is from that rerun (this machine's rounding, not the code's)."""
     path = Path(results) / REPRODUCED
     doc = read_json(path) if path.is_file() else {"checks": []}
-    doc["checks"].append({"from": old_hash, "to": today, "job": job, "agrees": agrees, "rtol": rtol,
-                          "machine": machine or cpu_model(), "disagreements": diffs[:20]})
+    check = {"from": old_hash, "to": today, "job": job, "agrees": agrees, "rtol": rtol, "against": against,
+             "machine": machine or cpu_model(), "disagreements": diffs[:20]}
+    if machine_drift is not None:
+        check["record_vs_rerun_of_its_code"] = machine_drift[:20]
+    doc["checks"].append(check)
     Path(results).mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=2) + "\n"))
