@@ -67,6 +67,8 @@ def auto_resume(cfg: DictConfig, status_path: Optional[Path]) -> None:
     no run, or a stopped one with nothing to continue from. Another run's finished or failed record is left to
     `check_owner`, which refuses it. Sets `cfg.resume` (and `cfg.overwrite` for a fresh start over a stopped run
     without checkpoints) before anything reads them."""
+    if "resume" not in cfg:  # evaluate.py and sample.py train nothing to continue
+        return
     want = cfg.get("resume")
     if not (want == "auto" or (want is None and slurm_restart() > 0 and status_path is not None)):
         return
