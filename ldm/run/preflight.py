@@ -120,13 +120,9 @@ MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_pr
 
 
 def ddp_devices(cfg: DictConfig) -> int:
-    """How many processes a DDP trainer config runs (devices x nodes; 1 when not DDP or not countable here)."""
+    """How many processes a DDP trainer config runs (its local ranks x nodes; 1 when not DDP)."""
     trainer = cfg.get("trainer") or {}
-    if "ddp" not in str(trainer.get("strategy") or ""):
-        return 1
-    devices = trainer.get("devices")
-    n = len(devices) if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices) else devices
-    return int(n) * int(trainer.get("num_nodes") or 1) if isinstance(n, int) and n > 0 else 1
+    return runtime.local_ranks(trainer) * int(trainer.get("num_nodes") or 1)
 
 
 def config_differences(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
