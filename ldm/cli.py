@@ -53,8 +53,9 @@ def _evaluate(cfg: DictConfig, report: Any) -> dict:
 
     if cfg.get("claims"):
         from ldm.analysis.claims.runner import claims_report
+        from ldm.run.real_images import grid
 
-        return claims_report(cfg)
+        return claims_report(cfg, real=grid)
     if cfg.get("table") and cfg.table.get("dir"):
         table(cfg)
         return {}

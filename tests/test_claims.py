@@ -503,3 +503,56 @@ def test_zero_spread_is_no_test_not_p_zero(tmp_path):
     make_sweep(tmp_path, "rows", {"vae": [1.0, 1.0, 1.0], "gan": [5.0, 5.0, 5.0]})
     f = criteria.decide_claim(cmp(), criteria.Sweeps(tmp_path))
     assert f.verdict == "inconclusive" and "zero spread" in f.text and f.numbers["test"]["p_support"] is None
+
+
+def _png(path: Path, shade: int) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (16, 16), (shade, shade, shade)).save(path)
+
+
+def test_sample_figures_show_every_row_at_one_shared_seed_beside_real_data(tmp_path):
+    """Each row a claim reads at the lowest seed they all have a grid for (vae has one at 1 and 2, the GAN only its
+    prior samples at 1 and 2: seed 1, not vae's own lowest 0's missing grid); a row without any grid is shown as
+    such; the real-data grid is drawn once per distinct dataset config, across claims; no grid at all: no figure."""
+    for seed in (0, 1, 2):
+        make_jobs(tmp_path, "rows", [({"autoencoder": "vae", "seed": seed}, {"gen/fid": 1.0 + seed})])
+    for seed in (1, 2):
+        make_jobs(tmp_path, "rows", [({"autoencoder": "gan", "seed": seed}, {"gen/fid": 5.0})])
+    make_jobs(tmp_path, "ctrl", [({"autoencoder": "bigan", "seed": 0}, {"latent/probe": 0.1})])
+    for job in tmp_path.glob("*/*"):
+        ov = dict(o.split("=") for o in yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()))
+        data = {"_target_": "ldm.data.digits.DigitsDataModule" if job.parent.name == "rows" else
+                "ldm.data.stacked_digits.StackedDigitsDataModule", "split_seed": 0, "shuffle_seed": int(ov["seed"])}
+        (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"data": data}))
+        if ov["autoencoder"] == "vae" and ov["seed"] != "0":
+            _png(job / "samples.png", 100)
+        if ov["autoencoder"] == "gan":
+            _png(job / "stage1_prior.png", 200)
+    crit = {"kind": "all", "of": [cmp(), {"kind": "threshold", "experiment": "ctrl", "row": {"autoencoder": "bigan"},
+                                          "metric": "latent/probe", "value": 0.0, "sign": 1}]}
+    sweeps = criteria.Sweeps(tmp_path)
+    panels, seed = render.sample_panels(crit, sweeps)
+    assert str(seed) == "1"
+    shown = {(p["experiment"], p["label"]): p for p in panels}
+    assert shown[("rows", "autoencoder=vae")]["grid"][seed].name == "samples.png"
+    assert shown[("rows", "autoencoder=gan")]["grid"][shown[("rows", "autoencoder=gan")]["seed"]].name \
+        == "stage1_prior.png"
+    assert shown[("ctrl", "autoencoder=bigan")]["grids"] == set()
+    calls = []
+
+    def real(cfg: Path, png: Path) -> Path:
+        calls.append(yaml.safe_load(cfg.read_text())["data"]["_target_"])
+        _png(png, 255)
+        return png
+
+    drawn: dict = {}
+    assert render.samples_figure("C1", crit, sweeps, real, tmp_path / "C1_samples.png", drawn).is_file()
+    assert sorted(calls) == ["ldm.data.digits.DigitsDataModule", "ldm.data.stacked_digits.StackedDigitsDataModule"]
+    render.samples_figure("C2", cmp(), sweeps, real, tmp_path / "C2_samples.png", drawn)
+    assert len(calls) == 2  # the digits grid drawn for C1 serves C2 (another seed's config, the same data)
+    none = {"kind": "threshold", "experiment": "ctrl", "row": {"autoencoder": "bigan"}, "metric": "latent/probe",
+            "value": 0.0, "sign": 1}
+    assert render.samples_figure("C3", none, sweeps, real, tmp_path / "C3_samples.png") is None
+    assert not (tmp_path / "C3_samples.png").exists()

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from ldm.analysis import budget, columns, tables
+from ldm.analysis import budget, columns, render, tables
 from ldm.errors import ConfigError
 
 
@@ -71,6 +71,26 @@ def test_known_means_intervals_and_best(sweep):
                       "recon/psnr_vs_ref_p,gen/fid,gen/fid_std,gen/fid_lo,gen/fid_hi,gen/fid_vs_ref,gen/fid_vs_ref_p")
     assert csv[1].startswith("autoencoder=vae,3,32.0,2.0,27.03") and csv[2].startswith("autoencoder=bigan,2,14.0,")
     assert r"\textbf{32.00 [27.03, 36.97] (3)}" in (sweep / "table.tex").read_text()
+
+
+def test_a_wide_table_reads_one_line_per_metric(sweep):
+    """More than WIDE columns: the sweep's rows become the columns, metrics go down in reading order (reconstruction,
+    latent, generation, then the stages), with the same cells, bold and differences as the narrow layout; a metric
+    no row measured is named below instead of a line of dashes."""
+    cols = ["gen/fid", "stage1/wall_s", "recon/psnr"] + [f"latent/x{i}" for i in range(6)] + ["gen/recall"]
+    assert len(cols) > render.WIDE
+    tables.build(sweep, columns=cols)
+    md = (sweep / "table.md").read_text()
+    assert "| metric | autoencoder=vae | autoencoder=bigan |" in md
+    lines = [ln.split(" | ")[0].lstrip("| ") for ln in md.splitlines() if ln.startswith("| ") and " | " in ln]
+    body = lines[1:lines.index("metric", 1)]  # the first table's metric column (the differences follow)
+    assert body == ["recon/psnr", "gen/fid", "FID floor (n=180)"]  # reading order; unmeasured ones left out
+    assert "| recon/psnr | **32.00 [27.03, 36.97] (3)** | 14.00 [1.29, 26.71] (2) |" in md
+    assert "| recon/psnr | -18.00 [-22.98, -13.02] p=0.002 |" in md  # bigan − vae, as in the narrow table
+    assert "Not measured by any row here: stage1/wall_s, latent/x0, " in md and "gen/recall." in md
+    narrow = tables.build(sweep, columns=["recon/psnr", "gen/fid"])  # at most WIDE columns: one line per row
+    assert "| config | recon/psnr | gen/fid | FID floor (n=180) |" in (sweep / "table.md").read_text()
+    assert narrow["columns"] == ["recon/psnr", "gen/fid"]
 
 
 def test_direction():

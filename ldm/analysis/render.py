@@ -57,10 +57,51 @@ def _head(t: dict) -> list[str]:
     return ["config"] + t["columns"] + ["FID floor" + (f" (n={'/'.join(map(str, floor_n))})" if floor_n else "")]
 
 
+WIDE = 8  # a table with more columns than this is written one line per metric (rows of the sweep as columns)
+GROUPS = ("recon/", "latent/", "gen/", "mem/", "eval/", "stage1/", "stage2/")
+
+
+def _grouped(columns: list[str]) -> list[str]:
+    """Columns in reading order: reconstruction, latent, generation, memorisation, evaluation, then the stages'
+    budgets and times; the given order within each group."""
+    rank = lambda c: next((i for i, g in enumerate(GROUPS) if c.startswith(g)), len(GROUPS))  # noqa: E731
+    return sorted(columns, key=rank)
+
+
+def _transposed(t: dict) -> list[str]:
+    """A wide table one line per metric, the sweep's rows as columns (a table of 30 metrics x 6 rows reads down)."""
+    rows, best = t["rows"], t["best"]
+    head = ["metric"] + [row_label(r["group"]) for r in rows]
+    md = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for c in _measured(t):
+        cells = [f"**{r['cells'][c]}**" if i in best.get(c, ()) else r["cells"][c] for i, r in enumerate(rows)]
+        md.append("| " + " | ".join([c] + cells) + " |")
+    md.append("| " + " | ".join([_head(t)[-1]] + [floor_cell(r) for r in rows]) + " |")
+    unmeasured = [c for c in t["columns"] if c not in _measured(t)]
+    return md + (["", "Not measured by any row here: " + ", ".join(unmeasured) + "."] if unmeasured else [])
+
+
+def _measured(t: dict) -> list[str]:
+    """The columns some row has a value in, in reading order."""
+    return [c for c in _grouped(t["columns"]) if any(r["means"][c] is not None for r in t["rows"])]
+
+
+def _transposed_diff(t: dict) -> list[str]:
+    rows, ref = t["rows"], t["reference"]
+    others = [r for i, r in enumerate(rows) if i != ref]
+    head = ["metric"] + [f"{row_label(r['group'])} − reference" for r in others]
+    md = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for c in _measured(t):
+        md.append("| " + " | ".join([c] + [diff_cell(r["vs_ref"][c]) for r in others]) + " |")
+    return md
+
+
 def markdown(t: dict, title: str) -> str:
-    """The table with its budgets, shared overrides, the comparison with the reference row and the bad jobs."""
+    """The table with its budgets, shared overrides, the comparison with the reference row and the bad jobs; a
+    table wider than WIDE columns is written one line per metric."""
     cols, rows, best = t["columns"], t["rows"], t["best"]
     head = _head(t)
+    wide = len(cols) > WIDE
     md = [f"### {title}", "",
           "Budgets: " + ", ".join(f"{what} {v}" for what, v in t["budgets"] if v is not None or "samples" in what),
           ("Shared overrides: " + " ".join(t["constant"])) if t["constant"] else "",
@@ -76,21 +117,28 @@ def markdown(t: dict, title: str) -> str:
           if t["re_evaluated"] else "",
           (f"Ignored as another training's ({t['eval_file']} whose stage keys are not the job's): jobs "
            + ", ".join(t["stale"]) + ".") if t.get("stale") else "",
-          "",
-          "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
-    for i, r in enumerate(rows):
-        cells = [f"**{r['cells'][c]}**" if i in best.get(c, ()) else r["cells"][c] for c in cols]
-        md.append("| " + " | ".join([row_label(r["group"])] + cells + [floor_cell(r)]) + " |")
+          ""]
+    if wide:
+        md += _transposed(t)
+    else:
+        md += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+        for i, r in enumerate(rows):
+            cells = [f"**{r['cells'][c]}**" if i in best.get(c, ()) else r["cells"][c] for c in cols]
+            md.append("| " + " | ".join([row_label(r["group"])] + cells + [floor_cell(r)]) + " |")
     ref = t["reference"]
     if ref is not None and len(rows) > 1:
         ref_label = row_label(rows[ref]["group"])
         md += ["", f"Difference from the reference row ({ref_label}): row mean − reference mean [95 % interval] "
                "and the two-sided p-value (paired t by seed where both rows ran the same seeds, Welch t otherwise; "
-               "– where a row has fewer than 2 seeds).", "",
-               "| config | " + " | ".join(cols) + " |", "|" + "|".join(["---"] * (len(cols) + 1)) + "|"]
-        for i, r in enumerate(rows):
-            if i != ref:
-                md.append("| " + " | ".join([row_label(r["group"])] + [diff_cell(r["vs_ref"][c]) for c in cols]) + " |")
+               "– where a row has fewer than 2 seeds).", ""]
+        if wide:
+            md += _transposed_diff(t)
+        else:
+            md += ["| config | " + " | ".join(cols) + " |", "|" + "|".join(["---"] * (len(cols) + 1)) + "|"]
+            for i, r in enumerate(rows):
+                if i != ref:
+                    md.append("| " + " | ".join([row_label(r["group"])] + [diff_cell(r["vs_ref"][c]) for c in cols])
+                              + " |")
     if t["bad"]:
         md += ["", "Jobs without results (failed, diverged, interrupted, corrupt or missing):"]
         md += [f"- job {b['job']} ({row_label(b['group'])}, seed={b['seed']}): {b['status']}"

@@ -140,7 +140,7 @@ def describe(c: Census, today: str) -> list[str]:
     return lines
 
 
-def run(profile: dict, root: Path) -> dict:
+def run(profile: dict, root: Path, real: Optional[Callable[[Path, Path], Optional[Path]]] = None) -> dict:
     results, sources = roots(profile)
     jobs = plan(profile)
     today = records.code_hash()
@@ -183,7 +183,7 @@ def run(profile: dict, root: Path) -> dict:
         failed = rec.failed
         found = records.read_records(sources)
         c = records.census(jobs, found, records.accepted_hashes(results, today))
-    out = report(profile, root, c, today)
+    out = report(profile, root, c, today, real)
     if failed:
         more = " ..." if len(failed) > 4 else ""
         raise UserError(f"{len(failed)} job(s) ended without a record: {', '.join(failed[:4])}{more}; the report "
@@ -191,7 +191,8 @@ def run(profile: dict, root: Path) -> dict:
     return out
 
 
-def report(profile: dict, root: Path, c: Census, today: str) -> dict:
+def report(profile: dict, root: Path, c: Census, today: str,
+           real: Optional[Callable[[Path, Path], Optional[Path]]] = None) -> dict:
     from ldm.analysis.claims.runner import decide
 
     experiments = list((profile.get("experiments") or {}))
@@ -205,7 +206,7 @@ def report(profile: dict, root: Path, c: Census, today: str) -> dict:
     name = profile["profile"]
     commands = [f".venv/bin/python evaluate.py claims={name} claims.run=true   # the jobs without a record, then this",
                 f".venv/bin/python evaluate.py claims={name}                  # the report from {profile['results']}"]
-    return decide(profile, root, commands, lines)
+    return decide(profile, root, commands, lines, real)
 
 
 def reproduce(profile: dict, root: Path, results: Path, jobs: list[Job], found: dict, today: str,

@@ -39,6 +39,7 @@ def publish(src: Path, dst: Path) -> list[Path]:
     files = [src / "REPORT.md", src / "verdicts.json"]
     files += [src / "controls.json"] if (src / "controls.json").is_file() else []
     files += sorted(src.glob("*_ranking.png")) + sorted(src.glob("*_metrics.png"))  # C0's ranking, each claim's reads
+    files += sorted(src.glob("*_samples.png"))  # each claim's rows' samples beside real data
     for exp in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith("_")):  # not the job folders
         files += [exp / n for n in PUBLISHED if (exp / n).is_file()] + sorted(exp.glob("table_*.png"))
     out = []

@@ -48,7 +48,7 @@ RESULT_CODE = ("ldm/nets", "ldm/losses", "ldm/autoencoders", "ldm/diffusion", "l
                "conf/metrics", "conf/trainer", "conf/callbacks", "conf/_shared")
 TIMING = ("wall_s", "sec_per_sample", "encode_sec_per_image", "runtime/", "/key", "/cache", "/source", "/reused",
           "/resumed_from", "/checkpoint")  # metric names that say how a number was obtained, not what it is
-FILES = ("samples.png", "plateau_stage1.json", "plateau_stage2.json")
+FILES = ("samples.png", "stage1_prior.png", "plateau_stage1.json", "plateau_stage2.json")  # stage1_prior: a GAN's G(z)
 REPRODUCED = "reproduced.json"
 
 
@@ -230,8 +230,9 @@ def materialize(records: list[dict], view: Path, experiments: list[str]) -> None
         if (src / "config.yaml").is_file():
             shutil.copyfile(src / "config.yaml", job / ".hydra" / "config.yaml")
         write_json(job / "metrics.json", rec["metrics"])
-        if (src / "samples.png").is_file():
-            shutil.copyfile(src / "samples.png", job / "samples.png")
+        for name in ("samples.png", "stage1_prior.png"):
+            if (src / name).is_file():
+                shutil.copyfile(src / name, job / name)
 
 
 def stopping_lines(records: list[dict], experiments: list[str]) -> list[str]:

@@ -113,6 +113,8 @@ def report(cfg: dict, root: Path, findings: dict[str, Finding], commands: list[s
             lines += ["", "What it reads:", "", *claim_table(reads[name])]
             if (root / f"{name}_metrics.png").is_file():
                 lines += ["", f"![{name}: the metrics it reads]({name}_metrics.png)"]
+        if (root / f"{name}_samples.png").is_file():
+            lines += ["", f"![{name}: samples of the rows it reads, beside real data]({name}_samples.png)"]
         if c.get("scope"):
             lines += ["", f"Scope: {c['scope'].strip()}"]
         shown = [(e, root / e) for e in experiments_of(c["criterion"]) if (root / e / "table.md").is_file()]
@@ -184,6 +186,96 @@ def claim_table(numbers: list[dict]) -> list[str]:
         lines.append(f"| {r['metric']} | {r['experiment']} | {r['row']} | {f(r['mean'])} [{f(r['lo'])}, "
                      f"{f(r['hi'])}] | {r['n']} |")
     return lines
+
+
+def _grid(job: Path) -> Path | None:
+    """A job's sample grid: stage 2's samples.png, or for a row without stage 2 (the GAN) its prior samples G(z)
+    from the last validation (stage1_prior.png)."""
+    return next((job / n for n in ("samples.png", "stage1_prior.png") if (job / n).is_file()), None)
+
+
+def _seed_order(seed) -> tuple:
+    """Seeds by number where they are numbers (as a sweep writes them: text), then the rest by text."""
+    try:
+        return (0, float(seed), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(seed))
+
+
+def sample_panels(criterion: dict, sweeps) -> tuple[list[dict], object]:
+    """The rows a claim reads, once each, with the job whose sample grid a figure shows: every row at the lowest
+    seed that all rows with a grid ran (the same seed side by side), else each at its own lowest; (panels, seed)."""
+    from ldm.analysis.claims.criteria import _match
+
+    panels, seen = [], set()
+    for exp, row, _, label in reads_of(criterion):
+        if (exp, label) in seen:
+            continue
+        seen.add((exp, label))
+        ok = [r for r in sweeps.jobs(exp) or [] if _match(r, row) and r["status"] == "ok"]
+        jobs = {r["seed"]: sweeps.root / exp / r["job"] for r in ok}
+        grid = {s: _grid(d) for s, d in jobs.items()}
+        panels.append({"experiment": exp, "label": label, "jobs": jobs, "grid": grid,
+                       "grids": {s for s, g in grid.items() if g is not None}})
+    with_grids = [p["grids"] for p in panels if p["grids"]]
+    common = set.intersection(*with_grids) if with_grids else set()
+    seed = min(common, key=_seed_order) if common else None
+    for p in panels:
+        own = sorted(p["grids"], key=_seed_order)
+        p["seed"] = seed if seed in p["grids"] else (own[0] if own else None)
+        p["job"] = p["jobs"].get(p["seed"]) if p["seed"] is not None else next(iter(p["jobs"].values()), None)
+    return panels, seed
+
+
+def samples_figure(name: str, criterion: dict, sweeps, real, path: Path,
+                   drawn: dict | None = None) -> Path | None:
+    """Each row the claim reads: its samples (samples.png, the first 64) at the same seed, beside the first 64 real
+    test images of each dataset those rows use (`real(config.yaml, png) -> png or None`, given by the entry:
+    analysis builds no data; `drawn` keeps the grids drawn for earlier claims). None where no row has a grid."""
+    import yaml
+    from matplotlib import image as mpimg
+
+    from ldm.utils.plotting import pyplot, save_figure
+
+    panels, seed = sample_panels(criterion, sweeps)
+    if not any(p["grids"] for p in panels):
+        return None
+    drawn = {} if drawn is None else drawn  # every distinct dataset config drawn once: (its class, the grid)
+    reals: dict[str, tuple[str, Path]] = {}
+    for p in panels:
+        cfg = p["job"] / ".hydra" / "config.yaml" if p["job"] is not None else None
+        if real is None or cfg is None or not cfg.is_file():
+            continue
+        data = (yaml.safe_load(cfg.read_text()) or {}).get("data") or {}
+        key = json.dumps({k: v for k, v in data.items() if k not in ("shuffle_seed", "batch_size", "num_workers")},
+                         sort_keys=True, default=str)
+        if key not in drawn:
+            out = real(cfg, sweeps.root / "_real" / f"{len(drawn)}.png")
+            what = str(data.get("_target_", "")).rsplit(".", 1)[-1].removesuffix("DataModule") or "data"
+            drawn[key] = (what, Path(out)) if out is not None else None
+        if drawn[key] is not None:
+            reals[key] = drawn[key]
+    tiles = [(f"real test images\n({what})", png) for what, png in reals.values()]
+    for p in panels:
+        png = p["grid"].get(p["seed"]) if p["seed"] in p["grids"] else None
+        where = f"seed {p['seed']}" if png is not None else "no sample grid recorded"
+        tiles.append((f"{p['label']}\n({p['experiment']}, {where})", png))
+    plt = pyplot()
+    cols = min(4, len(tiles))
+    rows = -(-len(tiles) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.5 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (title, png) in zip(axes.flat, tiles):
+        if png is not None and Path(png).is_file():
+            ax.imshow(mpimg.imread(png))
+        else:
+            ax.text(0.5, 0.5, "no sample grid\nin its record", ha="center", va="center", fontsize=8)
+        ax.set_title(title, fontsize=8)
+    same = f"every row at seed {seed}" if seed is not None else "each row at its lowest seed"
+    fig.suptitle(f"{name}: samples of the rows it reads ({same}), beside real data", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def claim_figure(name: str, numbers: list[dict], path: Path) -> Path | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from ldm.utils.config import plain
 from ldm.utils.io import atomic_write, write_json
 
 log = logging.getLogger(__name__)
+RealGrid = Callable[[Path, Path], Optional[Path]]  # (a job's config.yaml, where to draw) -> the PNG, or None
 
 
 # ---- running a profile ----------------------------------------------------------------------------------------
@@ -68,15 +70,17 @@ def run_experiments(todo: list[str], n_jobs: int, launch: Callable[[str, int], i
         return {name: f.result() for name, f in futures.items()}
 
 
-def claims_report(cfg: DictConfig) -> dict:
+def claims_report(cfg: DictConfig, real: Optional[RealGrid] = None) -> dict:
     """`evaluate.py claims=<profile>`: (with claims.run=true) run the profile's missing sweeps, then decide every
-    claim from the pre-stated criteria and write <claims.dir>/REPORT.md and verdicts.json."""
+    claim from the pre-stated criteria and write <claims.dir>/REPORT.md and verdicts.json. `real(config.yaml,
+    png)` draws the real test images of a job's dataset (the entry passes ldm.run.real_images.grid: analysis
+    builds no data); without it the sample figures show the rows only."""
     profile = plain(cfg.claims)
     root = Path(profile["dir"])
     if profile.get("results"):  # a campaign: records, not sweeps (ldm.analysis.claims.campaign)
         from ldm.analysis.claims import campaign
 
-        return campaign.run(profile, root)
+        return campaign.run(profile, root, real)
     jobs = jobs_of(profile)
     n_jobs = int(profile.get("n_jobs") or len(os.sched_getaffinity(0)))
     commands, todo = [], []
@@ -122,12 +126,15 @@ def claims_report(cfg: DictConfig) -> dict:
               f"one GPU: about {gpu_h:.1f} GPU-hours (the bench plan's modelled step time, CPU-measured "
               "evaluation: an upper bound)")
         return {}
-    return decide(profile, root, commands + [f".venv/bin/python evaluate.py claims={profile['profile']}"])
+    return decide(profile, root, commands + [f".venv/bin/python evaluate.py claims={profile['profile']}"],
+                  real=real)
 
 
-def decide(profile: dict, root: Path, commands: list[str], campaign: Optional[list[str]] = None) -> dict:
+def decide(profile: dict, root: Path, commands: list[str], campaign: Optional[list[str]] = None,
+           real: Optional[RealGrid] = None) -> dict:
     """The tables, verdicts, controls and REPORT.md of the sweeps under `root` (a profile's sweeps, or the view a
-    campaign builds from its records; `campaign`: the report's lines on those records)."""
+    campaign builds from its records; `campaign`: the report's lines on those records; `real`: draws a dataset's
+    real test images beside the samples, see `claims_report`)."""
     build_tables(profile, root)
     sweeps = Sweeps(root)  # every sweep read once, for the claims and the controls
     findings = verdicts(profile, root, sweeps)
@@ -139,6 +146,10 @@ def decide(profile: dict, root: Path, commands: list[str], campaign: Optional[li
     reads = {name: render.claim_numbers(c["criterion"], sweeps) for name, c in profile["claims"].items()}
     for name, numbers in reads.items():  # one labelled panel per metric each claim reads
         render.claim_figure(name, numbers, root / f"{name}_metrics.png")
+    drawn: dict = {}
+    shutil.rmtree(root / "_real", ignore_errors=True)  # the real-data grids are drawn anew with each report
+    for name, c in profile["claims"].items():  # each row's samples at one seed, beside real data
+        render.samples_figure(name, c["criterion"], sweeps, real, root / f"{name}_samples.png", drawn)
     text = render.report(profile, root, findings, commands, checks, campaign, reads)
     atomic_write(root / "REPORT.md", lambda tmp: Path(tmp).write_text(text))
     write_json(root / "verdicts.json", render.json_ready(findings))
