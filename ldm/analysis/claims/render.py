@@ -39,6 +39,13 @@ def ranking_table(f: Finding) -> list[str]:
     return lines
 
 
+def _metrics(job: Path) -> dict:
+    try:
+        return json.loads((job / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def ranking_figure(f: Finding, root: Path, path: Path) -> Path:
     """C0's figure: each row's mean with its 95 % interval (best first), above each row's samples (lowest seed)."""
     from matplotlib import image as mpimg
@@ -60,6 +67,12 @@ def ranking_figure(f: Finding, root: Path, path: Path) -> Path:
         ax.set_yscale("log")
         ax.set_ylim(bottom=min(r["lo"] if r.get("lo") and r["lo"] > 0 else r["mean"] for r in rk) / 2)
     ax.set_xticks(xs, [r["label"] for r in rk], fontsize=8)
+    floors = sorted(m["eval/fid_floor"] for r in rk if r.get("first_job")
+                    for m in [_metrics(root / r["first_job"])] if isinstance(m.get("eval/fid_floor"), (int, float)))
+    if f.numbers["metric"] in ("gen/fid", "gen/fid_heldout") and floors:  # what real data scores against itself
+        ax.axhline(floors[len(floors) // 2], color="tab:red", ls="--", lw=1,
+                   label="real-data floor (held-out vs train, same count)")
+        ax.legend(fontsize=7, loc="upper left")
     ax.set_ylabel(f"{f.numbers['metric']} (95 % interval)")
     ax.set_title(f"{f.numbers['claim']} vs every row, same latent diffusion "
                  "(green: non-inferior to the best, Holm)", fontsize=9)
@@ -292,8 +305,13 @@ def claim_figure(name: str, numbers: list[dict], path: Path) -> Path | None:
         xs = list(range(len(rows)))
         err = [[r["mean"] - (r["lo"] if r["lo"] is not None else r["mean"]) for r in rows],
                [(r["hi"] if r["hi"] is not None else r["mean"]) - r["mean"] for r in rows]]
-        ax.bar(xs, [r["mean"] for r in rows], yerr=err, capsize=4, color="tab:blue")
-        ax.set_xticks(xs, [f"{r['row']}\n({r['experiment']})" for r in rows], fontsize=7)
+        means = [r["mean"] for r in rows]
+        ax.bar(xs, means, yerr=err, capsize=4, color="tab:blue")
+        if min(means) > 0 and max(means) / min(means) > 20:  # rows orders of magnitude apart: a log axis
+            ax.set_yscale("log")
+        many = len(rows) > 3  # long labels side by side overlap: slant them
+        ax.set_xticks(xs, [f"{r['row']}\n({r['experiment']})" for r in rows], fontsize=7,
+                      rotation=30 if many else 0, ha="right" if many else "center")
         ax.set_title(metric, fontsize=9)
         ax.set_ylabel("mean, 95 % interval over seeds", fontsize=7)
     fig.suptitle(f"{name}: the metrics its criterion reads", fontsize=10)
