@@ -65,10 +65,12 @@ claims-hybrid: $(STAMP) ## claim C6 on textures (VAE + DDGAN vs VAE + diffusion)
 claims-decisive: $(STAMP) ## the decisive profile, a campaign: runs the jobs without a record in results/decisive/, then its report
 	$(PY) evaluate.py claims=decisive claims.run=true $(ARGS)
 
-claims-readme: $(STAMP) ## copy both reports into docs/claims/ and regenerate the README's verdict table
-	$(PY) -m ldm.analysis.claims.publish publish logs/claims/quick docs/claims/quick
-	$(PY) -m ldm.analysis.claims.publish publish logs/claims/hybrid docs/claims/hybrid
-	$(PY) -m ldm.analysis.claims.publish readme README.md docs/claims/quick docs/claims/hybrid
+claims-readme: $(STAMP) ## the decisive report from its records; every report in logs/claims/ into docs/claims/; the README's verdicts
+	$(PY) evaluate.py claims=decisive
+	for p in quick hybrid decisive; do if [ -f logs/claims/$$p/REPORT.md ]; then \
+		$(PY) -m ldm.analysis.claims.publish publish logs/claims/$$p docs/claims/$$p || exit 1; fi; done
+	$(PY) -m ldm.analysis.claims.publish readme README.md docs/claims/decisive docs/claims/hybrid \
+		--earlier docs/claims/quick
 
 gpu-check: $(STAMP) ## on a GPU machine (<= 8 min): every row on the GPU, DDP, jobs per GPU, GPU-hours -> benchmarks/GPU.md
 	$(PY) benchmarks/gpu_check.py $(ARGS)

@@ -263,6 +263,26 @@ def test_readme_summary_is_spliced_from_reports(tmp_path, capsys):
     assert "| C1 | vae beats gan | **supported** | [quick]" in text  # decided by the quick report
     assert "| C2 | hybrid | **contradicted** | [hybrid]" in text  # undecided in quick, decided by hybrid
     assert publish.main(["readme", str(readme), str(quick), str(hybrid)]) == 0 and readme.read_text() == text
+    assert "The question first" not in text  # no report ranks rows
+    # a later profile first, an earlier one beside it: the ranking of the first report that ranks, verdicts marked
+    # where they changed from the earlier report (C2: undecided there, contradicted by hybrid)
+    later = tmp_path / "later"
+    make_sweep(later, "rows", {"vae": [1.0, 1.1, 0.95], "ae": [1.05, 1.12, 1.0], "bigan": [3.0, 3.3, 2.9]})
+    claims_report(OmegaConf.create({"claims": {"profile": "later", "dir": str(later), "claims": {
+        "C0": {"statement": "vae ranks", "criterion": rank_crit()},
+        "C1": {"statement": "vae beats gan", "criterion": {**cmp(), "b": {"autoencoder": "bigan"}}}}}}))
+    assert publish.main(["readme", str(readme), str(later), str(hybrid), "--earlier", str(quick)]) == 0
+    text = readme.read_text()
+    assert "--earlier " + str(quick) + " -->" in text  # the command that made the block, whole
+    assert "**The question first: gen/fid of the same latent diffusion on every row's latent** ([later" in text
+    assert "| 1 | vae | 1.02 [" in text and "| 3 | bigan | 3.07 [" in text
+    assert "| claim | statement | verdict | profile | quick profile (before) |" in text
+    assert "| C0 | vae ranks | **supported** | [later]" in text and "| C0 | vae ranks | **supported** | " \
+        f"[later]({later.as_posix()}/REPORT.md) | – |" in text  # the quick profile had no C0
+    assert f"| C1 | vae beats gan | **supported** | [later]({later.as_posix()}/REPORT.md) | supported |" in text
+    assert f"| C2 | hybrid | **contradicted** | [hybrid]({hybrid.as_posix()}/REPORT.md) | undecided (**changed**) |" \
+        in text
+    assert publish.main(["readme", str(readme), str(later), "--earlier"]) == 2  # --earlier needs a report
     bare = tmp_path / "BARE.md"
     bare.write_text("no markers\n")
     assert publish.main(["readme", str(bare), str(quick)]) == 2

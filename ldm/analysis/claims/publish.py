@@ -1,8 +1,11 @@
 """Publishing claims reports: copy a report into docs/claims/<profile>, splice the README's summary table, and log
 the report to wandb.
 
-    python -m ldm.analysis.claims.publish readme README.md <report dir> [<report dir> ...]
+    python -m ldm.analysis.claims.publish readme README.md <report dir> [<report dir> ...] [--earlier <report dir>]
     python -m ldm.analysis.claims.publish publish logs/claims/<profile> docs/claims/<profile>
+
+`readme`: per claim the verdict of the first report that decides it; `--earlier`: an older report's verdict beside
+each (e.g. the quick profile's beside the decisive one's), marked where it changed.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from ldm.errors import ConfigError
 BLOCK = "claims-summary"  # the README's markers: <!-- claims-summary:begin ... --> ... <!-- claims-summary:end -->
 
 
-def splice_readme(readme: Path, report_dirs: list[Path], command: str) -> None:
-    """Replace the README's text between the claims-summary markers with `summary(report_dirs)` (atomic write)."""
-    splice(readme, BLOCK, summary(report_dirs), command)
+def splice_readme(readme: Path, report_dirs: list[Path], command: str, earlier: Optional[Path] = None) -> None:
+    """Replace the README's text between the claims-summary markers with `summary(report_dirs, earlier)` (atomic
+    write)."""
+    splice(readme, BLOCK, summary(report_dirs, earlier), command)
 
 
 PUBLISHED = ("table.md", "table.csv", "table_converged.md")
@@ -86,9 +90,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
-    usage = ("usage: python -m ldm.analysis.claims.publish readme README.md <report dir> [<report dir> ...]\n"
+    earlier = None
+    if "--earlier" in args:
+        i = args.index("--earlier")
+        earlier = args[i + 1] if i + 1 < len(args) else ""
+        del args[i:i + 2]
+    usage = ("usage: python -m ldm.analysis.claims.publish readme README.md <report dir> [<report dir> ...] "
+             "[--earlier <report dir>]\n"
              "       python -m ldm.analysis.claims.publish publish logs/claims/<profile> docs/claims/<profile>")
-    if not ((len(args) >= 3 and args[0] == "readme") or (len(args) == 3 and args[0] == "publish")):
+    if not ((len(args) >= 3 and args[0] == "readme") or (len(args) == 3 and args[0] == "publish" and earlier is None)) \
+            or earlier == "":
         print(usage, file=sys.stderr)
         return 2
     try:
@@ -96,10 +107,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             for f in publish(Path(args[1]), Path(args[2])):
                 print(f)
             return 0
-        for d in args[2:]:
+        for d in args[2:] + ([earlier] if earlier else []):
             _check_report(Path(d))
-        command = "python -m ldm.analysis.claims.publish " + " ".join(args)
-        splice_readme(Path(args[1]), [Path(d) for d in args[2:]], command)
+        shown = args + (["--earlier", earlier] if earlier else [])
+        command = "python -m ldm.analysis.claims.publish " + " ".join(shown)
+        splice_readme(Path(args[1]), [Path(d) for d in args[2:]], command, Path(earlier) if earlier else None)
     except (ConfigError, OSError, ValueError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -150,28 +150,50 @@ def _flatten(f: dict) -> list[str]:
     return [f["text"]] if not f.get("parts") else [t for p in f["parts"] for t in _flatten(p)]
 
 
-def summary(report_dirs: list[Path]) -> str:
-    """One table over several reports (e.g. the quick profile and the hybrid one): per claim the verdict of the
+def _read_report(d: Path) -> tuple[Path, str, dict, dict]:
+    """(dir, profile name, {claim: statement}, verdicts.json) of a published report."""
+    d = Path(d)
+    text = (d / "REPORT.md").read_text()
+    profile = text.splitlines()[0].split(":", 1)[-1].strip().removesuffix(" profile")
+    statements = {line.split("|")[1].strip(): line.split("|")[2].strip()
+                  for line in text.splitlines() if line.startswith("| C")}
+    return d, profile, statements, json.loads((d / "verdicts.json").read_text())
+
+
+def summary(report_dirs: list[Path], earlier: Path | None = None) -> str:
+    """One table over several reports (e.g. the decisive profile and the hybrid one): per claim the verdict of the
     first report that decides it (not `undecided`), its profile, and the numbers behind it; a claim no report
-    decides shows the first report's reason."""
-    reports = []
-    for d in report_dirs:
-        d = Path(d)
-        text = (d / "REPORT.md").read_text()
-        profile = text.splitlines()[0].split(":", 1)[-1].strip().removesuffix(" profile")
-        statements = {line.split("|")[1].strip(): line.split("|")[2].strip()
-                      for line in text.splitlines() if line.startswith("| C")}
-        reports.append((d, profile, statements, json.loads((d / "verdicts.json").read_text())))
+    decides shows the first report's reason. With `earlier` (a report made before, e.g. the quick profile): its
+    verdict beside each one, marked where it changed. Above the table, C0's ranking where a report ranks rows."""
+    reports = [_read_report(d) for d in report_dirs]
+    before = _read_report(earlier) if earlier is not None else None
     names = sorted({k for _, _, _, v in reports for k in v})
-    lines = ["| claim | statement | verdict | profile | the numbers behind it (95 % intervals) |",
-             "|---|---|---|---|---|"]
+    lines = []
+    ranked = next(((d, p, v[n]) for d, p, _, v in reports for n in names
+                   if v.get(n, {}).get("verdict") != "undecided" and "ranking" in v.get(n, {}).get("numbers", {})),
+                  None)
+    if ranked is not None:
+        d, profile, f = ranked
+        numbers = f["numbers"]
+        lines += [f"**The question first: {numbers['metric']} of the same latent diffusion on every row's latent** "
+                  f"([{profile} profile]({d.as_posix()}/REPORT.md); lower is better; non-inferior: within the "
+                  "criterion's margin of the best, Holm):", "",
+                  *ranking_table(Finding(f["verdict"], f["text"], numbers)), ""]
+    head = "| claim | statement | verdict | profile |" + (f" {before[1]} profile (before) |" if before else "")
+    lines += [head + " the numbers behind it (95 % intervals) |",
+              "|---|---|---|---|" + ("---|" if before else "") + "---|"]
     for name in names:
         have = [(d, p, s, v) for d, p, s, v in reports if name in v]
         d, profile, statements, v = next(((d, p, s, v) for d, p, s, v in have if v[name]["verdict"] != "undecided"),
                                          have[0])
         numbers = "; ".join(t.replace("|", "/") for t in _flatten(v[name]))
+        was = ""
+        if before:
+            old = before[3].get(name, {}).get("verdict")
+            was = (" – |" if old is None else f" {old} |" if old == v[name]["verdict"] or profile == before[1]
+                   else f" {old} (**changed**) |")
         lines.append(f"| {name} | {statements.get(name, '')} | **{v[name]['verdict']}** | "
-                     f"[{profile}]({d.as_posix()}/REPORT.md) | {numbers} |")
+                     f"[{profile}]({d.as_posix()}/REPORT.md) |{was} {numbers} |")
     return "\n".join(lines) + "\n"
 
 
