@@ -10,11 +10,14 @@ Sections, in order (each is skipped, and says so, when the time left cannot hold
    identity, and diffusion=ddgan), then bf16-mixed and torch.compile on the vae row, then a 2-job sweep through
    `hydra/launcher=gpus +jobs_per_gpu=2`, which must place the jobs on distinct GPUs, or both on GPU 0 with
    `runtime/gpu_jobs` 1 and 2 when there is one.
-3. ddp: `trainer=ddp` on every visible GPU (vae and bigan) when there is more than one.
-4. throughput: the stage-2 UNet's train step and sampling step (benchmarks/workers.py, the latent shape of the
+3. reproducibility: under `trainer.deterministic=true`, stage 1 trained 8 batches straight vs 4 then resumed to 8
+   must give bit-identical weights; `sample.py sampler_noise=device` twice must give the same bytes (and is
+   compared with `sampler_noise=cpu`, which draws the CPU stream).
+4. ddp: `trainer=ddp` on every visible GPU (vae and bigan) when there is more than one.
+5. throughput: the stage-2 UNet's train step and sampling step (benchmarks/workers.py, the latent shape of the
    claims profiles' digits jobs) with 1, 4 and 8 processes on GPU 0 at once, eager and with
    `torch.compile(mode="reduce-overhead")` (CUDA graphs): steps/s summed over the processes.
-5. plan: one real job (vae, 500 + 500 batches, evaluation included) gives this GPU's stage rates; with them the
+6. plan: one real job (vae, 500 + 500 batches, evaluation included) gives this GPU's stage rates; with them the
    full claims profile's GPU-hours, at one job per GPU and at the best measured jobs-per-GPU speed-up.
 """
 
@@ -121,6 +124,52 @@ def rows_section(args, clock: Clock, tmp: Path) -> dict:
         want = [(0, 1), (1, 1)] if gpus > 1 else [(0, 1), (0, 2)]
         place["placed_as_expected"] = args.cpu_smoke or seen == want
         place["ok"] = place["ok"] and place["placed_as_expected"]
+    return out
+
+
+def same_weights(a: Path, b: Path) -> tuple[bool, int]:
+    """Whether two checkpoints hold bit-identical tensors under the same names; (equal, how many differ)."""
+    import torch
+
+    sa = torch.load(a, map_location="cpu", weights_only=False)["state_dict"]
+    sb = torch.load(b, map_location="cpu", weights_only=False)["state_dict"]
+    differ = sum(1 for k in sa.keys() | sb.keys() if k not in sa or k not in sb or not torch.equal(sa[k], sb[k]))
+    return differ == 0, differ
+
+
+def repro_section(args, clock: Clock, tmp: Path) -> dict:
+    """Bit-identical resume under trainer.deterministic=true, and device-side sampling noise (same seed, same
+    bytes; the CPU stream beside it)."""
+    if clock.left() < 120:
+        return {"skipped": "time budget"}
+    trainer = "trainer=cpu" if args.cpu_smoke else "trainer=gpu"
+    base = [sys.executable, "train.py", "debug=fast", "logger=none", trainer, "trainer.deterministic=true",
+            "cache.stage1=false", "cache.stage2=false", f"paths.log_dir={tmp}/logs"]
+    runs = {"straight": ["stage1.max_steps=8"], "half": ["stage1.max_steps=4", "stage=stage1"],
+            "resumed": ["stage1.max_steps=8", f"ckpt_path={tmp}/repro/half/checkpoints/stage1/last.ckpt"]}
+    out: dict = {"runs": {}}
+    for name, extra in runs.items():
+        code, tail, wall = run([*base, *extra, f"hydra.run.dir={tmp}/repro/{name}"], min(clock.left() - 20, RUN_CAP_S))
+        out["runs"][name] = {"exit": code, "wall_s": wall, "tail": "" if code == 0 else tail}
+        if code != 0:
+            out["ok"] = False
+            return out
+    ckpt = "checkpoints/stage1/last.ckpt"
+    out["resume_identical"], out["resume_differing_tensors"] = same_weights(tmp / "repro/straight" / ckpt,
+                                                                            tmp / "repro/resumed" / ckpt)
+    npz = {}
+    for name, noise in (("device_a", "device"), ("device_b", "device"), ("cpu", "cpu")):
+        code, tail, wall = run([sys.executable, "sample.py", f"run_dir={tmp}/repro/straight", "num_samples=16",
+                                f"sampler_noise={noise}", f"out_dir={tmp}/repro/samples_{name}",
+                                f"hydra.run.dir={tmp}/repro/sample_{name}"], min(clock.left() - 10, RUN_CAP_S))
+        out["runs"][f"sample_{name}"] = {"exit": code, "wall_s": wall, "tail": "" if code == 0 else tail}
+        if code != 0:
+            out["ok"] = False
+            return out
+        npz[name] = (tmp / f"repro/samples_{name}/samples.npz").read_bytes()
+    out["device_noise_reproducible"] = npz["device_a"] == npz["device_b"]
+    out["device_equals_cpu_stream"] = npz["device_a"] == npz["cpu"]  # True on a CPU; on a GPU another stream
+    out["ok"] = out["resume_identical"] and out["device_noise_reproducible"]
     return out
 
 
@@ -256,8 +305,23 @@ def markdown(r: dict) -> str:
                                                                                  else ""),
                          fmt(j["train_s"]), "" if j.get("gpu") is None else f"{j['gpu']} ({j['gpu_jobs']} jobs)"))
     md.append(table(["run", "overrides", "status", "train s", "runtime/gpu"], rows))
+    q = r["repro"]
+    if "skipped" in q or not q.get("runs") or "resume_identical" not in q:
+        why = q.get("skipped") or next((f"{n} failed (exit {s['exit']}): {s['tail']}" for n, s in q["runs"].items()
+                                        if s["exit"] != 0), "incomplete")
+        md.append(f"## 2. Reproducibility\n\n{why}")
+    else:
+        md.append("## 2. Reproducibility\n\nUnder `trainer.deterministic=true` (with `CUBLAS_WORKSPACE_CONFIG` set by "
+                  "the preflight), stage 1 trained 8 batches straight and 4 + a resume to 8: "
+                  + ("**bit-identical weights**" if q["resume_identical"] else
+                     f"**{q['resume_differing_tensors']} tensors differ**")
+                  + ". `sample.py sampler_noise=device`, twice with the same seed: "
+                  + ("**the same bytes**" if q["device_noise_reproducible"] else "**different bytes**")
+                  + "; against `sampler_noise=cpu`: "
+                  + ("the same samples (one generator kind: a CPU run)" if q["device_equals_cpu_stream"]
+                     else "other samples (the device's own stream, as documented)") + ".")
     d = r["ddp"]
-    md.append("## 2. DDP on every visible GPU\n\n" + (f"skipped: {d['skipped']}" if "skipped" in d else table(
+    md.append("## 3. DDP on every visible GPU\n\n" + (f"skipped: {d['skipped']}" if "skipped" in d else table(
         ["job", "status"], [(j["overrides"], j["status"] + (f": {j['error']}" if j.get("error")
                                                                               else "")) for j in d["jobs"]])))
     t = r["throughput"]
@@ -270,13 +334,13 @@ def markdown(r: dict) -> str:
             vals.append("skipped" if "skipped" in c else ("failed" if not c.get("steps_per_s")
                                                           else fmt(c["steps_per_s"])))
         trows.append((f"{what}, compile={mode}", *vals))
-    md.append(f"## 3. Jobs per GPU\n\nThe stage-2 UNet (latent 2x4x4, batch {t['batch']}): steps/s summed over k "
+    md.append(f"## 4. Jobs per GPU\n\nThe stage-2 UNet (latent 2x4x4, batch {t['batch']}): steps/s summed over k "
               "processes on GPU 0, timed together after each one's warm-up (benchmarks/workers.py).\n\n"
               + table(["workload", *(f"k={k}" for k in r["concurrency"])], trows))
     p = r["plan"]
     if p.get("ok"):
         j = p["job"]
-        md.append(f"## 4. The full profile's GPU-hours, measured\n\nOne real job (`autoencoder=vae`, "
+        md.append(f"## 5. The full profile's GPU-hours, measured\n\nOne real job (`autoencoder=vae`, "
                   f"{j['stage1_steps']} + {j['stage2_steps']} batches, evaluation included) took {fmt(j['wall_s'])} s: "
                   f"stage 1 {fmt(j['stage1_steps_per_s'])} steps/s, stage 2 {fmt(j['stage2_steps_per_s'])} steps/s, "
                   f"{fmt(j['gen_sec_per_sample'])} s per sample, {fmt(j['fixed_s'])} s fixed. At these rates the full "
@@ -285,7 +349,7 @@ def markdown(r: dict) -> str:
                   f"step's measured speed-up, {fmt(p['speedup'])}x). Every row is priced at the vae row's rates "
                   "(GAN rows' stage 1 at the CPU-measured cost ratios of ldm/analysis/claims/estimate.py).")
     else:
-        md.append("## 4. The full profile's GPU-hours\n\n" + (f"skipped: {p['skipped']}" if "skipped" in p
+        md.append("## 5. The full profile's GPU-hours\n\n" + (f"skipped: {p['skipped']}" if "skipped" in p
                                                              else f"the real job failed (exit {p.get('exit')})"))
     return "\n\n".join(md) + "\n"
 
@@ -320,7 +384,8 @@ def main(argv=None) -> int:
     result = {"machine": args.machine, "concurrency": args.concurrency}
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as d:
         tmp = Path(d)
-        for name, fn in (("rows", rows_section), ("ddp", ddp_section), ("throughput", throughput_section)):
+        for name, fn in (("rows", rows_section), ("repro", repro_section), ("ddp", ddp_section),
+                         ("throughput", throughput_section)):
             t0 = time.perf_counter()
             result[name] = fn(args, clock, tmp)
             print(f"{name}: {time.perf_counter() - t0:.0f} s, {clock.left():.0f} s left", flush=True)
@@ -329,7 +394,7 @@ def main(argv=None) -> int:
     atomic_write(args.out, markdown(result))
     atomic_write(args.out.with_name("gpu.json"), json.dumps(result, indent=1, default=str) + "\n")
     print(f"wrote {args.out} and {args.out.with_name('gpu.json')} in {result['wall_s']:.0f} s")
-    failed = [n for n in ("rows", "ddp") for s in ([result[n]] if n == "ddp" else result[n].values())
+    failed = [n for n in ("rows", "repro", "ddp") for s in (result[n].values() if n == "rows" else [result[n]])
               if s.get("ok") is False]
     return 1 if failed else 0
 

@@ -43,7 +43,8 @@ def test_gpu_check_without_a_gpu_is_one_error_line(tmp_path, capsys):
 @pytest.mark.slow
 def test_gpu_check_runs_end_to_end_on_the_cpu_at_toy_sizes(tmp_path):
     """`make gpu-check`'s script, as the CPU smoke run (`--cpu-smoke`): every section fills in, the 2-job sweep
-    through hydra/launcher=gpus finishes, the throughput cells and the plan have numbers."""
+    through hydra/launcher=gpus finishes, a deterministic resume is bit-identical and device noise reproduces, the
+    throughput cells and the plan have numbers."""
     out = tmp_path / "GPU.md"
     proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--cpu-smoke", "--out", str(out), "--rows", "vae",
                            "--concurrency", "1,2", "--seconds", "1", "--batch", "8", "--plan-steps", "4",
@@ -59,6 +60,9 @@ def test_gpu_check_runs_end_to_end_on_the_cpu_at_toy_sizes(tmp_path):
     assert all(c["steps_per_s"] > 0 and len(c["workers"]) == c["k"] for c in cells), cells
     assert r["plan"]["ok"] and r["plan"]["gpu_hours_one_per_gpu"] > 0 and r["plan"]["profile_jobs"] > 100
     text = out.read_text()
-    for heading in ("## 1. Every row family", "## 2. DDP", "## 3. Jobs per GPU", "## 4. The full profile"):
+    assert r["repro"]["ok"] and r["repro"]["resume_identical"] and r["repro"]["device_noise_reproducible"]
+    assert r["repro"]["device_equals_cpu_stream"]  # on a CPU the device generator is a CPU one
+    for heading in ("## 1. Every row family", "## 2. Reproducibility", "## 3. DDP", "## 4. Jobs per GPU",
+                    "## 5. The full profile"):
         assert heading in text, heading
     assert "CPU smoke run" in text

@@ -4,6 +4,7 @@ and whatever the config alone can tell is refused before the first training step
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,7 @@ def refused(make_cfg, overrides: list[str], capsys) -> tuple[str, dict]:
     ("data.channels=2", "error: data.channels=2 must be 1 (grayscale) or 3 (RGB)"),
     ("stage1.max_steps=0", "error: stage1.max_steps=0 must be an integer >= 1"),
     ("float32_matmul_precision=fast", "error: float32_matmul_precision=fast: choose one of highest, high, medium"),
+    ("sampler_noise=gpu", "error: sampler_noise='gpu' must be one of cpu, device"),
     ("trainer=ddp_cpu data.batch_size=15", "error: data.batch_size=15 does not split over trainer.devices=2: under "
                                            "DDP it is the global batch (each device takes data.batch_size / "
                                            "devices, so budgets match one device); use a multiple of 2"),
@@ -179,3 +181,15 @@ def test_inception_features_compose_with_debug_fast_and_are_checked_before_train
     assert weights_file(str(tmp_path / "hub" / "checkpoints" / WEIGHTS)) == hub / "checkpoints" / WEIGHTS
     with pytest.raises(Exception, match="metrics.features.width_mult is not a setting of metrics/features=inception"):
         InceptionFeatures(width_mult=2)
+
+
+def test_deterministic_training_sets_cublas_workspace_and_keeps_a_users(monkeypatch):
+    """trainer.deterministic=true needs cuBLAS's fixed workspace in the environment before the first CUDA matrix
+    product (else torch raises there); a value the user exported is kept; false leaves the environment alone."""
+    from ldm.run.preflight import CUBLAS_WORKSPACE, deterministic_cublas
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    assert deterministic_cublas(False) is None and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    assert deterministic_cublas(True) == CUBLAS_WORKSPACE == os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+    assert deterministic_cublas("warn") == ":16:8"

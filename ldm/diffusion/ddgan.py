@@ -24,7 +24,7 @@ import torch
 
 from ldm.diffusion.module import LatentDiffusion
 from ldm.diffusion.process import GaussianDiffusion
-from ldm.diffusion.samplers import CountingDenoiser, clipped, sample_ddpm
+from ldm.diffusion.samplers import CountingDenoiser, clipped, noise_generator, sample_ddpm
 from ldm.diffusion.spacing import even
 from ldm.errors import ConfigError, Diverged
 from ldm.losses import r1_penalty
@@ -99,7 +99,9 @@ class DenoisingDiffusionGAN(LatentDiffusion):
 
     # ---- the generator as a denoiser -----------------------------------------------------------------
     def noise_maps(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        return torch.randn((n, self.hparams.z_channels, *self.latent_shape[1:]), generator=generator).to(self.device)
+        where = generator.device if generator is not None else "cpu"
+        return torch.randn((n, self.hparams.z_channels, *self.latent_shape[1:]), generator=generator,
+                           device=where).to(self.device)
 
     def generator(self, net: Callable, generator: Optional[torch.Generator] = None, **labels) -> Callable:
         """x0' = G(x_t, z, t) with fresh noise maps z at every call: the implicit reverse step's x0."""
@@ -174,8 +176,8 @@ class DenoisingDiffusionGAN(LatentDiffusion):
                        sampler: Optional[Callable] = None, use_ema: bool = True,
                        callback: Optional[Callable[[dict], None]] = None) -> tuple[torch.Tensor, int]:
         """n scaled latents from the T-step chain x_T ~ N(0, I) -> ... -> x_0 (NFE = T)."""
-        g = torch.Generator().manual_seed(seed)
-        x = torch.randn((n, *self.latent_shape), generator=g).to(self.device)
+        g = noise_generator(seed, self.device if self.noise_on_device else None)
+        x = torch.randn((n, *self.latent_shape), generator=g, device=g.device).to(self.device)
         if y is None and self.num_classes:
             y = torch.arange(n, device=self.device) % self.num_classes
         denoiser = self.generator(self.ema.net if use_ema else self.net, g,

@@ -10,7 +10,7 @@ import torch
 
 from ldm.diffusion.ema import EMA
 from ldm.diffusion.process import GaussianDiffusion
-from ldm.diffusion.samplers import CountingDenoiser, check_sampler, clipped, guided, upgrade
+from ldm.diffusion.samplers import CountingDenoiser, check_sampler, clipped, guided, noise_generator, upgrade
 from ldm.errors import ConfigError, Diverged
 from ldm.utils.checkpoint import CLASS_KEY, qualname
 from ldm.utils.config import build, build_optimizer
@@ -28,7 +28,12 @@ class LatentDiffusion(L.LightningModule):
     Latent scaling is computed from the training latents (`fit_scaling`), never hard-coded, and kept in
     buffers so it travels with the checkpoint: `global` divides by one std (latent diffusion's
     scale_factor; `center` also subtracts the mean), `channel` standardises each channel.
+
+    `noise_on_device` (set by the run from `sampler_noise`, not a hyperparameter: it does not change what is
+    learned) draws the sampling noise on the model's device instead of the CPU (ldm.diffusion.samplers).
     """
+
+    noise_on_device = False
 
     def __init__(self, latent_shape: Sequence[int], net: dict, process: dict, optimizer: dict,
                  lr_warmup_steps: int = 100, ema_decay: float = 0.999, ema_warmup: bool = True,
@@ -189,8 +194,8 @@ class LatentDiffusion(L.LightningModule):
         sampler = sampler or self.sampler
         if sampler is None:
             raise ConfigError("no sampler configured: pass sampler=... (conf/sampler/)")
-        g = torch.Generator().manual_seed(seed)
-        x = torch.randn((n, *self.latent_shape), generator=g).to(self.device)
+        g = noise_generator(seed, self.device if self.noise_on_device else None)
+        x = torch.randn((n, *self.latent_shape), generator=g, device=g.device).to(self.device)
         net = self.ema.net if use_ema else self.net
         if y is None and self.num_classes:
             y = torch.arange(n, device=self.device) % self.num_classes

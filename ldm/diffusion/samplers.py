@@ -23,6 +23,19 @@ Callback = Optional[Callable[[dict], None]]
 Spacing = Callable[[int, int], list[int]]
 
 
+def noise_generator(seed: int, device: Optional[torch.device | str] = None) -> torch.Generator:
+    """The sampling noise's generator: on the CPU by default, so a seed gives the same samples on every device
+    (each draw is copied to the model's device); on `device` (e.g. the model's CUDA device) draws stay there, with
+    no copy per step, reproducible on that device and torch build but not equal to the CPU stream."""
+    return torch.Generator(device=device or "cpu").manual_seed(seed)
+
+
+def noise_like(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """N(0, I) shaped as x, drawn where `generator` lives (the CPU without one), in x's device and dtype."""
+    where = generator.device if generator is not None else "cpu"
+    return torch.randn(x.shape, generator=generator, device=where).to(x)
+
+
 def _abar(process: GaussianDiffusion, t: int, like: torch.Tensor) -> torch.Tensor:
     """alpha-bar at integer step t as a scalar tensor; t = -1 means the clean data (alpha-bar = 1)."""
     if t < 0:
@@ -51,7 +64,7 @@ def sample_ddim(denoiser: Denoiser, process: GaussianDiffusion, x: torch.Tensor,
         sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp_min(0).sqrt()
         x = a_prev.sqrt() * x0 + (1 - a_prev - sigma ** 2).clamp_min(0).sqrt() * eps
         if t_prev >= 0 and eta > 0:
-            x = x + sigma * torch.randn(x.shape, generator=generator, device="cpu").to(x)
+            x = x + sigma * noise_like(x, generator)
     return x
 
 
@@ -70,7 +83,7 @@ def sample_ddpm(denoiser: Denoiser, process: GaussianDiffusion, x: torch.Tensor,
             x = mean
         else:
             var = beta * (1 - a_prev) / (1 - a)
-            x = mean + var.sqrt() * torch.randn(x.shape, generator=generator, device="cpu").to(x)
+            x = mean + var.sqrt() * noise_like(x, generator)
     return x
 
 

@@ -45,6 +45,8 @@ def evaluate_run(cfg: DictConfig, run_dir: Path, out_dir: Path) -> dict:
     """Evaluate one finished run (a train.py run directory or an export); writes <out_dir>/eval.json and figures."""
     model = load(run_dir, cfg.checkpoint)
     ld, info = model.diffusion, dict(model.info)
+    if ld is not None:
+        ld.noise_on_device = cfg.get("sampler_noise") == "device"
     if ld is not None and cfg.get("sampler"):
         ld.sampler = build(plain(cfg.sampler))
         check_sampler(ld.sampler, ld.process.num_timesteps)

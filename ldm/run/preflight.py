@@ -209,6 +209,19 @@ def resume_from(cfg: DictConfig) -> tuple[Optional[str], Optional[str], Optional
     return ckpt1, ae_ckpt, ckpt2
 
 
+CUBLAS_WORKSPACE = ":4096:8"  # what torch's reproducibility notes ask of CUDA >= 10.2 for deterministic cuBLAS
+
+
+def deterministic_cublas(deterministic: Any) -> Optional[str]:
+    """`trainer.deterministic=true` (Lightning: torch.use_deterministic_algorithms) also needs cuBLAS's fixed
+    workspace, set in the environment before the first cuBLAS call (a value the user set is kept); without it a
+    CUDA run stops at the first matrix product with a RuntimeError. The setting it runs with (None: not asked)."""
+    if deterministic is True or deterministic == "warn":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+        return os.environ["CUBLAS_WORKSPACE_CONFIG"]
+    return None
+
+
 def check(cfg: DictConfig) -> Plan:
     """Build and check everything the run needs before training; a `UserError` for the first problem found."""
     schema.validate(cfg, schema.TRAIN)  # types and ranges first: every later check may then trust them
@@ -224,6 +237,7 @@ def check(cfg: DictConfig) -> Plan:
         raise ConfigError(f"float32_matmul_precision={cfg.float32_matmul_precision}: choose one of "
                           f"{', '.join(MATMUL_PRECISIONS)}")
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+    deterministic_cublas(cfg.trainer.get("deterministic") if cfg.get("trainer") else None)
     ckpt1, ae_ckpt, ckpt2 = resume_from(cfg)
 
     L.seed_everything(cfg.seed, workers=True)

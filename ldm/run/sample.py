@@ -28,6 +28,7 @@ def configure(model: Model, cfg: DictConfig) -> None:
     """The sampler, its steps and the guidance scale asked for on the command line (`Model.sampler_for`)."""
     ld = model.diffusion
     ld.sampler = model.sampler_for(cfg.sampler if cfg.get("sampler") else None, cfg.get("steps"))
+    ld.noise_on_device = cfg.get("sampler_noise") == "device"
     if cfg.get("guidance_scale") is not None:
         ld.hparams.guidance_scale = float(cfg.guidance_scale)
 

@@ -60,6 +60,14 @@ class List:
         return None
 
 
+@dataclass(frozen=True)
+class Choice:
+    values: tuple
+
+    def problem(self, v: Any) -> Optional[str]:
+        return None if v in self.values else "one of " + ", ".join(map(str, self.values))
+
+
 def _range(lo, hi) -> str:
     if lo is not None and hi is not None:
         return f" in [{lo}, {hi}]"
@@ -71,7 +79,7 @@ METRICS = {"metrics.num_samples": Int(min=3, optional=True), "metrics.eval_batch
            "metrics.probe_n": POSITIVE, "metrics.kid_subsets": POSITIVE, "metrics.floor_subsets": POSITIVE,
            "metrics.interp_pairs": POSITIVE, "metrics.interp_steps": Int(min=2), "metrics.subset_n":
            Int(min=1, optional=True)}
-COMMON = {"threads": Int(min=1, optional=True)}
+COMMON = {"threads": Int(min=1, optional=True), "sampler_noise": Choice(("cpu", "device"))}
 TRAIN = {**COMMON, **METRICS, "seed": Int(min=0), "stage1.max_steps": POSITIVE, "stage1.val_every": POSITIVE,
          "stage2.max_steps": POSITIVE, "stage2.val_every": POSITIVE, "stage2.batch_size": POSITIVE,
          "data.batch_size": POSITIVE, "data.image_size": Int(min=4), "data.num_workers": Int(min=0),

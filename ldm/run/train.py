@@ -150,6 +150,7 @@ def stage2(cfg: DictConfig, plan: preflight.Plan, s1: Result, z: dict, loggers: 
     result = run_stage(cfg, Stage("stage2", ld, data, "diffusion.ckpt", load, parts, plan.resume2, summary=ld_info),
                        loggers)
     result.module.set_decoder(s1.module.decode, s1.module.latent_range)
+    result.module.noise_on_device = cfg.get("sampler_noise") == "device"
     return result
 
 

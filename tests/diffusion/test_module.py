@@ -164,3 +164,18 @@ def test_clip_x0_follows_the_autoencoders_latent_range():
         make_ld(clip_x0=True).clip_range()
     with pytest.raises(ConfigError, match="clip_x0"):
         make_ld(clip_x0="sometimes")
+
+
+def test_noise_on_device_is_reproducible_and_on_a_cpu_the_cpu_stream():
+    """sampler_noise=device draws with a generator on the model's device; on a CPU that generator is a CPU one,
+    so the samples equal the default's bit for bit (the same seed, the same stream), and a seed reproduces them.
+    On a GPU the device stream differs from the CPU one: make gpu-check measures it."""
+    ld = make_ld()
+    ld.fit_scaling(*latents())
+    cpu, _ = ld.sample_latents(6, seed=5)
+    ld.noise_on_device = True
+    dev, _ = ld.sample_latents(6, seed=5)
+    again, _ = ld.sample_latents(6, seed=5)
+    other, _ = ld.sample_latents(6, seed=6)
+    assert torch.equal(cpu, dev) and torch.equal(dev, again) and not torch.equal(dev, other)
+    assert LatentDiffusion.noise_on_device is False  # the default: noise on the CPU

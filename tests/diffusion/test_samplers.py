@@ -142,3 +142,22 @@ def test_clipped_denoiser_bounds_x0_and_stays_consistent(parameterization):
         unclipped = sampler(wild, proc, torch.randn(32, 1, 2, 2, generator=g, dtype=torch.float64), generator=g,
                             spacing=even, **kw)
         assert unclipped.abs().max() > 1.5, sampler.__name__  # without the clip the same denoiser leaves the range
+
+
+def test_noise_is_drawn_where_the_generator_lives_and_the_cpu_stream_is_unchanged():
+    """`noise_like` with a CPU generator is exactly the stream the samplers drew before (torch.randn on the CPU,
+    then moved); `noise_generator` is a CPU generator unless given a device; DDPM's noise comes from it."""
+    from ldm.diffusion.samplers import noise_generator, noise_like
+
+    x = torch.zeros(3, 2, 4, 4, dtype=torch.float64)
+    g = noise_generator(7)
+    assert g.device == torch.device("cpu")
+    want = torch.randn(x.shape, generator=torch.Generator().manual_seed(7), device="cpu").to(x)
+    assert torch.equal(noise_like(x, g), want) and noise_like(x, g).dtype == torch.float64
+    assert noise_generator(7, "cpu").device == torch.device("cpu")
+    proc = GaussianDiffusion(schedules.linear(100))
+    model = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    a = sample_ddpm(model, proc, x.clone(), steps=10, spacing=even, generator=noise_generator(3))
+    b = sample_ddpm(model, proc, x.clone(), steps=10, spacing=even, generator=noise_generator(3))
+    c = sample_ddpm(model, proc, x.clone(), steps=10, spacing=even, generator=noise_generator(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
