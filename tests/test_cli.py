@@ -250,6 +250,30 @@ def test_ddp_cpu_with_the_default_metrics_evaluates_like_one_process(tmp_path):
         assert single[key] == pytest.approx(m[key], rel=1e-5, abs=1e-8), key
 
 
+def test_the_stage_cache_works_under_ddp_cpu(tmp_path):
+    """Under DDP rank 0 looks a stage up and every rank follows it: the same DDP run again takes both stages from
+    the cache (no rank trains) with the same numbers; a run that changes only stage 2 takes stage 1 from the cache
+    and trains stage 2 (its second rank, launched at that fit, inherits rank 0's decisions); a one-device run of the
+    same config does not take the DDP result (its own entry: close numbers, not equal ones)."""
+    cache = tmp_path / "cache"
+    runs = {"first": ["trainer=ddp_cpu"], "again": ["trainer=ddp_cpu"],
+            "stage2": ["trainer=ddp_cpu", "diffusion.optimizer.lr=5e-4"], "one": []}
+    m = {}
+    for name, args in runs.items():
+        proc = train(args, tmp_path / name, cache)
+        assert proc.returncode == 0, (name, proc.stderr[-3000:])
+        m[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert m[name]["status"] == "ok", name
+    source = {n: (r["stage1/source"], r["stage2/source"]) for n, r in m.items()}
+    assert source == {"first": ("trained", "trained"), "again": ("cache", "cache"), "stage2": ("cache", "trained"),
+                      "one": ("trained", "trained")}
+    for key in ("recon/psnr", "gen/fid", "stage1/steps", "stage2/steps", "stage1/devices", "stage2/devices"):
+        assert m["again"][key] == m["first"][key], key
+    assert m["stage2"]["stage2/devices"] == 2 and m["one"]["stage1/devices"] == 1
+    assert len(list((cache / "stage1").glob("*/manifest.json"))) == 2  # the DDP entry and the one-device one
+    assert not list((tmp_path / "first" / "checkpoints").rglob(".*.ckpt"))  # the published copy is cleaned up
+
+
 @pytest.mark.parametrize("row", ["ae", "identity", "vae_gan", "bigan", "ali", "gan_inversion", "ddgan"])
 def test_every_row_family_trains_under_ddp_cpu(row, tmp_path):
     """trainer=ddp_cpu (2 gloo processes) for each row family besides the VAE (above): the GAN-family rows and

@@ -3,6 +3,7 @@
     lock entry -> intact entry? load it, link its checkpoint into the run -> done
                -> else fit (resuming from `resume`), time it, make sure the run has last.ckpt,
                   publish a weights-only copy with its info to the cache
+Under DDP rank 0 does the looking and locking, and the other ranks follow its decision (`shared_decision`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from omegaconf import DictConfig
 
 from ldm.run import tracking
 from ldm.run.callbacks import Plateau, StepBudget, StepSeed
+from ldm.run.task import process_rank
 from ldm.utils import cache
 from ldm.utils.checkpoint import AtomicCheckpointIO, link_or_copy, remove_stale_temporaries, run_checkpoint
 from ldm.utils.config import build, instantiate_dict, plain
@@ -94,27 +96,68 @@ def compile_networks(module: Any, cache_dir: str) -> list[str]:
     return names
 
 
+CACHE_DECISION_ENV = "LDM_CACHE_{}"  # rank 0's hit or miss for a stage, inherited by the DDP ranks it launches later
+
+
+def shared_decision(name: str, rank: int, mine: Optional[bool], own_look: Callable[[], bool]) -> bool:
+    """Whether stage `name` comes from the cache, the same on every rank of a DDP run. Rank 0 decides (`mine`, its
+    look under the entry's lock) and passes it on: in the environment, which the ranks it launches at its next
+    fit inherit, and by a broadcast to ranks that already run (launched at an earlier stage's fit). Another rank
+    takes it from whichever of the two it has; a rank that has neither (launched on its own, by SLURM or torchrun)
+    looks for itself (`own_look`): entries are only ever added, so it could differ only if a concurrent job
+    published this very entry between the two looks."""
+    import torch.distributed as dist
+
+    env = CACHE_DECISION_ENV.format(name.upper())
+    group = dist.is_available() and dist.is_initialized()
+    if rank == 0:
+        os.environ[env] = "hit" if mine else "miss"
+        if group:
+            dist.broadcast_object_list([bool(mine)], src=0)
+        return bool(mine)
+    if env in os.environ:
+        return os.environ[env] == "hit"
+    if group:
+        got = [None]
+        dist.broadcast_object_list(got, src=0)
+        return bool(got[0])
+    return own_look()
+
+
 def run_stage(cfg: DictConfig, stage: Stage, loggers: list = ()) -> Result:
-    """Train `stage` (or take it from the cache); returns the module, its `<stage>/*` info and the cache entry."""
+    """Train `stage` (or take it from the cache); returns the module, its `<stage>/*` info and the cache entry.
+
+    Under DDP the cache works as with one process, with a DDP result as its own entry (its numbers are close to a
+    one-device run's, not equal): rank 0 looks it up under the lock and every rank follows its decision
+    (`shared_decision`); on a miss all ranks train, then write the weights together (a checkpoint write is a
+    collective) and rank 0 publishes them."""
     name = stage.name
     compiled = bool((cfg.get("compile") or {}).get(name, False))
     if compiled:  # numerics differ from eager at ~1e-6: a compiled result is its own cache entry
         stage.parts = {**stage.parts, "compile": True}
         log.info("%s: torch.compile %s", name, ", ".join(compile_networks(stage.module, cfg.paths.cache_dir)))
-    key = cache.key(stage.parts)
     trainer = make_trainer(cfg, name, list(loggers), getattr(stage.module, "extra_steps", 0),
                            getattr(stage.module, "plateau_signal", True),
                            manual_optimization=not stage.module.automatic_optimization)
-    cached = bool((cfg.get("cache") or {}).get(name, False)) and not stage.resume and trainer.world_size == 1
+    world = trainer.world_size
+    if world > 1:  # close to a one-device result, not equal to it: its own entry
+        stage.parts = {**stage.parts, "devices": world}
+    key = cache.key(stage.parts)
+    cached = bool((cfg.get("cache") or {}).get(name, False)) and not stage.resume
     entry = cache.Entry(cfg.paths.cache_dir, name, key, stage.parts) if cached else None
+    rank = process_rank() if world > 1 else 0
     ckpt = run_checkpoint(cfg.paths.output_dir, name)
-    with entry.locked() if entry else nullcontext():
-        module = entry.load(stage.cache_file, stage.load) if entry is not None else None
+    with entry.locked() if entry is not None and rank == 0 else nullcontext():
+        module = entry.load(stage.cache_file, stage.load) if entry is not None and rank == 0 else None
+        if entry is not None and world > 1 and shared_decision(name, rank, module is not None,
+                                                               lambda: entry.problem() is None) and rank != 0:
+            module = stage.load(entry.path(stage.cache_file))  # rank 0 found it intact (under its lock)
         if module is not None:
-            link_or_copy(entry.path(stage.cache_file), ckpt)  # the run owns its result, also without .cache
-            log.info("%s: reusing %s from the cache (%s)", name, type(module).__name__, entry.dir)
+            if rank == 0:
+                link_or_copy(entry.path(stage.cache_file), ckpt)  # the run owns its result, also without .cache
+                log.info("%s: reusing %s from the cache (%s)", name, type(module).__name__, entry.dir)
             return Result(module, {**entry.info(), f"{name}/reused": True, f"{name}/source": "cache",
-                                   f"{name}/cache": str(entry.dir)}, True, entry)
+                                   f"{name}/cache": str(entry.dir)}, rank == 0, entry)
         for tmp in remove_stale_temporaries(ckpt.parent):  # a killed earlier attempt's half-written checkpoint
             log.info("%s: removed %s, left by a process that was killed while writing it", name, tmp.name)
         # the run's config is logged once by ldm.run.tracking, not each module's hparams by each Trainer
@@ -142,6 +185,13 @@ def run_stage(cfg: DictConfig, stage: Stage, loggers: list = ()) -> Result:
                 write_json(Path(cfg.paths.output_dir) / f"plateau_{name}.json",
                            {"monitor": plateau.monitor, "rule": plain(cfg[name].plateau), "trace": plateau.trace,
                             "stopped_step": plateau.stopped_step, "best_step": plateau.best_step})
-        if entry is not None and trainer.is_global_zero:
+        if entry is not None and world > 1:  # every rank writes (a collective), rank 0's file is published
+            weights = ckpt.with_name(f".{key}.cache.ckpt")
+            trainer.save_checkpoint(weights, weights_only=True)
+            if trainer.is_global_zero:
+                entry.publish({stage.cache_file: weights}, info)
+                weights.unlink(missing_ok=True)
+            trainer.strategy.barrier("stage cache published")  # the ranks read the entry next (its latents' key)
+        elif entry is not None and trainer.is_global_zero:
             entry.publish({stage.cache_file: lambda tmp: trainer.save_checkpoint(tmp, weights_only=True)}, info)
     return Result(stage.module, info, trainer.is_global_zero, entry)
