@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -119,3 +120,19 @@ def test_each_truncated_cache_file_is_logged_rebuilt_and_gives_the_clean_numbers
         assert (root / kind / ".bad").is_dir() and path.is_file()  # moved aside, then rebuilt in place
         if kind in ("stage1", "stage2"):
             assert m[f"{kind}/source"] == "trained"
+
+
+def test_ddp_ranks_follow_rank_0s_cache_decision(monkeypatch):
+    """Rank 0's look decides and is put in the environment (what the ranks it launches later inherit); another
+    rank takes it from there, and looks for itself only when it has neither that nor a process group."""
+    from ldm.run.stages import CACHE_DECISION_ENV, shared_decision
+
+    env = CACHE_DECISION_ENV.format("STAGE2")
+    monkeypatch.delenv(env, raising=False)
+    never = lambda: pytest.fail("rank 0 and informed ranks do not look themselves")  # noqa: E731
+    assert shared_decision("stage2", 0, True, never) is True and os.environ[env] == "hit"
+    assert shared_decision("stage2", 1, None, never) is True
+    assert shared_decision("stage2", 0, False, never) is False and os.environ[env] == "miss"
+    assert shared_decision("stage2", 3, None, never) is False
+    monkeypatch.delenv(env)
+    assert shared_decision("stage2", 1, None, lambda: True) is True  # launched on its own: its own look
