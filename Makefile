@@ -70,7 +70,7 @@ claims-readme: $(STAMP) ## the decisive report from its records; every report in
 	for p in quick hybrid decisive; do if [ -f logs/claims/$$p/REPORT.md ]; then \
 		$(PY) -m ldm.analysis.claims.publish publish logs/claims/$$p docs/claims/$$p || exit 1; fi; done
 	$(PY) -m ldm.analysis.claims.publish readme README.md docs/claims/decisive docs/claims/hybrid \
-		--earlier docs/claims/quick
+		--earlier docs/claims/quick docs/claims/hybrid
 
 gpu-check: $(STAMP) ## on a GPU machine (<= 8 min): every row on the GPU, DDP, jobs per GPU, GPU-hours -> benchmarks/GPU.md
 	$(PY) benchmarks/gpu_check.py $(ARGS)

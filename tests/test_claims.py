@@ -271,17 +271,20 @@ def test_readme_summary_is_spliced_from_reports(tmp_path, capsys):
     claims_report(OmegaConf.create({"claims": {"profile": "later", "dir": str(later), "claims": {
         "C0": {"statement": "vae ranks", "criterion": rank_crit()},
         "C1": {"statement": "vae beats gan", "criterion": {**cmp(), "b": {"autoencoder": "bigan"}}}}}}))
-    assert publish.main(["readme", str(readme), str(later), str(hybrid), "--earlier", str(quick)]) == 0
+    assert publish.main(["readme", str(readme), str(later), str(hybrid), "--earlier", str(quick), str(hybrid)]) == 0
     text = readme.read_text()
-    assert "--earlier " + str(quick) + " -->" in text  # the command that made the block, whole
+    assert f"--earlier {quick} {hybrid} -->" in text  # the command that made the block, whole
     assert "**The question first: gen/fid of the same latent diffusion on every row's latent** ([later" in text
     assert "| 1 | vae | 1.02 [" in text and "| 3 | bigan | 3.07 [" in text
-    assert "| claim | statement | verdict | profile | quick profile (before) |" in text
-    assert "| C0 | vae ranks | **supported** | [later]" in text and "| C0 | vae ranks | **supported** | " \
-        f"[later]({later.as_posix()}/REPORT.md) | – |" in text  # the quick profile had no C0
-    assert f"| C1 | vae beats gan | **supported** | [later]({later.as_posix()}/REPORT.md) | supported |" in text
-    assert f"| C2 | hybrid | **contradicted** | [hybrid]({hybrid.as_posix()}/REPORT.md) | undecided (**changed**) |" \
+    assert "| claim | statement | verdict | profile | before (quick, hybrid) |" in text
+    assert f"| C0 | vae ranks | **supported** | [later]({later.as_posix()}/REPORT.md) | – |" in text  # no C0 before
+    assert f"| C1 | vae beats gan | **supported** | [later]({later.as_posix()}/REPORT.md) | supported (quick) |" in text
+    # C2: decided by hybrid now and before (quick left it undecided): the same verdict, not a change
+    assert f"| C2 | hybrid | **contradicted** | [hybrid]({hybrid.as_posix()}/REPORT.md) | contradicted (hybrid) |" \
         in text
+    assert publish.main(["readme", str(readme), str(hybrid), "--earlier", str(quick)]) == 0
+    assert "| C2 | hybrid | **contradicted** | " in readme.read_text() and \
+        "| undecided (quick; **changed**) |" in readme.read_text()
     assert publish.main(["readme", str(readme), str(later), "--earlier"]) == 2  # --earlier needs a report
     bare = tmp_path / "BARE.md"
     bare.write_text("no markers\n")

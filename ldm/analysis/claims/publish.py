@@ -1,11 +1,12 @@
 """Publishing claims reports: copy a report into docs/claims/<profile>, splice the README's summary table, and log
 the report to wandb.
 
-    python -m ldm.analysis.claims.publish readme README.md <report dir> [<report dir> ...] [--earlier <report dir>]
+    python -m ldm.analysis.claims.publish readme README.md <report dir> ... [--earlier <report dir> ...]
     python -m ldm.analysis.claims.publish publish logs/claims/<profile> docs/claims/<profile>
 
-`readme`: per claim the verdict of the first report that decides it; `--earlier`: an older report's verdict beside
-each (e.g. the quick profile's beside the decisive one's), marked where it changed.
+`readme`: per claim the verdict of the first report that decides it; `--earlier`: older reports, read by the same
+rule, whose verdict goes beside each (e.g. the quick and hybrid profiles' beside the decisive one's), marked where
+it changed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from ldm.errors import ConfigError
 BLOCK = "claims-summary"  # the README's markers: <!-- claims-summary:begin ... --> ... <!-- claims-summary:end -->
 
 
-def splice_readme(readme: Path, report_dirs: list[Path], command: str, earlier: Optional[Path] = None) -> None:
+def splice_readme(readme: Path, report_dirs: list[Path], command: str,
+                  earlier: Optional[list[Path]] = None) -> None:
     """Replace the README's text between the claims-summary markers with `summary(report_dirs, earlier)` (atomic
     write)."""
     splice(readme, BLOCK, summary(report_dirs, earlier), command)
@@ -90,16 +92,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
-    earlier = None
+    earlier: list[str] = []
     if "--earlier" in args:
         i = args.index("--earlier")
-        earlier = args[i + 1] if i + 1 < len(args) else ""
-        del args[i:i + 2]
-    usage = ("usage: python -m ldm.analysis.claims.publish readme README.md <report dir> [<report dir> ...] "
-             "[--earlier <report dir>]\n"
+        earlier, args = args[i + 1:], args[:i]
+        if not earlier:
+            earlier = [""]
+    usage = ("usage: python -m ldm.analysis.claims.publish readme README.md <report dir> ... "
+             "[--earlier <report dir> ...]\n"
              "       python -m ldm.analysis.claims.publish publish logs/claims/<profile> docs/claims/<profile>")
-    if not ((len(args) >= 3 and args[0] == "readme") or (len(args) == 3 and args[0] == "publish" and earlier is None)) \
-            or earlier == "":
+    if not ((len(args) >= 3 and args[0] == "readme") or (len(args) == 3 and args[0] == "publish" and not earlier)) \
+            or "" in earlier:
         print(usage, file=sys.stderr)
         return 2
     try:
@@ -107,11 +110,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             for f in publish(Path(args[1]), Path(args[2])):
                 print(f)
             return 0
-        for d in args[2:] + ([earlier] if earlier else []):
+        for d in args[2:] + earlier:
             _check_report(Path(d))
-        shown = args + (["--earlier", earlier] if earlier else [])
+        shown = args + (["--earlier", *earlier] if earlier else [])
         command = "python -m ldm.analysis.claims.publish " + " ".join(shown)
-        splice_readme(Path(args[1]), [Path(d) for d in args[2:]], command, Path(earlier) if earlier else None)
+        splice_readme(Path(args[1]), [Path(d) for d in args[2:]], command, [Path(d) for d in earlier])
     except (ConfigError, OSError, ValueError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -160,13 +160,20 @@ def _read_report(d: Path) -> tuple[Path, str, dict, dict]:
     return d, profile, statements, json.loads((d / "verdicts.json").read_text())
 
 
-def summary(report_dirs: list[Path], earlier: Path | None = None) -> str:
+def _deciding(reports: list[tuple], name: str) -> tuple | None:
+    """The first report that decides claim `name` (not `undecided`), else the first that has it."""
+    have = [r for r in reports if name in r[3]]
+    return next((r for r in have if r[3][name]["verdict"] != "undecided"), have[0] if have else None)
+
+
+def summary(report_dirs: list[Path], earlier: list[Path] | None = None) -> str:
     """One table over several reports (e.g. the decisive profile and the hybrid one): per claim the verdict of the
     first report that decides it (not `undecided`), its profile, and the numbers behind it; a claim no report
-    decides shows the first report's reason. With `earlier` (a report made before, e.g. the quick profile): its
-    verdict beside each one, marked where it changed. Above the table, C0's ranking where a report ranks rows."""
+    decides shows the first report's reason. With `earlier` (reports made before, e.g. the quick and hybrid
+    profiles, read by the same rule): the verdict they gave beside each, marked where it changed. Above the
+    table, C0's ranking where a report ranks rows."""
     reports = [_read_report(d) for d in report_dirs]
-    before = _read_report(earlier) if earlier is not None else None
+    before = [_read_report(d) for d in earlier or []]
     names = sorted({k for _, _, _, v in reports for k in v})
     lines = []
     ranked = next(((d, p, v[n]) for d, p, _, v in reports for n in names
@@ -179,19 +186,19 @@ def summary(report_dirs: list[Path], earlier: Path | None = None) -> str:
                   f"([{profile} profile]({d.as_posix()}/REPORT.md); lower is better; non-inferior: within the "
                   "criterion's margin of the best, Holm):", "",
                   *ranking_table(Finding(f["verdict"], f["text"], numbers)), ""]
-    head = "| claim | statement | verdict | profile |" + (f" {before[1]} profile (before) |" if before else "")
+    head = "| claim | statement | verdict | profile |" + (
+        f" before ({', '.join(p for _, p, _, _ in before)}) |" if before else "")
     lines += [head + " the numbers behind it (95 % intervals) |",
               "|---|---|---|---|" + ("---|" if before else "") + "---|"]
     for name in names:
-        have = [(d, p, s, v) for d, p, s, v in reports if name in v]
-        d, profile, statements, v = next(((d, p, s, v) for d, p, s, v in have if v[name]["verdict"] != "undecided"),
-                                         have[0])
+        d, profile, statements, v = _deciding(reports, name)
         numbers = "; ".join(t.replace("|", "/") for t in _flatten(v[name]))
         was = ""
         if before:
-            old = before[3].get(name, {}).get("verdict")
-            was = (" – |" if old is None else f" {old} |" if old == v[name]["verdict"] or profile == before[1]
-                   else f" {old} (**changed**) |")
+            old_report = _deciding(before, name)
+            old = old_report[3][name]["verdict"] if old_report else None
+            was = (" – |" if old is None else f" {old} ({old_report[1]}) |" if old == v[name]["verdict"]
+                   else f" {old} ({old_report[1]}; **changed**) |")
         lines.append(f"| {name} | {statements.get(name, '')} | **{v[name]['verdict']}** | "
                      f"[{profile}]({d.as_posix()}/REPORT.md) |{was} {numbers} |")
     return "\n".join(lines) + "\n"
