@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from ldm.analysis import sweep_jobs
-from ldm.analysis.claims import criteria, estimate, publish, render, runner
+from ldm.analysis.claims import criteria, estimate, figures, publish, render, runner
 from ldm.errors import ConfigError
 
 
@@ -413,7 +413,7 @@ def test_rank_is_non_inferiority_to_every_row_and_ranks_them(tmp_path):
         criteria.decide(rank_crit(claim="nope"), criteria.Sweeps(tmp_path / "good"))
     table = render.ranking_table(good)
     assert table[2].startswith("| 1 | vae | 1.02 [") and table[2].endswith("| 3 | (best) |")
-    png = render.ranking_figure(good, tmp_path / "good", tmp_path / "C0_ranking.png")
+    png = figures.ranking_figure(good, tmp_path / "good", tmp_path / "C0_ranking.png")
     assert png.is_file() and png.stat().st_size > 1000
 
 
@@ -556,7 +556,7 @@ def test_sample_figures_show_every_row_at_one_shared_seed_beside_real_data(tmp_p
     crit = {"kind": "all", "of": [cmp(), {"kind": "threshold", "experiment": "ctrl", "row": {"autoencoder": "bigan"},
                                           "metric": "latent/probe", "value": 0.0, "sign": 1}]}
     sweeps = criteria.Sweeps(tmp_path)
-    panels, seed = render.sample_panels(crit, sweeps)
+    panels, seed = figures.sample_panels(crit, sweeps)
     assert str(seed) == "1"
     shown = {(p["experiment"], p["label"]): p for p in panels}
     assert shown[("rows", "autoencoder=vae")]["grid"][seed].name == "samples.png"
@@ -571,11 +571,11 @@ def test_sample_figures_show_every_row_at_one_shared_seed_beside_real_data(tmp_p
         return png
 
     drawn: dict = {}
-    assert render.samples_figure("C1", crit, sweeps, real, tmp_path / "C1_samples.png", drawn).is_file()
+    assert figures.samples_figure("C1", crit, sweeps, real, tmp_path / "C1_samples.png", drawn).is_file()
     assert sorted(calls) == ["ldm.data.digits.DigitsDataModule", "ldm.data.stacked_digits.StackedDigitsDataModule"]
-    render.samples_figure("C2", cmp(), sweeps, real, tmp_path / "C2_samples.png", drawn)
+    figures.samples_figure("C2", cmp(), sweeps, real, tmp_path / "C2_samples.png", drawn)
     assert len(calls) == 2  # the digits grid drawn for C1 serves C2 (another seed's config, the same data)
     none = {"kind": "threshold", "experiment": "ctrl", "row": {"autoencoder": "bigan"}, "metric": "latent/probe",
             "value": 0.0, "sign": 1}
-    assert render.samples_figure("C3", none, sweeps, real, tmp_path / "C3_samples.png") is None
+    assert figures.samples_figure("C3", none, sweeps, real, tmp_path / "C3_samples.png") is None
     assert not (tmp_path / "C3_samples.png").exists()

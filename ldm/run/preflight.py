@@ -4,6 +4,9 @@
 names, and refuses (a `UserError` naming the key and the fix) a row without an encoder asked for stage 2,
 evaluator features on unlabelled or single-class data, budgets <= 0, batch sizes larger than the
 training split, and a test split too small to measure. What it built is handed to the pipeline.
+
+Why this module is long: it is every check a run makes before training, in the order they can fail (settings,
+accelerator and its GPU settings, data, modules, checkpoints, resume); split up, the order would be lost.
 """
 
 from __future__ import annotations

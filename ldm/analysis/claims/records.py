@@ -3,7 +3,7 @@
     results/<profile>/<experiment>/<job key>/
         record.json     overrides, status, metrics, commit, code hash, machine, wall per stage, stopping steps
         config.yaml     the job's resolved config (what Hydra composed)
-        samples.png     the job's sample grid (when it wrote one)
+        samples.png     the job's sample grid (when it wrote one); stage1_prior.png: a GAN's G(z)
         plateau_*.json  each plateau-stopped stage's validation curve
 
 A profile with `results:` is run as a campaign: its report reads records, not sweep directories, so records
@@ -48,7 +48,7 @@ RESULT_CODE = ("ldm/nets", "ldm/losses", "ldm/autoencoders", "ldm/diffusion", "l
                "conf/metrics", "conf/trainer", "conf/callbacks", "conf/_shared")
 TIMING = ("wall_s", "sec_per_sample", "encode_sec_per_image", "runtime/", "/key", "/cache", "/source", "/reused",
           "/resumed_from", "/checkpoint")  # metric names that say how a number was obtained, not what it is
-FILES = ("samples.png", "stage1_prior.png", "plateau_stage1.json", "plateau_stage2.json")  # stage1_prior: a GAN's G(z)
+FILES = ("samples.png", "stage1_prior.png", "plateau_stage1.json", "plateau_stage2.json")
 REPRODUCED = "reproduced.json"
 
 
@@ -230,9 +230,8 @@ def materialize(records: list[dict], view: Path, experiments: list[str]) -> None
         if (src / "config.yaml").is_file():
             shutil.copyfile(src / "config.yaml", job / ".hydra" / "config.yaml")
         write_json(job / "metrics.json", rec["metrics"])
-        for name in ("samples.png", "stage1_prior.png"):
-            if (src / name).is_file():
-                shutil.copyfile(src / name, job / name)
+        for name in [n for n in FILES if n.endswith(".png") and (src / n).is_file()]:  # the sample grids
+            shutil.copyfile(src / name, job / name)
 
 
 def stopping_lines(records: list[dict], experiments: list[str]) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 from omegaconf import DictConfig
 
 from ldm.analysis import tables
-from ldm.analysis.claims import estimate, publish, render
+from ldm.analysis.claims import estimate, figures, publish, render
 from ldm.analysis.claims.criteria import Sweeps, controls, metrics_of, verdicts
 from ldm.analysis.collect import collect
 from ldm.analysis.sweep_jobs import count_jobs
@@ -142,14 +142,14 @@ def decide(profile: dict, root: Path, commands: list[str], campaign: Optional[li
     root.mkdir(parents=True, exist_ok=True)
     for name, f in findings.items():  # C0's ranking figure, before the report that links it
         if "ranking" in f.numbers and f.verdict != "undecided":
-            render.ranking_figure(f, root, root / f"{name}_ranking.png")
+            figures.ranking_figure(f, root, root / f"{name}_ranking.png")
     reads = {name: render.claim_numbers(c["criterion"], sweeps) for name, c in profile["claims"].items()}
     for name, numbers in reads.items():  # one labelled panel per metric each claim reads
-        render.claim_figure(name, numbers, root / f"{name}_metrics.png")
+        figures.claim_figure(name, numbers, root / f"{name}_metrics.png")
     drawn: dict = {}
     shutil.rmtree(root / "_real", ignore_errors=True)  # the real-data grids are drawn anew with each report
     for name, c in profile["claims"].items():  # each row's samples at one seed, beside real data
-        render.samples_figure(name, c["criterion"], sweeps, real, root / f"{name}_samples.png", drawn)
+        figures.samples_figure(name, c["criterion"], sweeps, real, root / f"{name}_samples.png", drawn)
     text = render.report(profile, root, findings, commands, checks, campaign, reads)
     atomic_write(root / "REPORT.md", lambda tmp: Path(tmp).write_text(text))
     write_json(root / "verdicts.json", render.json_ready(findings))
