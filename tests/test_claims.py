@@ -413,6 +413,10 @@ def test_rank_is_non_inferiority_to_every_row_and_ranks_them(tmp_path):
         criteria.decide(rank_crit(claim="nope"), criteria.Sweeps(tmp_path / "good"))
     table = render.ranking_table(good)
     assert table[2].startswith("| 1 | vae | 1.02 [") and table[2].endswith("| 3 | (best) |")
+    # ae - vae by seed: 0.05, 0.02, 0.05 -> +0.04, half-width t(0.975, 2) x 0.01 = 0.043
+    assert table[3].startswith("| 2 | ae | 1.06 [")
+    assert "| 3 | yes (vs the best: +0.04 [-0.00303, +0.083]) |" in table[3]
+    assert table[4].startswith("| 3 | bigan | 3.07 [") and "| 3 | not shown (vs the best: +2.05 [" in table[4]
     png = figures.ranking_figure(good, tmp_path / "good", tmp_path / "C0_ranking.png")
     assert png.is_file() and png.stat().st_size > 1000
 
@@ -563,6 +567,8 @@ def test_sample_figures_show_every_row_at_one_shared_seed_beside_real_data(tmp_p
     assert shown[("rows", "autoencoder=gan")]["grid"][shown[("rows", "autoencoder=gan")]["seed"]].name \
         == "stage1_prior.png"
     assert shown[("ctrl", "autoencoder=bigan")]["grids"] == set()
+    twice = {"kind": "all", "of": [cmp(), {**cmp(), "a_label": "the vae", "sign": 1}]}  # vae under two labels
+    assert [p["label"] for p in figures.sample_panels(twice, sweeps)[0]] == ["autoencoder=vae", "autoencoder=gan"]
     calls = []
 
     def real(cfg: Path, png: Path) -> Path:

@@ -79,9 +79,10 @@ def sample_panels(criterion: dict, sweeps) -> tuple[list[dict], object]:
 
     panels, seen = [], set()
     for exp, row, _, label in reads_of(criterion):
-        if (exp, label) in seen:
+        key = (exp, tuple(sorted((k, str(v)) for k, v in row.items())))
+        if key in seen:  # one row read under two labels (two sub-tests): one panel, the first label
             continue
-        seen.add((exp, label))
+        seen.add(key)
         ok = [r for r in sweeps.jobs(exp) or [] if _match(r, row) and r["status"] == "ok"]
         jobs = {r["seed"]: sweeps.root / exp / r["job"] for r in ok}
         grid = {s: _grid(d) for s, d in jobs.items()}
@@ -144,7 +145,7 @@ def samples_figure(name: str, criterion: dict, sweeps, real, path: Path,
         ax.set_title(title, fontsize=8)
     same = f"every row at seed {seed}" if seed is not None else "each row at its lowest seed"
     fig.suptitle(f"{name}: samples of the rows it reads ({same}), beside real data", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=2.5)  # room for the two-line panel titles between rows
     return save_figure(fig, path)
 
 

@@ -32,7 +32,9 @@ def ranking_table(f: Finding) -> list[str]:
     lines = [f"| rank | row | {f.numbers['metric']} mean [95 % interval] | n | non-inferior to the best (Holm) |",
              "|---|---|---|---|---|"]
     for i, r in enumerate(rk, 1):
-        cell = "(best)" if i == 1 else ("yes" if r["non_inferior_to_best"] else "no")
+        d = r.get("vs_best") or {}
+        gap = f" (vs the best: {d['diff']:+.3g} [{d['lo']:+.3g}, {d['hi']:+.3g}])" if "lo" in d else ""
+        cell = "(best)" if i == 1 else ("yes" if r["non_inferior_to_best"] else "not shown") + gap
         lo = "–" if r.get("lo") is None else f"{r['lo']:.3g}"
         hi = "–" if r.get("hi") is None else f"{r['hi']:.3g}"
         lines.append(f"| {i} | {r['label']} | {r['mean']:.3g} [{lo}, {hi}] | {r['n']} | {cell} |")
