@@ -7,13 +7,7 @@ import json
 from pathlib import Path
 
 from ldm.analysis.claims.criteria import Finding, reads_of
-
-
-def _metrics(job: Path) -> dict:
-    try:
-        return json.loads((job / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return {}
+from ldm.rundir import read_status
 
 
 def ranking_figure(f: Finding, root: Path, path: Path) -> Path:
@@ -38,7 +32,8 @@ def ranking_figure(f: Finding, root: Path, path: Path) -> Path:
         ax.set_ylim(bottom=min(r["lo"] if r.get("lo") and r["lo"] > 0 else r["mean"] for r in rk) / 2)
     ax.set_xticks(xs, [r["label"] for r in rk], fontsize=8)
     floors = sorted(m["eval/fid_floor"] for r in rk if r.get("first_job")
-                    for m in [_metrics(root / r["first_job"])] if isinstance(m.get("eval/fid_floor"), (int, float)))
+                    for m in [read_status(root / r["first_job"] / "metrics.json")]
+                    if isinstance(m.get("eval/fid_floor"), (int, float)))
     if f.numbers["metric"] in ("gen/fid", "gen/fid_heldout") and floors:  # what real data scores against itself
         ax.axhline(floors[len(floors) // 2], color="tab:red", ls="--", lw=1,
                    label="real-data floor (held-out vs train, same count)")
@@ -48,8 +43,8 @@ def ranking_figure(f: Finding, root: Path, path: Path) -> Path:
                  "(green: non-inferior to the best, Holm)", fontsize=9)
     for i, r in enumerate(rk):
         a = fig.add_subplot(grid[1, i])
-        png = root / r["first_job"] / "samples.png" if r.get("first_job") else None
-        if png is not None and png.is_file():
+        png = _grid(root / r["first_job"]) if r.get("first_job") else None
+        if png is not None:
             a.imshow(mpimg.imread(png))
         else:
             a.text(0.5, 0.5, "no samples", ha="center", va="center", fontsize=8)
